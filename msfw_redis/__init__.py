@@ -1,0 +1,39 @@
+"""msfw_redis: resilient service-to-service calls whose state every replica shares.
+
+Circuit breakers, the response cache and the service registry live in Redis and change
+only through atomic Lua scripts, so all replicas of a service see one breaker, one
+cache and one registry.
+"""
+
+from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
+from msfw_redis._exceptions import (
+    CircuitOpenError,
+    ConfigurationError,
+    MsfwError,
+    ScriptError,
+    ServiceClientError,
+    ServiceNotFoundError,
+    ServiceTimeoutError,
+    StoreConnectionError,
+    StoreError,
+    StoreTimeoutError,
+)
+from msfw_redis._settings import ServiceSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CircuitBreakerConfig",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "MsfwError",
+    "ScriptError",
+    "ServiceClientError",
+    "ServiceNotFoundError",
+    "ServiceSDKConfig",
+    "ServiceSettings",
+    "ServiceTimeoutError",
+    "StoreConnectionError",
+    "StoreError",
+    "StoreTimeoutError",
+]

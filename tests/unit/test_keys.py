@@ -1,0 +1,66 @@
+"""Key construction and service-name validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from msfw_redis._keys import KeySchema, validate_service_name
+
+HOSTILE = [
+    "",
+    " ",
+    "user service",
+    "user\tservice",
+    "user\nservice",
+    "user{service}",
+    "{user}",
+    "}",
+    "user\x00service",
+    "user\x1bservice",
+    "user\u2028service",
+    "user\u200bservice",
+    "a" * 201,
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_service_names_are_rejected(name: str) -> None:
+    """A bad service name raises ValueError naming the value."""
+    with pytest.raises(ValueError, match="invalid service name"):
+        validate_service_name(name)
+
+
+@pytest.mark.parametrize("name", [None, 42, b"svc"])
+def test_non_string_names_are_rejected(name: object) -> None:
+    """Only strings are service names."""
+    with pytest.raises(ValueError, match="expected a string"):
+        validate_service_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["user-service", "user_service", "a", "a" * 200, "svc.v2:eu", "ünï"]
+)
+def test_good_names_pass(name: str) -> None:
+    """Ordinary names, up to 200 characters, are accepted unchanged."""
+    assert validate_service_name(name) == name
+
+
+def test_key_layout_and_hash_tag() -> None:
+    """Keys follow <prefix>:v1:{<service>}:<component>:<rest> and share the tag."""
+    keys = KeySchema("msfw")
+    a = keys.key("orders", "breaker", "state")
+    b = keys.key("orders", "breaker", "window", "/x/{id}")
+    assert a == "msfw:v1:{orders}:breaker:state"
+    assert keys.service_from_key(a) == keys.service_from_key(b) == "orders"
+    assert keys.global_key("registry", "services") == "msfw:v1:global:registry:services"
+    assert "{" not in keys.global_key("registry", "services")
+
+
+def test_key_rejects_bad_service_and_prefix() -> None:
+    """Building a key validates the service name; the schema validates its prefix."""
+    with pytest.raises(ValueError, match="invalid service name"):
+        KeySchema().key("bad name", "breaker")
+    with pytest.raises(ValueError, match="key_prefix"):
+        KeySchema("has space")
+    with pytest.raises(ValueError, match="key_prefix"):
+        KeySchema("")
