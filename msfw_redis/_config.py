@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from msfw_redis._exceptions import ConfigurationError
 
@@ -18,6 +18,8 @@ __all__ = [
     "DEFAULT_REDIS_OP_TIMEOUT",
     "DEFAULT_RETRY_ATTEMPTS",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_FAILURE_STATUS_CODES",
+    "BreakerScope",
     "CircuitBreakerConfig",
     "ServiceSDKConfig",
     "StoreFailurePolicy",
@@ -30,6 +32,9 @@ DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_REDIS_OP_TIMEOUT = 0.25
 
 StoreFailurePolicy = Literal["fail_open", "fail_closed"]
+BreakerScope = Literal["service", "endpoint"]
+#: Statuses that count as breaker failures by default: every 5xx. 4xx are the caller's fault.
+DEFAULT_FAILURE_STATUS_CODES: frozenset[int] = frozenset(range(500, 600))
 
 
 def config_error_from(exc: ValidationError, model: str) -> ConfigurationError:
@@ -66,6 +71,29 @@ class CircuitBreakerConfig(_ConfigModel):
         retry_delay: seconds before the first retry. Default 1.0.
         retry_backoff: multiplier applied to the delay after each retry. Default 2.0.
         request_timeout: seconds one attempt may take. Default 30.
+        failure_rate_threshold: percent (0-100]. When set, the breaker runs in *rate
+            mode*: it opens when at least this share of the calls in the last
+            ``sliding_window`` seconds failed, counted across every replica, once
+            ``minimum_calls`` calls were seen; ``failure_threshold`` is then unused.
+        minimum_calls: calls in the window before a rate is judged. Default 10.
+        sliding_window: rate-mode window in seconds (10 buckets). Default 60.
+        half_open_max_calls: probes admitted at once across the fleet. Default 1.
+        probe_lease: seconds a probe holds its slot before another may take it
+            (a crashed probe cannot wedge the breaker). Default ``request_timeout``.
+        slow_call_threshold: seconds; a call slower than this counts as a failure.
+        failure_status_codes: HTTP statuses that count as failures. Default 500-599.
+        failure_exceptions: extra exception types that count as failures, besides
+            connect errors and timeouts, which always do.
+        scope: ``"service"`` (one breaker per service, the default) or
+            ``"endpoint"`` (one per route template or path).
+        success_flush_interval: seconds successes are batched before one report to
+            Redis (0 reports each at once). While batched, another replica's failure
+            streak can count past a success this replica has not reported yet, so a
+            trip may come up to this long early. Default 0.05.
+        max_staleness: seconds after which a local breaker mirror is re-read from
+            Redis even if no event arrived (the safety net under pub/sub). Default 5.
+        state_ttl: seconds a breaker's state survives in Redis without any write.
+            Default 7 days.
     """
 
     failure_threshold: int = Field(default=DEFAULT_FAILURE_THRESHOLD, ge=1)
@@ -75,6 +103,33 @@ class CircuitBreakerConfig(_ConfigModel):
     retry_delay: float = Field(default=1.0, ge=0)
     retry_backoff: float = Field(default=2.0, ge=1.0)
     request_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
+
+    # -- policies beyond the seed (Resilience4j / Polly users expect these) ----------
+    failure_rate_threshold: float | None = Field(default=None, gt=0, le=100)
+    minimum_calls: int = Field(default=10, ge=1)
+    sliding_window: float = Field(default=60.0, ge=0.01)
+    half_open_max_calls: int = Field(default=1, ge=1)
+    probe_lease: float | None = Field(default=None, gt=0)
+    slow_call_threshold: float | None = Field(default=None, gt=0)
+    failure_status_codes: frozenset[int] = Field(default=DEFAULT_FAILURE_STATUS_CODES)
+    failure_exceptions: tuple[type[BaseException], ...] = ()
+    scope: BreakerScope = "service"
+    success_flush_interval: float = Field(default=0.05, ge=0, le=10)
+    max_staleness: float = Field(default=5.0, gt=0)
+    state_ttl: float = Field(default=7 * 24 * 3600.0, ge=60)
+
+    @property
+    def effective_probe_lease(self) -> float:
+        """Seconds a half-open probe holds its slot: ``probe_lease``, else ``request_timeout``."""
+        return self.probe_lease if self.probe_lease is not None else self.request_timeout
+
+    @field_validator("failure_status_codes")
+    @classmethod
+    def _check_statuses(cls, value: frozenset[int]) -> frozenset[int]:
+        bad = sorted(code for code in value if not 100 <= code <= 599)
+        if bad:
+            raise ValueError(f"HTTP status codes must be within 100-599, got {bad}")
+        return value
 
 
 class ServiceSDKConfig(_ConfigModel):

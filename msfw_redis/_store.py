@@ -218,6 +218,11 @@ class Store:
         """False while the store is considered down (inside an outage window)."""
         return self._down_since is None
 
+    @property
+    def retry_due(self) -> bool:
+        """True when an operation would reach Redis (up, or its outage window passed)."""
+        return self._down_since is None or time.monotonic() >= self._retry_at
+
     def on_recovery(self, callback: Callable[[], Awaitable[None] | None]) -> None:
         """Call ``callback`` each time the store comes back after an outage."""
         self._recovery_listeners.append(callback)

@@ -1,0 +1,94 @@
+-- breaker_acquire: admit a call through a breaker that is not plainly CLOSED.
+--
+-- Called when the local mirror says OPEN with its cool-down passed, or HALF_OPEN. An
+-- elapsed OPEN becomes HALF_OPEN here, atomically, so exactly one caller fleet-wide
+-- makes that transition. HALF_OPEN hands out at most half_open_max probe leases; a
+-- lease expires after lease_ms so a crashed or hung probe cannot wedge the breaker.
+--
+-- KEYS[1] - breaker state hash
+-- KEYS[2] - half-open probe leases, zset token -> lease expiry ms
+-- ARGV[1] - channel: pub/sub channel for transition events
+-- ARGV[2] - name: the breaker's name, echoed in events
+-- ARGV[3] - token: unique id of this call, used as its probe lease
+-- ARGV[4] - half_open_max: probes allowed at once across the fleet (>= 1)
+-- ARGV[5] - lease_ms: how long a probe lease lasts (>= 1)
+-- ARGV[6] - key_ttl_ms: expiry refreshed on every key written (>= 1)
+-- ARGV[7] - now_ms: explicit server time for tests; 0 means read TIME
+-- Reply: array {decision, state, gen, failures, successes, opened_at_ms, open_until_ms,
+--               now_ms, active_probes, earliest_lease_expiry_ms}
+--   decision: 0 admit as a normal call, 1 admit as a probe (holding the lease `token`),
+--             2 reject.
+-- Publishes on ARGV[1] at each transition: 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
+local state_key = KEYS[1]
+local probes_key = KEYS[2]
+local channel = ARGV[1]
+local name = ARGV[2]
+local token = ARGV[3]
+local half_open_max = tonumber(ARGV[4])
+local lease_ms = tonumber(ARGV[5])
+local key_ttl_ms = tonumber(ARGV[6])
+local now_ms = tonumber(ARGV[7])
+if not half_open_max or half_open_max < 1 or not lease_ms or lease_ms < 1
+    or not key_ttl_ms or key_ttl_ms < 1 or not now_ms or token == '' then
+  return redis.error_reply('MSFW_BADARG breaker_acquire: bad half_open_max, lease_ms, key_ttl_ms, now_ms or token')
+end
+if now_ms <= 0 then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local codes = {closed = 0, open = 1, half_open = 2, forced_open = 3, forced_closed = 4, disabled = 5}
+local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until')
+local st = h[1] or 'closed'
+local gen = tonumber(h[2]) or 0
+local fail = tonumber(h[3]) or 0
+local succ = tonumber(h[4]) or 0
+local opened_at = tonumber(h[5]) or 0
+local open_until = tonumber(h[6]) or 0
+
+local function transition(to)
+  gen = gen + 1
+  st = to
+  fail = 0
+  succ = 0
+  if to == 'closed' then
+    open_until = 0
+  end
+  redis.call('DEL', probes_key)
+  redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', 0, 'succ', 0,
+    'opened_at', opened_at, 'open_until', open_until)
+  redis.call('PEXPIRE', state_key, key_ttl_ms)
+  redis.call('PUBLISH', channel, gen .. '|' .. codes[st] .. '|' .. opened_at .. '|' .. open_until .. '|' .. now_ms .. '|' .. name)
+end
+
+local function reply(decision, probes, earliest)
+  return {decision, codes[st], gen, fail, succ, opened_at, open_until, now_ms, probes, earliest}
+end
+
+-- A manual override whose TTL has passed returns to CLOSED with a new generation.
+if (st == 'forced_open' or st == 'forced_closed' or st == 'disabled') and open_until > 0
+    and now_ms >= open_until then
+  transition('closed')
+end
+
+if st == 'closed' or st == 'forced_closed' or st == 'disabled' then
+  return reply(0, 0, 0)
+end
+if st == 'forced_open' or (st == 'open' and now_ms < open_until) then
+  return reply(2, 0, 0)
+end
+if st == 'open' then
+  transition('half_open')
+end
+
+-- HALF_OPEN: drop expired leases, then admit while a slot is free.
+redis.call('ZREMRANGEBYSCORE', probes_key, '-inf', now_ms)
+local active = redis.call('ZCARD', probes_key)
+if active < half_open_max then
+  redis.call('ZADD', probes_key, now_ms + lease_ms, token)
+  redis.call('PEXPIRE', probes_key, lease_ms * 2)
+  redis.call('PEXPIRE', state_key, key_ttl_ms)
+  return reply(1, active + 1, 0)
+end
+local first = redis.call('ZRANGE', probes_key, 0, 0, 'WITHSCORES')
+return reply(2, active, tonumber(first[2]) or 0)

@@ -1,0 +1,35 @@
+-- breaker_read: one breaker's shared state, without changing anything.
+--
+-- KEYS[1] - breaker state hash  (<prefix>:v1:{svc}:breaker:state:<name>)
+-- KEYS[2] - half-open probe leases, zset token -> lease expiry ms
+-- ARGV[1] - now_ms: explicit server time for tests; 0 means read TIME
+-- Reply: array {0, state, gen, failures, successes, opened_at_ms, open_until_ms, now_ms,
+--               total_failures, total_successes, trips, active_probes}
+--   state: 0 closed, 1 open, 2 half_open, 3 forced_open, 4 forced_closed, 5 disabled.
+--   A missing breaker reads as closed with gen 0. A manual override whose TTL has
+--   passed reads as closed (the next writing script makes that permanent).
+local state_key = KEYS[1]
+local probes_key = KEYS[2]
+local now_ms = tonumber(ARGV[1])
+if now_ms == nil then
+  return redis.error_reply('MSFW_BADARG now_ms must be an integer')
+end
+if now_ms <= 0 then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local codes = {closed = 0, open = 1, half_open = 2, forced_open = 3, forced_closed = 4, disabled = 5}
+local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until',
+  'tf', 'ts', 'trips')
+local st = h[1] or 'closed'
+local open_until = tonumber(h[6]) or 0
+local manual = st == 'forced_open' or st == 'forced_closed' or st == 'disabled'
+if manual and open_until > 0 and now_ms >= open_until then
+  st = 'closed'
+  open_until = 0
+end
+local probes = redis.call('ZCOUNT', probes_key, '(' .. now_ms, '+inf')
+return {0, codes[st], tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0,
+  tonumber(h[5]) or 0, open_until, now_ms, tonumber(h[7]) or 0, tonumber(h[8]) or 0,
+  tonumber(h[9]) or 0, probes}

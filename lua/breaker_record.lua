@@ -1,0 +1,153 @@
+-- breaker_record: record call outcomes; may trip, re-open or close the breaker.
+--
+-- Outcomes are fenced by generation: they change state only when recorded against the
+-- generation they were admitted under, so a success from before a re-open can never
+-- close the breaker again. Stale outcomes still count in the lifetime totals.
+-- Successes may arrive batched; they are applied before the failure of the same call,
+-- which keeps one replica's own order intact for the consecutive-failure count.
+--
+-- KEYS[1] - breaker state hash
+-- KEYS[2] - half-open probe leases, zset token -> lease expiry ms
+-- KEYS[3] - rate-mode window, hash "s:<bucket_ms>"/"f:<bucket_ms>" -> count
+-- ARGV[1] - channel: pub/sub channel for transition events
+-- ARGV[2] - name: the breaker's name, echoed in events
+-- ARGV[3] - gen: generation the outcomes were admitted under
+-- ARGV[4] - successes: number of successes to record (>= 0)
+-- ARGV[5] - failures: number of failures to record after them (>= 0)
+-- ARGV[6] - token: probe lease token for a half-open probe outcome, '' otherwise
+-- ARGV[7] - failure_threshold: consecutive failures that open the breaker (>= 1)
+-- ARGV[8] - success_threshold: probe successes that close it (>= 1)
+-- ARGV[9] - open_ms: how long the breaker stays OPEN (>= 1)
+-- ARGV[10] - rate_permille: failure rate (per mille) that opens it; 0 = consecutive mode
+-- ARGV[11] - minimum_calls: calls in the window before the rate is judged (>= 1)
+-- ARGV[12] - window_ms: sliding window length for rate mode (>= 10)
+-- ARGV[13] - key_ttl_ms: expiry refreshed on every key written (>= 1)
+-- ARGV[14] - now_ms: explicit server time for tests; 0 means read TIME
+-- Reply: array {result, state, gen, failures, successes, opened_at_ms, open_until_ms,
+--               now_ms, window_calls, window_failures}
+--   result: 0 applied, 1 stale (ignored for state), 2 applied and the state changed.
+-- Publishes on ARGV[1] at each transition: 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
+local state_key = KEYS[1]
+local probes_key = KEYS[2]
+local window_key = KEYS[3]
+local channel = ARGV[1]
+local name = ARGV[2]
+local call_gen = tonumber(ARGV[3])
+local n_succ = tonumber(ARGV[4])
+local n_fail = tonumber(ARGV[5])
+local token = ARGV[6]
+local failure_threshold = tonumber(ARGV[7])
+local success_threshold = tonumber(ARGV[8])
+local open_ms = tonumber(ARGV[9])
+local rate_permille = tonumber(ARGV[10])
+local minimum_calls = tonumber(ARGV[11])
+local window_ms = tonumber(ARGV[12])
+local key_ttl_ms = tonumber(ARGV[13])
+local now_ms = tonumber(ARGV[14])
+if not call_gen or not n_succ or n_succ < 0 or not n_fail or n_fail < 0
+    or not failure_threshold or failure_threshold < 1
+    or not success_threshold or success_threshold < 1 or not open_ms or open_ms < 1
+    or not rate_permille or rate_permille < 0 or rate_permille > 1000
+    or not minimum_calls or minimum_calls < 1 or not window_ms or window_ms < 10
+    or not key_ttl_ms or key_ttl_ms < 1 or not now_ms then
+  return redis.error_reply('MSFW_BADARG breaker_record: invalid argument')
+end
+if now_ms <= 0 then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local codes = {closed = 0, open = 1, half_open = 2, forced_open = 3, forced_closed = 4, disabled = 5}
+local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until')
+local st = h[1] or 'closed'
+local gen = tonumber(h[2]) or 0
+local fail = tonumber(h[3]) or 0
+local succ = tonumber(h[4]) or 0
+local opened_at = tonumber(h[5]) or 0
+local open_until = tonumber(h[6]) or 0
+local result = 0
+local w_calls, w_fails = 0, 0
+
+redis.call('HINCRBY', state_key, 'ts', n_succ)
+redis.call('HINCRBY', state_key, 'tf', n_fail)
+
+local function transition(to)
+  gen = gen + 1
+  st = to
+  fail = 0
+  succ = 0
+  result = 2
+  if to == 'open' then
+    opened_at = now_ms
+    open_until = now_ms + open_ms
+    redis.call('HINCRBY', state_key, 'trips', 1)
+  elseif to == 'closed' then
+    open_until = 0
+  end
+  redis.call('DEL', probes_key, window_key)
+  redis.call('PUBLISH', channel, gen .. '|' .. codes[st] .. '|' .. opened_at .. '|' .. open_until .. '|' .. now_ms .. '|' .. name)
+end
+
+-- A manual override whose TTL has passed returns to CLOSED with a new generation; the
+-- outcomes in hand were then admitted under the override and are stale.
+if (st == 'forced_open' or st == 'forced_closed' or st == 'disabled') and open_until > 0
+    and now_ms >= open_until then
+  transition('closed')
+end
+
+if call_gen ~= gen or st == 'open' or st == 'forced_open' then
+  if result == 0 then result = 1 end
+  if token ~= '' then redis.call('ZREM', probes_key, token) end
+elseif st == 'forced_closed' or st == 'disabled' then
+  result = 0
+elseif st == 'half_open' then
+  -- Only a live probe lease counts: an expired lease was given to another probe.
+  if token == '' or not redis.call('ZSCORE', probes_key, token) then
+    result = 1
+  else
+    redis.call('ZREM', probes_key, token)
+    if n_fail > 0 then
+      transition('open')
+    else
+      succ = succ + n_succ
+      if succ >= success_threshold then
+        transition('closed')
+      end
+    end
+  end
+elseif rate_permille > 0 then
+  -- CLOSED, rate mode: add to the current bucket, sum the window, judge the rate.
+  local bucket_ms = math.max(1, math.floor(window_ms / 10))
+  local bucket = now_ms - (now_ms % bucket_ms)
+  if n_succ > 0 then redis.call('HINCRBY', window_key, 's:' .. bucket, n_succ) end
+  if n_fail > 0 then redis.call('HINCRBY', window_key, 'f:' .. bucket, n_fail) end
+  redis.call('PEXPIRE', window_key, window_ms + bucket_ms)
+  local fields = redis.call('HGETALL', window_key)
+  local oldest = now_ms - window_ms
+  for i = 1, #fields, 2 do
+    local kind, at = string.match(fields[i], '^(%a):(%d+)$')
+    local count = tonumber(fields[i + 1]) or 0
+    if at == nil or tonumber(at) + bucket_ms <= oldest then
+      redis.call('HDEL', window_key, fields[i])
+    else
+      w_calls = w_calls + count
+      if kind == 'f' then w_fails = w_fails + count end
+    end
+  end
+  if n_fail > 0 then fail = fail + n_fail elseif n_succ > 0 then fail = 0 end
+  if w_calls >= minimum_calls and w_fails * 1000 >= rate_permille * w_calls then
+    transition('open')
+  end
+else
+  -- CLOSED, consecutive mode.
+  if n_succ > 0 then fail = 0 end
+  fail = fail + n_fail
+  if fail >= failure_threshold then
+    transition('open')
+  end
+end
+
+redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', fail, 'succ', succ,
+  'opened_at', opened_at, 'open_until', open_until)
+redis.call('PEXPIRE', state_key, key_ttl_ms)
+return {result, codes[st], gen, fail, succ, opened_at, open_until, now_ms, w_calls, w_fails}
