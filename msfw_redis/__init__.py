@@ -5,10 +5,13 @@ only through atomic Lua scripts, so all replicas of a service see one breaker, o
 cache and one registry.
 """
 
+from msfw_redis._breaker import CircuitState, TransitionEvent
+from msfw_redis._client import ServiceClient
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
 from msfw_redis._exceptions import (
     CircuitOpenError,
     ConfigurationError,
+    InvalidRequestError,
     MsfwError,
     ScriptError,
     ServiceClientError,
@@ -18,6 +21,8 @@ from msfw_redis._exceptions import (
     StoreError,
     StoreTimeoutError,
 )
+from msfw_redis._models import HTTPMethod, ServiceResult
+from msfw_redis._sdk import ServiceSDK, call_service, get_default_sdk, set_default_sdk
 from msfw_redis._settings import ServiceSettings
 
 __version__ = "0.1.0"
@@ -25,15 +30,25 @@ __version__ = "0.1.0"
 __all__ = [
     "CircuitBreakerConfig",
     "CircuitOpenError",
+    "CircuitState",
     "ConfigurationError",
+    "HTTPMethod",
+    "InvalidRequestError",
     "MsfwError",
     "ScriptError",
+    "ServiceClient",
     "ServiceClientError",
     "ServiceNotFoundError",
+    "ServiceResult",
+    "ServiceSDK",
     "ServiceSDKConfig",
     "ServiceSettings",
     "ServiceTimeoutError",
     "StoreConnectionError",
     "StoreError",
     "StoreTimeoutError",
+    "TransitionEvent",
+    "call_service",
+    "get_default_sdk",
+    "set_default_sdk",
 ]

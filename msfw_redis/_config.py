@@ -125,11 +125,15 @@ class CircuitBreakerConfig(_ConfigModel):
 
     @field_validator("failure_status_codes")
     @classmethod
-    def _check_statuses(cls, value: frozenset[int]) -> frozenset[int]:
-        bad = sorted(code for code in value if not 100 <= code <= 599)
-        if bad:
-            raise ValueError(f"HTTP status codes must be within 100-599, got {bad}")
-        return value
+    def _check_failure_statuses(cls, value: frozenset[int]) -> frozenset[int]:
+        return _check_statuses(value)
+
+
+def _check_statuses(value: frozenset[int]) -> frozenset[int]:
+    bad = sorted(code for code in value if not 100 <= code <= 599)
+    if bad:
+        raise ValueError(f"HTTP status codes must be within 100-599, got {bad}")
+    return value
 
 
 class ServiceSDKConfig(_ConfigModel):
@@ -151,6 +155,18 @@ class ServiceSDKConfig(_ConfigModel):
         store_failure_policy: what calls do while Redis is down: ``"fail_open"``
             (default; breakers fall back to local state, the cache is bypassed) or
             ``"fail_closed"`` (calls are refused).
+        circuit_breaker: the default breaker policy (and its ``retry_delay``,
+            ``retry_backoff`` and ``request_timeout`` as call defaults' fallbacks).
+        retry_max_delay: cap on one back-off wait, seconds. Default 30.
+        retry_statuses: statuses retried for idempotent calls. Default 502, 503, 504.
+        retry_non_idempotent: also retry POST/PATCH on any retryable outcome.
+        total_timeout: seconds for all attempts and waits of one call together;
+            ``None`` (default) bounds a call only by its attempts.
+        max_response_bytes: responses larger than this fail. Default 10 MiB.
+        cache_default_ttl: seconds a cached response stays fresh. Default 60.
+        cache_key_secret: HMAC key (16+ characters) for keying cached responses of
+            requests with credentials; without it such responses are not cached.
+        user_agent: the User-Agent header sent with every call.
     """
 
     default_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
@@ -164,3 +180,19 @@ class ServiceSDKConfig(_ConfigModel):
     key_prefix: str = Field(default="msfw", min_length=1, pattern=r"^[^{}\s]+$")
     redis_op_timeout: float = Field(default=DEFAULT_REDIS_OP_TIMEOUT, gt=0, le=60)
     store_failure_policy: StoreFailurePolicy = "fail_open"
+
+    # -- beyond the seed ---------------------------------------------------------------
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=lambda: CircuitBreakerConfig())
+    retry_max_delay: float = Field(default=30.0, gt=0)
+    retry_statuses: frozenset[int] = Field(default=frozenset({502, 503, 504}))
+    retry_non_idempotent: bool = False
+    total_timeout: float | None = Field(default=None, gt=0)
+    max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    cache_default_ttl: float = Field(default=60.0, gt=0)
+    cache_key_secret: str | None = Field(default=None, min_length=16, repr=False)
+    user_agent: str = "msfw-redis"
+
+    @field_validator("retry_statuses")
+    @classmethod
+    def _check_retry_statuses(cls, value: frozenset[int]) -> frozenset[int]:
+        return _check_statuses(value)

@@ -4,6 +4,7 @@ Every error that msfw_redis raises derives from :class:`MsfwError`::
 
     MsfwError
     ├── ConfigurationError (ValueError)       invalid settings; names the field
+    ├── InvalidRequestError (ValueError)      a call's arguments are unusable (no I/O done)
     ├── ServiceClientError                     a service call failed
     │   ├── ServiceTimeoutError                a call or its deadline timed out
     │   ├── CircuitOpenError                   the breaker refused the call
@@ -24,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
+    "InvalidRequestError",
     "MsfwError",
     "ScriptError",
     "ServiceClientError",
@@ -45,6 +47,10 @@ class ConfigurationError(MsfwError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class InvalidRequestError(MsfwError, ValueError):
+    """A call was rejected before any network I/O: bad method, endpoint or body."""
 
 
 class ServiceClientError(MsfwError):

@@ -1,0 +1,580 @@
+"""``ServiceSDK``: the object applications hold, and the module-level shortcuts.
+
+The SDK owns one store connection pool, one pub/sub connection, one breaker hub and one
+``httpx.AsyncClient`` connection pool shared by every service. It starts lazily on first
+use (construction never does I/O, so invalid settings fail at once and nothing else
+does), and it is an async context manager; ``await sdk.close()`` also works.
+
+The first SDK constructed becomes the default used by :func:`call_service` and by typed
+interfaces built without ``sdk=``; :func:`set_default_sdk` changes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from msfw_redis._batch import run_batch
+from msfw_redis._breaker import BreakerHub, TransitionListener
+from msfw_redis._client import (
+    UNSET,
+    CallOutcome,
+    CallPolicy,
+    Middleware,
+    ServiceClient,
+    error_for_response,
+    parse_body,
+)
+from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
+from msfw_redis._events import EventBus
+from msfw_redis._exceptions import (
+    ConfigurationError,
+    InvalidRequestError,
+    ServiceClientError,
+    ServiceNotFoundError,
+    StoreError,
+)
+from msfw_redis._models import HTTPMethod, ServiceResult
+from msfw_redis._retry import RetryPolicy
+from msfw_redis._settings import AppSettings, load_settings
+from msfw_redis._store import Store
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+__all__ = ["ServiceSDK", "call_service", "get_default_sdk", "set_default_sdk"]
+
+logger = logging.getLogger("msfw_redis.sdk")
+
+F = TypeVar("F", bound=Callable[..., Any])
+ErrorHandler = Callable[[BaseException, dict[str, Any]], Awaitable[None] | None]
+
+_default_sdk: ServiceSDK | None = None
+
+
+def get_default_sdk() -> ServiceSDK:
+    """The default SDK: the first one constructed, or a new one on the default store."""
+    global _default_sdk
+    if _default_sdk is None:
+        _default_sdk = ServiceSDK()
+    return _default_sdk
+
+
+def set_default_sdk(sdk: ServiceSDK | None) -> None:
+    """Make ``sdk`` the default for :func:`call_service` and typed interfaces."""
+    global _default_sdk
+    _default_sdk = sdk
+
+
+class _Metrics(Counter[str]):
+    def __init__(self, enabled: bool) -> None:
+        super().__init__()
+        self.enabled = enabled
+
+    def __setitem__(self, key: str, value: int) -> None:
+        if self.enabled:
+            super().__setitem__(key, value)
+
+
+def _json_or_content(data: Any, json: Any) -> dict[str, Any]:
+    if data is not None and json is not UNSET:
+        raise InvalidRequestError("pass either data= or json=, not both")
+    if json is not UNSET:
+        return {"json": json}
+    if data is None:
+        return {}
+    if isinstance(data, (str, bytes)):
+        return {"content": data}
+    return {"json": data}
+
+
+class ServiceSDK:
+    """Resilient calls to other services, with state shared by every replica.
+
+    Args:
+        config: the application's settings holding ``[services.<name>]`` sections: a
+            TOML file path, a dict, or a settings object with a ``services`` attribute.
+        sdk_config: the SDK's own settings; defaults to ``ServiceSDKConfig()``.
+        redis: a ready-made ``redis.asyncio.Redis`` client to use (and not close)
+            instead of ``sdk_config.redis_url``.
+        http_client: an ``httpx.AsyncClient`` to send with (the SDK will not close it).
+        sleep: the coroutine used to wait between retries (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        config: Any = None,
+        sdk_config: ServiceSDKConfig | None = None,
+        redis: aioredis.Redis | None = None,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        global _default_sdk
+        if sdk_config is not None and not isinstance(sdk_config, ServiceSDKConfig):
+            raise ConfigurationError(
+                f"sdk_config must be a ServiceSDKConfig, got {type(sdk_config).__name__}",
+                field="sdk_config",
+            )
+        self.config = sdk_config if sdk_config is not None else ServiceSDKConfig()
+        self.settings: AppSettings = load_settings(config)
+        cfg = self.config
+        if redis is not None:
+            self._store = Store.from_client(
+                redis, op_timeout=cfg.redis_op_timeout, key_prefix=cfg.key_prefix
+            )
+        else:
+            self._store = Store.from_url(
+                cfg.redis_url, op_timeout=cfg.redis_op_timeout, key_prefix=cfg.key_prefix
+            )
+        self._bus = EventBus(self._store)
+        self._hub = BreakerHub(self._store, self._bus, failure_policy=cfg.store_failure_policy)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
+        self._middlewares: list[Middleware] = []
+        self._error_handlers: list[ErrorHandler] = []
+        self._metrics = _Metrics(cfg.metrics_enabled)
+        self._started = False
+        self._closed = False
+        self._start_lock: asyncio.Lock | None = None
+        if _default_sdk is None:
+            _default_sdk = self
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def store_url(self) -> str | None:
+        """The store's URL (``None`` when a ready-made client was given)."""
+        return self._store.url
+
+    @property
+    def started(self) -> bool:
+        """True once the SDK has connected (or tried to) to its store."""
+        return self._started
+
+    async def start(self) -> None:
+        """Connect to the store and load the scripts (done for you on first use).
+
+        An unreachable store is logged and tolerated under ``fail_open``; calls then use
+        local breakers until Redis answers.
+        """
+        await self._ensure_started()
+
+    async def _ensure_started(self) -> None:
+        if self._started:
+            return
+        if self._closed:
+            raise RuntimeError("this ServiceSDK is closed")
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self.started:  # another task started it while this one waited
+                return
+            try:
+                await self._store.start()
+            except StoreError as exc:
+                logger.warning(
+                    "store %s unavailable at start-up (%s); continuing with local state",
+                    self._store.url,
+                    exc,
+                )
+            self._bus.start()
+            self._started = True
+
+    async def close(self) -> None:
+        """Flush batched reports and close every connection the SDK opened."""
+        global _default_sdk
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(StoreError):
+            await self._hub.aclose()
+        await self._bus.aclose()
+        await self._store.aclose()
+        if self._owns_http:
+            await self._http.aclose()
+        if _default_sdk is self:
+            _default_sdk = None
+
+    async def __aenter__(self) -> ServiceSDK:
+        await self._ensure_started()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- registration of hooks ------------------------------------------------------------------
+
+    def middleware(self, fn: F) -> F:
+        """Decorator: run ``async def mw(request, call_next)`` around every call.
+
+        Middleware run in registration order. ``request`` is an ``httpx.Request`` with
+        mutable ``headers``, ``url``, ``method`` and ``extensions``; returning a response
+        without calling ``call_next`` short-circuits the call.
+        """
+        self._middlewares.append(fn)
+        return fn
+
+    def error_handler(self, fn: F) -> F:
+        """Decorator: call ``async def h(error, context)`` once per failed call.
+
+        ``context`` has ``service_name``, ``endpoint``, ``method``, ``attempts``,
+        ``instance`` and ``status_code``. A handler that raises is logged; it never
+        hides the original error.
+        """
+        self._error_handlers.append(fn)
+        return fn
+
+    def on_circuit_state_change(self, fn: TransitionListener) -> TransitionListener:
+        """Decorator: call ``fn(event)`` in this replica on every breaker transition."""
+        self._hub.add_listener(fn)
+        return fn
+
+    # -- clients and calls ----------------------------------------------------------------------
+
+    def get_client(
+        self,
+        service_name: str,
+        circuit_config: CircuitBreakerConfig | None = None,
+        *,
+        version: str | None = None,
+    ) -> ServiceClient:
+        """A client for ``service_name``; ``circuit_config`` overrides its breaker policy."""
+        return ServiceClient(self, service_name, circuit_config=circuit_config, version=version)
+
+    def service_client(
+        self,
+        service_name: str,
+        circuit_config: CircuitBreakerConfig | None = None,
+        *,
+        version: str | None = None,
+    ) -> ServiceClient:
+        """Like :meth:`get_client`, for ``async with sdk.service_client(name) as client``."""
+        return self.get_client(service_name, circuit_config, version=version)
+
+    async def call_service(
+        self,
+        service: str,
+        endpoint: str,
+        method: str | HTTPMethod = "GET",
+        timeout: float | None = None,
+        retry_attempts: int | None = None,
+        params: Any = None,
+        data: Any = None,
+        json: Any = UNSET,
+        headers: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> ServiceResult:
+        """Call ``service`` and return a :class:`ServiceResult`; never raises for HTTP,
+        network or breaker failures. Bad arguments raise InvalidRequestError before I/O.
+        """
+        client = self.get_client(service)
+        try:
+            outcome = await client.execute(
+                method,
+                endpoint,
+                params=params,
+                headers=headers,
+                timeout=timeout,
+                retry_attempts=retry_attempts,
+                **_json_or_content(data, json),
+                **options,
+            )
+        except InvalidRequestError:
+            raise
+        return _result_from(outcome, service)
+
+    async def _verb(self, method: str, service_name: str, path: str, **kwargs: Any) -> Any:
+        response = await self.get_client(service_name).request(method, path, **kwargs)
+        return parse_body(response)
+
+    async def get_from_service(
+        self, service_name: str, path: str, params: Any = None, **kwargs: Any
+    ) -> Any:
+        """GET and return the parsed body; raises ServiceClientError and friends."""
+        return await self._verb("GET", service_name, path, params=params, **kwargs)
+
+    async def post_to_service(
+        self, service_name: str, path: str, data: Any = None, params: Any = None, **kwargs: Any
+    ) -> Any:
+        """POST ``data`` as JSON and return the parsed body."""
+        body = _json_or_content(data, kwargs.pop("json", UNSET))
+        return await self._verb("POST", service_name, path, params=params, **body, **kwargs)
+
+    async def put_to_service(
+        self, service_name: str, path: str, data: Any = None, params: Any = None, **kwargs: Any
+    ) -> Any:
+        """PUT ``data`` as JSON and return the parsed body."""
+        body = _json_or_content(data, kwargs.pop("json", UNSET))
+        return await self._verb("PUT", service_name, path, params=params, **body, **kwargs)
+
+    async def patch_to_service(
+        self, service_name: str, path: str, data: Any = None, params: Any = None, **kwargs: Any
+    ) -> Any:
+        """PATCH ``data`` as JSON and return the parsed body."""
+        body = _json_or_content(data, kwargs.pop("json", UNSET))
+        return await self._verb("PATCH", service_name, path, params=params, **body, **kwargs)
+
+    async def delete_from_service(
+        self, service_name: str, path: str, params: Any = None, **kwargs: Any
+    ) -> Any:
+        """DELETE and return the parsed body (``None`` when empty)."""
+        return await self._verb("DELETE", service_name, path, params=params, **kwargs)
+
+    async def batch_call(
+        self,
+        calls: Iterable[tuple[str, Awaitable[Any]]],
+        concurrency: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, ServiceResult]:
+        """Run named awaitables concurrently; ``{name: ServiceResult}`` in input order.
+
+        One failure never cancels the others. ``concurrency`` bounds how many run at
+        once; ``timeout`` (seconds) bounds each item. Duplicate names are an error.
+        """
+        return await run_batch(calls, concurrency=concurrency, timeout=timeout)
+
+    def metrics(self) -> dict[str, int]:
+        """In-process counters (empty when ``metrics_enabled`` is off)."""
+        counters = dict(self._metrics)
+        if self._metrics.enabled:
+            stats = self._store.stats
+            counters.update(
+                store_outages=stats.outages,
+                store_recoveries=stats.recoveries,
+                store_fast_failures=stats.fast_failures,
+                script_reloads=stats.script_reloads,
+            )
+        return counters
+
+    # -- internals used by ServiceClient ------------------------------------------------------
+
+    def _call_policy(
+        self,
+        service: str,
+        circuit_config: CircuitBreakerConfig | None,
+        overrides: Mapping[str, Any],
+    ) -> CallPolicy:
+        cfg = self.config
+        svc = self.settings.for_service(service)
+        breaker = circuit_config or cfg.circuit_breaker
+        if circuit_config is None and svc is not None:
+            update = {
+                "failure_threshold": svc.failure_threshold,
+                "success_threshold": svc.success_threshold,
+                "timeout": svc.recovery_timeout,
+            }
+            update = {k: v for k, v in update.items() if v is not None}
+            if update:
+                breaker = CircuitBreakerConfig(**{**breaker.model_dump(), **update})
+
+        def pick(name: str, call: Any, client_value: Any, service_value: Any, default: Any) -> Any:
+            for value in (call, client_value, service_value):
+                if value is not None:
+                    return value
+            return default
+
+        timeout = pick(
+            "timeout",
+            overrides.get("timeout"),
+            circuit_config.request_timeout if circuit_config else None,
+            svc.timeout if svc else None,
+            cfg.default_timeout,
+        )
+        attempts = pick(
+            "retry_attempts",
+            overrides.get("retry_attempts"),
+            circuit_config.retry_attempts if circuit_config else None,
+            svc.retry_attempts if svc else None,
+            cfg.default_retry_attempts,
+        )
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise InvalidRequestError(
+                f"timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+            raise InvalidRequestError(f"retry_attempts must be an integer >= 0, got {attempts!r}")
+        deadline = overrides.get("deadline")
+        if deadline is None:
+            deadline = cfg.total_timeout
+        elif not isinstance(deadline, (int, float)) or deadline <= 0:
+            raise InvalidRequestError(
+                f"deadline must be a positive number of seconds, got {deadline!r}"
+            )
+        non_idempotent = overrides.get("retry_non_idempotent")
+        retry = RetryPolicy(
+            attempts=max(1, attempts),
+            delay=breaker.retry_delay
+            if svc is None or svc.retry_delay is None
+            else svc.retry_delay,
+            backoff=breaker.retry_backoff
+            if svc is None or svc.retry_backoff is None
+            else svc.retry_backoff,
+            max_delay=cfg.retry_max_delay,
+            deadline=float(deadline) if deadline is not None else None,
+            retry_statuses=cfg.retry_statuses,
+            retry_non_idempotent=cfg.retry_non_idempotent
+            if non_idempotent is None
+            else bool(non_idempotent),
+        )
+        use_cache = overrides.get("use_cache")
+        service_cache = svc.cache_enabled if svc is not None else None
+        cache_enabled = cfg.cache_enabled and bool(
+            use_cache if use_cache is not None else service_cache
+        )
+        ttl = overrides.get("cache_ttl") or (
+            svc.cache_ttl if svc and svc.cache_ttl else cfg.cache_default_ttl
+        )
+        breaker_enabled = cfg.default_circuit_breaker_enabled
+        if svc is not None and svc.circuit_breaker_enabled is not None:
+            breaker_enabled = svc.circuit_breaker_enabled
+        return CallPolicy(
+            timeout=float(timeout),
+            retry=retry,
+            breaker_enabled=breaker_enabled,
+            breaker_config=breaker,
+            cache_enabled=cache_enabled,
+            cache_ttl=float(ttl),
+            headers=dict(svc.headers) if svc else {},
+            base_path=svc.base_path if svc else "",
+        )
+
+    def _discovery_active(self, service: str) -> bool:
+        return False
+
+    async def _resolve(self, service: str, version: str | None) -> tuple[str, str | None]:
+        """``(base_url, instance_id)`` for a call to ``service``."""
+        svc = self.settings.for_service(service)
+        if svc is not None and svc.base_url is not None:
+            return svc.base_url, svc.base_url
+        places = []
+        if self.config.service_discovery_enabled:
+            places.append("the service registry")
+        places.append(f"[services.{service}] in the settings ({self.settings.source})")
+        raise ServiceNotFoundError(
+            f"no address known for service {service!r}; looked in {' and '.join(places)}",
+            service_name=service,
+        )
+
+    def _cache_for(self, service: str, request: httpx.Request, policy: CallPolicy) -> Any:
+        return None
+
+    async def _run_middleware(
+        self, request: httpx.Request, terminal: Callable[[httpx.Request], Awaitable[httpx.Response]]
+    ) -> httpx.Response:
+        handler = terminal
+        for mw in reversed(self._middlewares):
+            handler = _bind(mw, handler)
+        return await handler(request)
+
+    def _count_outcome(self, service: str, outcome: CallOutcome) -> None:
+        self._metrics["calls"] += 1
+        self._metrics["successes" if outcome.ok else "failures"] += 1
+        if outcome.from_cache:
+            self._metrics["cache_hits"] += 1
+
+    async def _handle_error(self, service: str, method: str, outcome: CallOutcome) -> None:
+        if not self._error_handlers:
+            return
+        error: BaseException
+        status = None
+        if outcome.exception is not None:
+            error = outcome.exception
+            status = getattr(error, "status_code", None)
+        elif outcome.response is not None:
+            error = error_for_response(outcome.response, service, outcome.endpoint)
+            error.attempts = outcome.attempts
+            status = outcome.response.status_code
+        else:  # pragma: no cover - an outcome has one or the other
+            return
+        context = {
+            "service_name": service,
+            "endpoint": outcome.endpoint,
+            "method": method,
+            "attempts": outcome.attempts,
+            "instance": outcome.instance,
+            "status_code": status,
+        }
+        for handler in list(self._error_handlers):
+            try:
+                result = handler(error, dict(context))
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                logger.exception("error handler %r raised; the original error stands", handler)
+
+
+def _bind(
+    mw: Middleware, nxt: Callable[[httpx.Request], Awaitable[httpx.Response]]
+) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    async def run(request: httpx.Request) -> httpx.Response:
+        return await mw(request, nxt)
+
+    return run
+
+
+def _result_from(outcome: CallOutcome, service: str) -> ServiceResult:
+    if outcome.exception is not None:
+        exc = outcome.exception
+        return ServiceResult(
+            success=False,
+            error=str(exc) or type(exc).__name__,
+            status_code=getattr(exc, "status_code", None),
+            attempts=outcome.attempts,
+            elapsed=outcome.elapsed,
+            exception=exc,
+        )
+    response = outcome.response
+    if response is None:  # pragma: no cover
+        return ServiceResult(success=False, error="no response", attempts=outcome.attempts)
+    ok = response.status_code < 400
+    error_exc: ServiceClientError | None = None
+    if not ok:
+        error_exc = error_for_response(response, service, outcome.endpoint)
+        error_exc.attempts = outcome.attempts
+    return ServiceResult(
+        success=ok,
+        data=parse_body(response),
+        error=None if error_exc is None else str(error_exc),
+        status_code=response.status_code,
+        headers=dict(response.headers),
+        attempts=outcome.attempts,
+        elapsed=outcome.elapsed,
+        from_cache=outcome.from_cache,
+        stale=outcome.stale,
+        exception=error_exc,
+    )
+
+
+async def call_service(
+    service: str,
+    endpoint: str,
+    method: str | HTTPMethod = "GET",
+    timeout: float | None = None,
+    retry_attempts: int | None = None,
+    params: Any = None,
+    data: Any = None,
+    json: Any = UNSET,
+    headers: Mapping[str, str] | None = None,
+    **options: Any,
+) -> ServiceResult:
+    """Call ``service`` through the default SDK (see :meth:`ServiceSDK.call_service`)."""
+    return await get_default_sdk().call_service(
+        service,
+        endpoint,
+        method=method,
+        timeout=timeout,
+        retry_attempts=retry_attempts,
+        params=params,
+        data=data,
+        json=json,
+        headers=headers,
+        **options,
+    )
