@@ -35,7 +35,7 @@ from msfw_redis._exceptions import (
     ServiceTimeoutError,
 )
 from msfw_redis._models import HTTPMethod
-from msfw_redis._retry import RetryPolicy, retrying
+from msfw_redis._retry import RetryPolicy, call_with_retries
 
 if TYPE_CHECKING:
     from msfw_redis._breaker import CircuitState, DistributedBreaker, Permit
@@ -426,12 +426,6 @@ class ServiceClient:
         self, policy: CallPolicy, template: str, state: _CallState, force_refresh: bool
     ) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
         async def send_with_retries(request: httpx.Request) -> httpx.Response:
-            controller = retrying(
-                policy.retry,
-                method=request.method,
-                headers=request.headers,
-                sleep=self.sdk._sleep,
-            )
 
             async def attempt() -> httpx.Response:
                 state.attempts += 1
@@ -440,8 +434,13 @@ class ServiceClient:
                     await self._reroute(request, state)
                 return await self._attempt(request, policy, template, state.deadline_at)
 
-            response: httpx.Response = await controller(attempt)
-            return response
+            return await call_with_retries(
+                attempt,
+                policy.retry,
+                method=request.method,
+                headers=request.headers,
+                sleep=self.sdk._sleep,
+            )
 
         async def terminal(request: httpx.Request) -> httpx.Response:
             cache = self.sdk._cache_for(self.service_name, request, policy)
@@ -523,6 +522,10 @@ class ServiceClient:
                     service_name=self.service_name,
                     endpoint=request.url.path,
                 )
+            if declared is not None and declared.isdigit():
+                # The declared length is within the limit; httpx reads it exactly.
+                await response.aread()
+                return response
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.aiter_bytes():

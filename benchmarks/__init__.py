@@ -1,0 +1,1 @@
+"""msfw-redis benchmarks: ``python -m benchmarks [NAME] [--quick] [--json PATH]``."""

@@ -1,0 +1,154 @@
+"""Contention: P processes x T tasks recording failures on one breaker vs on 100 breakers.
+
+Every recorded failure is one EVALSHA that may trip the breaker; the breakers never trip
+here (a huge threshold), so the exact count of failures each holds afterwards can be
+checked against what was sent: lost updates must be 0. The same load is also sent as
+raw EVALSHA of ``breaker_record`` (no Python breaker around it) for comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import time
+from typing import Any
+
+from benchmarks._common import Context, Result, command_counts, command_delta, stats
+from msfw_redis import CircuitBreakerConfig
+from msfw_redis._breaker import BreakerHub
+from msfw_redis._events import EventBus
+from msfw_redis._store import Store, reply_list
+from msfw_redis.testing import run_in_processes
+
+THRESHOLD = 10**9
+
+
+async def worker(
+    url: str,
+    prefix: str,
+    index: int,
+    tasks: int,
+    per_task: int,
+    n_breakers: int,
+    raw: bool,
+    barrier: Any,
+) -> tuple[float, float, int]:
+    store = Store.from_url(url, key_prefix=prefix, op_timeout=10.0)
+    await store.start()
+    bus = EventBus(store)
+    hub = BreakerHub(store, bus)
+    cfg = CircuitBreakerConfig(failure_threshold=THRESHOLD, success_flush_interval=0)
+    services = [f"svc{(index * tasks + t) % n_breakers}" for t in range(tasks)]
+    for svc in set(services):
+        await hub.get(svc, config=cfg).acquire()  # warm the mirrors outside the timing
+
+    async def sdk_task(svc: str) -> None:
+        breaker = hub.get(svc, config=cfg)
+        for _ in range(per_task):
+            permit = await breaker.acquire()
+            await permit.failure()
+
+    async def raw_task(svc: str) -> None:
+        keys = [store.keys.key(svc, "breaker", p, "*") for p in ("state", "probes", "window")]
+        channel = store.keys.channel(svc, "breaker")
+        args = [channel, "*", 0, 0, 1, "", THRESHOLD, 2, 60_000, 0, 10, 60_000, 3_600_000, 0]
+        for _ in range(per_task):
+            await store.run("breaker_record", keys, args)
+
+    await asyncio.to_thread(barrier.wait, 60)
+    start = time.time()
+    await asyncio.gather(*((raw_task if raw else sdk_task)(s) for s in services))
+    end = time.time()
+    await hub.aclose()
+    await bus.aclose()
+    await store.aclose()
+    return start, end, tasks * per_task
+
+
+async def _totals(url: str, prefix: str, n_breakers: int) -> tuple[int, int]:
+    store = Store.from_url(url, key_prefix=prefix, op_timeout=10.0)
+    await store.start()
+    total_failures = consecutive = 0
+    try:
+        for i in range(n_breakers):
+            keys = [store.keys.key(f"svc{i}", "breaker", p, "*") for p in ("state", "probes")]
+            snap = [int(v) for v in reply_list(await store.run("breaker_read", keys, [0]))]
+            consecutive += snap[3]
+            total_failures += snap[8]
+    finally:
+        await store.aclose()
+    return total_failures, consecutive
+
+
+def _one_run(
+    ctx: Context, procs: int, tasks: int, per_task: int, n_breakers: int, raw: bool
+) -> dict[str, float]:
+    prefix = f"cont{time.monotonic_ns()}"
+    barrier = mp.get_context("spawn").Barrier(procs)
+    before = command_counts(ctx.redis_url)
+    out = run_in_processes(
+        worker,
+        [
+            (ctx.redis_url, prefix, i, tasks, per_task, n_breakers, raw, barrier)
+            for i in range(procs)
+        ],
+        timeout=600,
+    )
+    after = command_counts(ctx.redis_url)
+    wall = max(o[1] for o in out) - min(o[0] for o in out)
+    sent = sum(o[2] for o in out)
+    total_failures, consecutive = asyncio.run(_totals(ctx.redis_url, prefix, n_breakers))
+    return {
+        "decisions_s": sent / wall,
+        "ops_s": command_delta(before, after) / wall,
+        "evalsha_s": (after.get("evalsha", 0) - before.get("evalsha", 0)) / wall,
+        "sent": sent,
+        "counted": total_failures,
+        "lost": sent - consecutive,
+    }
+
+
+def run(ctx: Context) -> Result:
+    procs, tasks = 4, 25
+    per_task = ctx.scale(200, 40)
+    repeats = ctx.scale(5, 2)
+    result = Result(
+        "contention",
+        f"Contention: {procs} processes x {tasks} tasks, {per_task} failures each; median [min-max] of {repeats} runs",
+        [
+            "target",
+            "path",
+            "decisions/s",
+            "min-max",
+            "EVALSHA/s",
+            "Redis cmds/s",
+            "sent",
+            "counted",
+            "lost updates",
+        ],
+    )
+    for n_breakers in (1, 100):
+        for raw in (False, True):
+            label = (
+                "raw EVALSHA breaker_record" if raw else "msfw-redis breaker (acquire + failure)"
+            )
+            ctx.progress(f"[contention] {n_breakers} breaker(s), {label}")
+            runs = [_one_run(ctx, procs, tasks, per_task, n_breakers, raw) for _ in range(repeats)]
+            d = stats([r["decisions_s"] for r in runs])
+            result.add(
+                **{
+                    "target": f"{n_breakers} breaker{'s' if n_breakers > 1 else ''}",
+                    "path": label,
+                    "decisions/s": d["median"],
+                    "min-max": f"{d['min']:,.0f}-{d['max']:,.0f}",
+                    "EVALSHA/s": stats([r["evalsha_s"] for r in runs])["median"],
+                    "Redis cmds/s": stats([r["ops_s"] for r in runs])["median"],
+                    "sent": int(runs[-1]["sent"]),
+                    "counted": int(runs[-1]["counted"]),
+                    "lost updates": int(max(r["lost"] for r in runs)),
+                }
+            )
+    result.notes.append(
+        f"server: {ctx.server_kind}; the machine has 2 cores shared by the 4 workers and Redis"
+    )
+    return result
