@@ -8,6 +8,7 @@ cache and one registry.
 from msfw_redis._breaker import CircuitState, TransitionEvent
 from msfw_redis._client import ServiceClient
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
+from msfw_redis._decorators import circuit_breaker, retry_on_failure
 from msfw_redis._exceptions import (
     CircuitOpenError,
     ConfigurationError,
@@ -49,6 +50,8 @@ __all__ = [
     "StoreTimeoutError",
     "TransitionEvent",
     "call_service",
+    "circuit_breaker",
     "get_default_sdk",
+    "retry_on_failure",
     "set_default_sdk",
 ]
