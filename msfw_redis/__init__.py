@@ -22,6 +22,7 @@ from msfw_redis._exceptions import (
     StoreError,
     StoreTimeoutError,
 )
+from msfw_redis._interfaces import ServiceInterface, service_call, service_interface
 from msfw_redis._models import HTTPMethod, ServiceResult
 from msfw_redis._sdk import ServiceSDK, call_service, get_default_sdk, set_default_sdk
 from msfw_redis._settings import ServiceSettings
@@ -39,6 +40,7 @@ __all__ = [
     "ScriptError",
     "ServiceClient",
     "ServiceClientError",
+    "ServiceInterface",
     "ServiceNotFoundError",
     "ServiceResult",
     "ServiceSDK",
@@ -53,5 +55,7 @@ __all__ = [
     "circuit_breaker",
     "get_default_sdk",
     "retry_on_failure",
+    "service_call",
+    "service_interface",
     "set_default_sdk",
 ]

@@ -18,6 +18,7 @@ Failures after retries are handed once to the SDK's error handlers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json as jsonlib
 import logging
 import time
@@ -137,6 +138,7 @@ class CallPolicy:
     cache_ttl: float
     headers: Mapping[str, str]
     base_path: str
+    breaker_endpoint: str | None = None
 
 
 @dataclass(slots=True)
@@ -304,8 +306,10 @@ class ServiceClient:
     def _policy(self, overrides: Mapping[str, Any]) -> CallPolicy:
         return self.sdk._call_policy(self.service_name, self.circuit_config, overrides)
 
-    def _breaker(self, template: str | None, config: CircuitBreakerConfig) -> DistributedBreaker:
-        endpoint = template if config.scope == "endpoint" else None
+    def _breaker(
+        self, template: str | None, config: CircuitBreakerConfig, named: str | None = None
+    ) -> DistributedBreaker:
+        endpoint = named if named is not None else template if config.scope == "endpoint" else None
         return self.sdk._hub.get(self.service_name, endpoint, config)
 
     async def execute(
@@ -325,8 +329,14 @@ class ServiceClient:
         use_cache: bool | None = None,
         force_refresh: bool = False,
         cache_ttl: float | None = None,
+        retry_policy: RetryPolicy | None = None,
+        breaker_endpoint: str | None = None,
     ) -> CallOutcome:
         """Run the pipeline; never raises for HTTP, network or breaker failures.
+
+        ``retry_policy`` replaces the resolved attempts and back-off (the deadline
+        still applies); ``breaker_endpoint`` names the breaker this call uses (typed
+        interfaces name it after the interface and method).
 
         Invalid arguments raise :class:`InvalidRequestError` before any I/O.
         """
@@ -352,6 +362,19 @@ class ServiceClient:
                 "cache_ttl": cache_ttl,
             },
         )
+        if retry_policy is not None:
+            policy = dataclasses.replace(
+                policy,
+                retry=dataclasses.replace(
+                    policy.retry,
+                    attempts=retry_policy.attempts,
+                    delay=retry_policy.delay,
+                    backoff=retry_policy.backoff,
+                    max_delay=retry_policy.max_delay,
+                ),
+            )
+        if breaker_endpoint is not None:
+            policy = dataclasses.replace(policy, breaker_endpoint=breaker_endpoint)
         await self.sdk._ensure_started()
         started = time.monotonic()
         template = endpoint_template or endpoint.split("?", 1)[0]
@@ -487,7 +510,7 @@ class ServiceClient:
         permit: Permit | None = None
         breaker: DistributedBreaker | None = None
         if policy.breaker_enabled:
-            breaker = self._breaker(template, policy.breaker_config)
+            breaker = self._breaker(template, policy.breaker_config, policy.breaker_endpoint)
             try:
                 permit = await breaker.acquire()
             except CircuitOpenError:
