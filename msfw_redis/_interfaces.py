@@ -25,7 +25,6 @@ import functools
 import inspect
 import re
 import typing
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import quote
@@ -36,9 +35,11 @@ from msfw_redis._client import UNSET, parse_body, validate_method
 from msfw_redis._decorators import meta_of
 from msfw_redis._exceptions import InvalidRequestError
 from msfw_redis._keys import validate_service_name
-from msfw_redis._models import HTTPMethod
 
 if typing.TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from msfw_redis._models import HTTPMethod
     from msfw_redis._sdk import ServiceSDK
 
 __all__ = [
