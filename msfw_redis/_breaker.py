@@ -305,6 +305,11 @@ class DistributedBreaker:
             retry_after = self.config.timeout
         else:
             retry_after = max(0.0, (open_until_ms - now_ms) / 1000.0)
+            opened_at_ms = self._mirror.opened_at_ms
+            if snap_state is BreakerState.OPEN and 0 < opened_at_ms < open_until_ms:
+                # The local estimate of server time can lag by up to half a round trip;
+                # never promise a wait longer than the cool-down itself.
+                retry_after = min(retry_after, (open_until_ms - opened_at_ms) / 1000.0)
         return CircuitOpenError(
             f"circuit breaker {self.label} is {snap_state.label}; retry after {retry_after:.2f}s",
             retry_after=retry_after,
@@ -382,6 +387,7 @@ class DistributedBreaker:
         self.local_calls += 1
         token = os.urandom(8).hex()
         snap = local.acquire(token, self._now_ms())
+        self._apply(snap)
         if snap.code == REJECT:
             until = snap.open_until_ms
             if snap.state is BreakerState.HALF_OPEN:
