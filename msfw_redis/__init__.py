@@ -22,6 +22,7 @@ from msfw_redis._exceptions import (
     StoreError,
     StoreTimeoutError,
 )
+from msfw_redis._instance import ServiceInstance
 from msfw_redis._interfaces import ServiceInterface, service_call, service_interface
 from msfw_redis._models import HTTPMethod, ServiceResult
 from msfw_redis._sdk import ServiceSDK, call_service, get_default_sdk, set_default_sdk
@@ -40,6 +41,7 @@ __all__ = [
     "ScriptError",
     "ServiceClient",
     "ServiceClientError",
+    "ServiceInstance",
     "ServiceInterface",
     "ServiceNotFoundError",
     "ServiceResult",

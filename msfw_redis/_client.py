@@ -41,6 +41,7 @@ from msfw_redis._retry import RetryPolicy, call_with_retries
 if TYPE_CHECKING:
     from msfw_redis._breaker import CircuitState, DistributedBreaker, Permit
     from msfw_redis._config import CircuitBreakerConfig
+    from msfw_redis._instance import ServiceInstance
     from msfw_redis._sdk import ServiceSDK
 
 __all__ = [
@@ -382,7 +383,9 @@ class ServiceClient:
         if policy.retry.deadline is not None:
             state.deadline_at = started + policy.retry.deadline
         try:
-            base_url, instance = await self.sdk._resolve(self.service_name, self.version)
+            base_url, instance, state.target = await self.sdk._resolve(
+                self.service_name, self.version
+            )
             state.instance = instance
             request = self._build_request(
                 verb, base_url, policy, endpoint, params, body, content_type, headers
@@ -455,7 +458,10 @@ class ServiceClient:
                 if state.attempts > 1:
                     self.sdk._metrics["retries"] += 1
                     await self._reroute(request, state)
-                return await self._attempt(request, policy, template, state.deadline_at)
+                if state.target is None:
+                    return await self._attempt(request, policy, template, state.deadline_at)
+                with self.sdk._registry.balancer.track(state.target):
+                    return await self._attempt(request, policy, template, state.deadline_at)
 
             return await call_with_retries(
                 attempt,
@@ -480,7 +486,7 @@ class ServiceClient:
         """With discovery, a retry may go to another instance of the service."""
         if not self.sdk._discovery_active(self.service_name):
             return
-        base_url, instance = await self.sdk._resolve(self.service_name, self.version)
+        base_url, instance, state.target = await self.sdk._resolve(self.service_name, self.version)
         target = httpx.URL(base_url)
         if (target.scheme, target.host, target.port) != (
             request.url.scheme,
@@ -585,3 +591,4 @@ class _CallState:
     from_cache: bool = False
     stale: bool = False
     deadline_at: float | None = None
+    target: ServiceInstance | None = None

@@ -167,6 +167,16 @@ class ServiceSDKConfig(_ConfigModel):
         cache_key_secret: HMAC key (16+ characters) for keying cached responses of
             requests with credentials; without it such responses are not cached.
         user_agent: the User-Agent header sent with every call.
+        load_balancing_strategy: how discovery picks an instance: ``round_robin``
+            (default), ``random``, ``weighted`` or ``least_outstanding``.
+        instance_ttl: heartbeat lease of ``register_current_service`` instances, seconds
+            (heartbeats every ~ttl/3). Default 30.
+        health_check_timeout: seconds one health probe may take. Default 5.
+        health_failure_threshold: consecutive failed probes that make an instance
+            unhealthy. Default 3.
+        health_success_threshold: consecutive good probes that make it healthy again.
+        monitor_registered_services: health-probe every service in the registry, not
+            only those enrolled with ``@health_check``. Default on.
     """
 
     default_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
@@ -191,6 +201,14 @@ class ServiceSDKConfig(_ConfigModel):
     cache_default_ttl: float = Field(default=60.0, gt=0)
     cache_key_secret: str | None = Field(default=None, min_length=16, repr=False)
     user_agent: str = "msfw-redis"
+    load_balancing_strategy: Literal["round_robin", "random", "weighted", "least_outstanding"] = (
+        "round_robin"
+    )
+    instance_ttl: float = Field(default=30.0, ge=0.1)
+    health_check_timeout: float = Field(default=5.0, gt=0)
+    health_failure_threshold: int = Field(default=3, ge=1)
+    health_success_threshold: int = Field(default=2, ge=1)
+    monitor_registered_services: bool = True
 
     @field_validator("retry_statuses")
     @classmethod

@@ -40,13 +40,17 @@ from msfw_redis._exceptions import (
     ServiceNotFoundError,
     StoreError,
 )
+from msfw_redis._health import HealthMonitor
 from msfw_redis._models import HTTPMethod, ServiceResult
+from msfw_redis._registry import ServiceRegistry
 from msfw_redis._retry import RetryPolicy
 from msfw_redis._settings import AppSettings, load_settings
 from msfw_redis._store import Store
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
+
+    from msfw_redis._instance import ServiceInstance
 
 __all__ = ["ServiceSDK", "call_service", "get_default_sdk", "set_default_sdk"]
 
@@ -137,6 +141,18 @@ class ServiceSDK:
         self._hub = BreakerHub(self._store, self._bus, failure_policy=cfg.store_failure_policy)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self._registry = ServiceRegistry(self._store, self._bus, default_ttl=cfg.instance_ttl)
+        self._health = HealthMonitor(
+            self._store,
+            self._registry,
+            self._bus,
+            interval=cfg.health_check_interval,
+            timeout=cfg.health_check_timeout,
+            failure_threshold=cfg.health_failure_threshold,
+            success_threshold=cfg.health_success_threshold,
+            http_client=self._http,
+            monitor_registered=cfg.monitor_registered_services,
+        )
         self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
         self._middlewares: list[Middleware] = []
         self._error_handlers: list[ErrorHandler] = []
@@ -144,6 +160,7 @@ class ServiceSDK:
         self._started = False
         self._closed = False
         self._start_lock: asyncio.Lock | None = None
+        self._signal_tasks: set[asyncio.Task[None]] = set()
         if _default_sdk is None:
             _default_sdk = self
 
@@ -186,6 +203,8 @@ class ServiceSDK:
                     exc,
                 )
             self._bus.start()
+            await self._registry.start()
+            await self._health.start()
             self._started = True
 
     async def close(self) -> None:
@@ -194,6 +213,9 @@ class ServiceSDK:
         if self._closed:
             return
         self._closed = True
+        if self._started:
+            await self._health.aclose()
+            await self._registry.aclose()
         with contextlib.suppress(StoreError):
             await self._hub.aclose()
         await self._bus.aclose()
@@ -354,6 +376,145 @@ class ServiceSDK:
             )
         return counters
 
+    # -- registry, discovery and health -----------------------------------------------------------
+
+    async def register_current_service(
+        self,
+        service_name: str,
+        version: str | None = None,
+        host: str = "localhost",
+        port: int = 8000,
+        health_check_path: str | None = "/health",
+        metadata: dict[str, Any] | None = None,
+        weight: int = 1,
+        ttl: float | None = None,
+        *,
+        protocol: str = "http",
+        instance_id: str | None = None,
+    ) -> ServiceInstance:
+        """Register this process's instance and keep it alive with heartbeats.
+
+        Heartbeats go out about every ``ttl / 3`` seconds (``ttl`` defaults to
+        ``instance_ttl``), with jitter; without one for ``ttl`` seconds of Redis server
+        time the instance is evicted. :meth:`close` deregisters it at once. A host of
+        ``0.0.0.0`` or ``::`` is refused (``ConfigurationError`` naming ``host``). With
+        ``store_failure_policy="fail_open"`` an unreachable Redis does not fail this
+        call: the heartbeat task registers as soon as Redis answers.
+        """
+        await self._ensure_started()
+        return await self._registry.register(
+            service_name,
+            host=host,
+            port=port,
+            protocol=protocol,
+            version=version,
+            health_check_path=health_check_path,
+            metadata=metadata,
+            weight=weight,
+            ttl=ttl,
+            instance_id=instance_id,
+            background_retry=self.config.store_failure_policy == "fail_open",
+        )
+
+    async def register_external_service(
+        self,
+        service_name: str,
+        host: str,
+        port: int,
+        protocol: str = "http",
+        health_check_path: str | None = None,
+        version: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ServiceInstance:
+        """Register an instance this process does not run; it stays until deregistered
+        and is health-probed like the others."""
+        await self._ensure_started()
+        return await self._registry.register_external(
+            service_name,
+            host=host,
+            port=port,
+            protocol=protocol,
+            health_check_path=health_check_path,
+            version=version,
+            metadata=metadata,
+        )
+
+    async def deregister_service(self, service_name: str, instance_id: str | None = None) -> int:
+        """Remove an instance (by default this process's instances of the service);
+        returns how many were removed."""
+        await self._ensure_started()
+        return await self._registry.deregister(service_name, instance_id)
+
+    async def discover_services(
+        self, service_name: str, version: str | None = None
+    ) -> list[ServiceInstance]:
+        """Every registered instance of ``service_name`` (only ``version`` when given).
+
+        Usually answered from a per-process cache kept current by revision events (no
+        round trip). While Redis is down the last known instances are returned.
+        """
+        await self._ensure_started()
+        return await self._registry.discover(service_name, version=version)
+
+    async def get_service_instance(
+        self,
+        service_name: str,
+        strategy: str | None = None,
+        version: str | None = None,
+    ) -> ServiceInstance | None:
+        """One instance chosen by ``strategy`` (default ``load_balancing_strategy``):
+        unhealthy instances are skipped. ``None`` when there is none."""
+        await self._ensure_started()
+        return await self._registry.get_instance(
+            service_name,
+            strategy=strategy or self.config.load_balancing_strategy,
+            version=version,
+        )
+
+    async def health_check_service(self, service_name: str) -> bool:
+        """Whether ``service_name`` is healthy (fleet-wide state, probing if stale)."""
+        await self._ensure_started()
+        return await self._health.check(service_name)
+
+    async def get_all_service_health(self) -> dict[str, bool]:
+        """``{service: healthy}`` for every monitored or registered service."""
+        await self._ensure_started()
+        return await self._health.all_health()
+
+    def on_service_health_change(self, fn: F) -> F:
+        """Decorator: ``async def cb(service_name, is_healthy)`` runs in every replica,
+        once per change of a service's health."""
+        self._health.on_change(fn)
+        return fn
+
+    def deregister_on_signal(self, *signals: int) -> None:
+        """Deregister this process's instances when one of ``signals`` (default SIGTERM)
+        arrives, then let the signal do what it would have done.
+
+        Call it from inside the running loop. Frameworks that own signal handling
+        (uvicorn, gunicorn) should call ``await sdk.close()`` from their shutdown hook
+        instead.
+        """
+        import os
+        import signal as signal_module
+
+        loop = asyncio.get_running_loop()
+        chosen = signals or (signal_module.SIGTERM,)
+
+        def handler(signum: int) -> None:
+            async def shutdown() -> None:
+                try:
+                    await self._registry.aclose()
+                finally:
+                    loop.remove_signal_handler(signum)
+                    os.kill(os.getpid(), signum)
+
+            task = loop.create_task(shutdown())
+            self._signal_tasks.add(task)
+
+        for signum in chosen:
+            loop.add_signal_handler(signum, handler, signum)
+
     # -- internals used by ServiceClient ------------------------------------------------------
 
     def _call_policy(
@@ -447,13 +608,29 @@ class ServiceSDK:
         )
 
     def _discovery_active(self, service: str) -> bool:
-        return False
+        return self.config.service_discovery_enabled
 
-    async def _resolve(self, service: str, version: str | None) -> tuple[str, str | None]:
-        """``(base_url, instance_id)`` for a call to ``service``."""
+    async def _resolve(
+        self, service: str, version: str | None
+    ) -> tuple[str, str | None, ServiceInstance | None]:
+        """``(base_url, instance label, instance)`` for a call to ``service``.
+
+        The registry answers first when discovery is on (and usually from its cache);
+        the ``[services.<name>]`` settings answer otherwise.
+        """
+        if self.config.service_discovery_enabled:
+            try:
+                instance = await self._registry.get_instance(
+                    service, strategy=self.config.load_balancing_strategy, version=version
+                )
+            except StoreError as exc:
+                logger.debug("discovery of %s unavailable: %s", service, exc)
+                instance = None
+            if instance is not None:
+                return instance.url, instance.instance_id, instance
         svc = self.settings.for_service(service)
         if svc is not None and svc.base_url is not None:
-            return svc.base_url, svc.base_url
+            return svc.base_url, svc.base_url, None
         places = []
         if self.config.service_discovery_enabled:
             places.append("the service registry")
