@@ -6,9 +6,10 @@ cache and one registry.
 """
 
 from msfw_redis._breaker import CircuitState, TransitionEvent
+from msfw_redis._caching import cached_service_call
 from msfw_redis._client import ServiceClient
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
-from msfw_redis._decorators import circuit_breaker, retry_on_failure
+from msfw_redis._decorators import circuit_breaker, health_check, retry_on_failure
 from msfw_redis._exceptions import (
     CircuitOpenError,
     ConfigurationError,
@@ -53,9 +54,11 @@ __all__ = [
     "StoreError",
     "StoreTimeoutError",
     "TransitionEvent",
+    "cached_service_call",
     "call_service",
     "circuit_breaker",
     "get_default_sdk",
+    "health_check",
     "retry_on_failure",
     "service_call",
     "service_interface",

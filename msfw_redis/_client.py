@@ -454,6 +454,14 @@ class ServiceClient:
         async def send_with_retries(request: httpx.Request) -> httpx.Response:
 
             async def attempt() -> httpx.Response:
+                if state.deadline_at is not None and time.monotonic() >= state.deadline_at:
+                    # An attempt that cannot start within the deadline is not made.
+                    raise ServiceTimeoutError(
+                        f"call to {self.service_name} {request.url.path} ran out of its "
+                        f"{policy.retry.deadline}s deadline",
+                        service_name=self.service_name,
+                        endpoint=request.url.path,
+                    )
                 state.attempts += 1
                 if state.attempts > 1:
                     self.sdk._metrics["retries"] += 1

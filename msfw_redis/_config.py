@@ -164,6 +164,9 @@ class ServiceSDKConfig(_ConfigModel):
             ``None`` (default) bounds a call only by its attempts.
         max_response_bytes: responses larger than this fail. Default 10 MiB.
         cache_default_ttl: seconds a cached response stays fresh. Default 60.
+        cache_max_stale: seconds past its TTL a cached entry may still be served while
+            it is refreshed, when the origin fails or when the breaker is open. Default 60.
+        cache_max_entry_bytes: larger entries are not stored (and are counted). 1 MiB.
         cache_key_secret: HMAC key (16+ characters) for keying cached responses of
             requests with credentials; without it such responses are not cached.
         user_agent: the User-Agent header sent with every call.
@@ -199,6 +202,8 @@ class ServiceSDKConfig(_ConfigModel):
     total_timeout: float | None = Field(default=None, gt=0)
     max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     cache_default_ttl: float = Field(default=60.0, gt=0)
+    cache_max_stale: float = Field(default=60.0, ge=0)
+    cache_max_entry_bytes: int = Field(default=1024 * 1024, ge=1)
     cache_key_secret: str | None = Field(default=None, min_length=16, repr=False)
     user_agent: str = "msfw-redis"
     load_balancing_strategy: Literal["round_robin", "random", "weighted", "least_outstanding"] = (

@@ -1,4 +1,4 @@
-"""Resilience decorators for async functions: ``circuit_breaker`` and ``retry_on_failure``.
+"""Resilience decorators: ``circuit_breaker``, ``retry_on_failure`` and ``health_check``.
 
 On a plain ``async def`` each decorator wraps the function:
 
@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import functools
 import random
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from msfw_redis._config import CircuitBreakerConfig
@@ -30,7 +32,18 @@ if TYPE_CHECKING:
 
     from msfw_redis._sdk import ServiceSDK
 
-__all__ = ["META_ATTR", "circuit_breaker", "function_name", "meta_of", "retry_on_failure"]
+__all__ = [
+    "HEALTH_ENROLLMENTS",
+    "META_ATTR",
+    "HealthEnrollment",
+    "circuit_breaker",
+    "function_name",
+    "health_check",
+    "meta_of",
+    "retry_on_failure",
+    "forget_sdk",
+    "track_sdk",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -173,5 +186,84 @@ def retry_on_failure(
         _copy_meta(fn, wrapper)
         meta_of(wrapper)["retry"] = policy
         return wrapper
+
+    return decorate
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEnrollment:
+    """What ``@health_check`` asks every SDK to monitor."""
+
+    service: str
+    interval: float
+    timeout: float
+    failure_threshold: int
+
+
+#: Services enrolled by ``@health_check``; every SDK monitors them once started.
+HEALTH_ENROLLMENTS: dict[str, HealthEnrollment] = {}
+_LIVE_SDKS: weakref.WeakSet[ServiceSDK] = weakref.WeakSet()
+
+
+def track_sdk(sdk: ServiceSDK) -> None:
+    """Called by each SDK when it starts: it enrols what ``@health_check`` asked for."""
+    _LIVE_SDKS.add(sdk)
+    for enrollment in HEALTH_ENROLLMENTS.values():
+        _enroll(sdk, enrollment)
+
+
+def forget_sdk(sdk: ServiceSDK) -> None:
+    """Called by each SDK when it closes."""
+    _LIVE_SDKS.discard(sdk)
+
+
+def _enroll(sdk: ServiceSDK, e: HealthEnrollment) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        # Decorated outside any event loop (at import, say): a live SDK cannot start a
+        # monitoring task from here. SDKs started later enrol it in track_sdk().
+        return
+    sdk._health.enroll(
+        e.service, interval=e.interval, timeout=e.timeout, failure_threshold=e.failure_threshold
+    )
+
+
+def health_check(
+    interval: float = 30.0,
+    timeout: float = 5.0,
+    failure_threshold: int = 3,
+    *,
+    service: str | None = None,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Enrol a service in fleet-wide health monitoring with these settings.
+
+    On a ``@service_call`` method the service is the method's; on a plain ``async def``
+    pass ``service=``. The monitor probes the service's instances' health endpoints
+    every ``interval`` seconds (one replica per round), each probe bounded by
+    ``timeout``; ``failure_threshold`` consecutive failures mark an instance unhealthy.
+    The decorated function itself is returned unchanged: monitoring never calls it.
+    """
+    if interval <= 0 or timeout <= 0 or failure_threshold < 1:
+        raise ValueError("interval and timeout must be > 0 seconds and failure_threshold >= 1")
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        call = meta_of(fn).get("service_call")
+        name = service or (call.service_name if call is not None else None)
+        if name is None:
+            raise TypeError(
+                f"@health_check on {fn.__qualname__}: pass service=... (only @service_call "
+                "methods know their service)"
+            )
+        from msfw_redis._keys import validate_service_name
+
+        enrollment = HealthEnrollment(
+            validate_service_name(name), interval, timeout, failure_threshold
+        )
+        HEALTH_ENROLLMENTS[enrollment.service] = enrollment
+        meta_of(fn)["health_check"] = enrollment
+        for sdk in list(_LIVE_SDKS):
+            _enroll(sdk, enrollment)
+        return fn
 
     return decorate

@@ -241,6 +241,16 @@ def service_call(
         meta_of(wrapper).update(meta_of(fn))
         meta_of(wrapper)["service_call"] = info
         meta_of(wrapper)["return_adapter"] = return_adapter
+        meta_of(wrapper)["returns"] = returns
+        cached = meta_of(wrapper).get("cache")
+        if cached is not None:
+            # @cached_service_call sat below @service_call: it saw a plain function, so
+            # name its entries after this method and service instead.
+            from msfw_redis._caching import _CachedMethod
+
+            cached.service = ""
+            cached.function = fn.__qualname__
+            return typing.cast("Callable[Concatenate[S, P], Awaitable[R]]", _CachedMethod(wrapper))
         # functools.wraps names the first parameter `self`; the callable type is the same.
         return typing.cast("Callable[Concatenate[S, P], Awaitable[R]]", wrapper)
 

@@ -22,6 +22,8 @@ import httpx
 
 from msfw_redis._batch import run_batch
 from msfw_redis._breaker import BreakerHub, TransitionListener
+from msfw_redis._cache import ResponseCache
+from msfw_redis._caching import HttpCacheRunner
 from msfw_redis._client import (
     UNSET,
     CallOutcome,
@@ -32,6 +34,7 @@ from msfw_redis._client import (
     parse_body,
 )
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
+from msfw_redis._decorators import forget_sdk, track_sdk
 from msfw_redis._events import EventBus
 from msfw_redis._exceptions import (
     ConfigurationError,
@@ -142,6 +145,8 @@ class ServiceSDK:
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._registry = ServiceRegistry(self._store, self._bus, default_ttl=cfg.instance_ttl)
+        secret = cfg.cache_key_secret.encode() if cfg.cache_key_secret else None
+        self._cache = ResponseCache(self._store, self._bus, secret=secret)
         self._health = HealthMonitor(
             self._store,
             self._registry,
@@ -204,6 +209,7 @@ class ServiceSDK:
                 )
             self._bus.start()
             await self._registry.start()
+            track_sdk(self)
             await self._health.start()
             self._started = True
 
@@ -213,9 +219,11 @@ class ServiceSDK:
         if self._closed:
             return
         self._closed = True
+        forget_sdk(self)
         if self._started:
             await self._health.aclose()
             await self._registry.aclose()
+        await self._cache.aclose()
         with contextlib.suppress(StoreError):
             await self._hub.aclose()
         await self._bus.aclose()
@@ -367,6 +375,7 @@ class ServiceSDK:
         """In-process counters (empty when ``metrics_enabled`` is off)."""
         counters = dict(self._metrics)
         if self._metrics.enabled:
+            counters.update({f"cache_{k}": v for k, v in self._cache.metrics().items()})
             stats = self._store.stats
             counters.update(
                 store_outages=stats.outages,
@@ -640,8 +649,15 @@ class ServiceSDK:
             service_name=service,
         )
 
-    def _cache_for(self, service: str, request: httpx.Request, policy: CallPolicy) -> Any:
-        return None
+    def _cache_for(
+        self, service: str, request: httpx.Request, policy: CallPolicy
+    ) -> HttpCacheRunner | None:
+        return HttpCacheRunner.for_request(self, service, request, policy)
+
+    async def clear_service_cache(self, service_name: str) -> None:
+        """Invalidate every cached entry of ``service_name`` fleet-wide, in O(1)."""
+        await self._ensure_started()
+        await self._cache.clear_service(service_name)
 
     async def _run_middleware(
         self, request: httpx.Request, terminal: Callable[[httpx.Request], Awaitable[httpx.Response]]

@@ -1,0 +1,23 @@
+-- cache_clear: delete one cache entry and any lease on it.
+--
+-- KEYS[1] - the entry hash (fields as in cache_lookup)
+-- ARGV[1] - the channel on which waiters are told
+-- ARGV[2] - the entry's id in that message (the key digest)
+-- Reply: integer, 1 when something was deleted, else 0
+--
+-- Deleting the lease too means a fill already in flight is refused (its token is gone),
+-- so data fetched before the clear cannot be stored after it. Waiters of that fill are
+-- told '<id> S' and call the origin themselves.
+local entry_key = KEYS[1]
+local channel = ARGV[1]
+local entry_id = ARGV[2]
+
+if channel == '' or entry_id == '' then
+  return redis.error_reply('MSFW_BADARG channel and entry id are required')
+end
+
+local f = redis.pcall('HMGET', entry_key, 'w')
+if not f.err and f[1] then
+  redis.call('PUBLISH', channel, entry_id .. ' S')
+end
+return redis.call('DEL', entry_key)

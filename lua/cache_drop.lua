@@ -1,0 +1,24 @@
+-- cache_drop: delete an entry that failed to decode, unless it was replaced meanwhile.
+--
+-- KEYS[1] - the entry hash (fields as in cache_lookup)
+-- ARGV[1] - stored_at_ms of the entry that failed to decode
+-- Reply: integer, 1 when the entry was dropped, 0 when it had already changed or gone
+--
+-- Compare-and-delete on stored-at, so a reader holding an old corrupt copy cannot
+-- delete a good entry written since. Lease fields are kept: a fill in progress goes on.
+local entry_key = KEYS[1]
+local stored_at = ARGV[1]
+
+if stored_at == '' or not tonumber(stored_at) then
+  return redis.error_reply('MSFW_BADARG stored_at_ms must be an integer')
+end
+
+local f = redis.pcall('HMGET', entry_key, 'sa')
+if f.err then
+  return redis.call('DEL', entry_key)
+end
+if f[1] ~= stored_at then
+  return 0
+end
+redis.call('HDEL', entry_key, 'v', 'sa', 'fu', 'su', 'g')
+return 1

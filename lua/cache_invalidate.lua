@@ -1,0 +1,35 @@
+-- cache_invalidate: clear every entry of a service or of one function in O(1).
+--
+-- KEYS[1] - the service's generation hash: field '_' is the service generation, one
+--           field per cleared function holds that function's generation
+-- ARGV[1] - the field to bump: '_' for the whole service, else the function's field
+-- ARGV[2] - keep_ms: the least time the generation hash is kept from now
+-- Reply: integer, the field's new generation
+--
+-- Entries and leases remember the generation they were written under, and
+-- cache_lookup / cache_fill trust them only while it matches, so one HINCRBY retires
+-- them all; they then expire on their own TTL. The hash must outlive every lease taken
+-- before the bump (else its expiry would turn the counter back to 0 and revive them),
+-- hence keep_ms, which the caller sets well above any lease; cache_fill extends it to
+-- cover every entry.
+local gen_key = KEYS[1]
+local field = ARGV[1]
+local keep_ms = tonumber(ARGV[2])
+
+if field == '' then
+  return redis.error_reply('MSFW_BADARG field must not be empty')
+end
+if not keep_ms or keep_ms < 1 or keep_ms ~= math.floor(keep_ms) then
+  return redis.error_reply('MSFW_BADARG keep_ms must be a positive integer')
+end
+
+local ok = redis.pcall('TYPE', gen_key)
+if ok.ok ~= 'hash' and ok.ok ~= 'none' then
+  redis.call('DEL', gen_key)
+end
+local gen = redis.call('HINCRBY', gen_key, field, 1)
+local ttl = redis.call('PTTL', gen_key)
+if ttl < keep_ms then
+  redis.call('PEXPIRE', gen_key, keep_ms)
+end
+return gen

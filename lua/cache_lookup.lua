@@ -1,0 +1,134 @@
+-- cache_lookup: read a cached response, or lease the right to fill it, in one call.
+--
+-- KEYS[1] - the entry hash. Entry fields: v (envelope), sa (stored-at ms), fu (fresh-until
+--           ms), su (stale-until ms), g (generation written under). Lease fields: lt
+--           (token), lu (lease-until ms), lg (generation leased under), w (1 when
+--           somebody waits for the fill).
+-- KEYS[2] - the service's generation hash: field '_' is the service generation, one
+--           field per cleared function holds that function's generation. Both keys
+--           carry the same {service} hash tag.
+-- ARGV[1] - mode: 'get' (serve or lease), 'peek' (serve, never lease or wait),
+--           'force' (always lease, for force_refresh; the entry is still returned)
+-- ARGV[2] - lease token to grant if a lease is due (random, chosen by the caller)
+-- ARGV[3] - lease_ms: how long a granted lease lasts
+-- ARGV[4] - the function's field in KEYS[2]
+-- ARGV[5] - now_ms: 0 to read the server's TIME (tests pass a fixed time)
+-- Reply: flat array {state, token, value, stored_at_ms, fresh_until_ms, stale_until_ms,
+--          wait_ms, flags, now_ms}
+--   state: 'FRESH' (entry within fresh-until), 'STALE' (past fresh-until, before
+--          stale-until), 'MISS' (no usable entry) or 'WAIT' (no usable entry and another
+--          caller holds the fill lease: wait_ms is what is left of that lease)
+--   token: ARGV[2] when this call was granted the lease, else ''
+--   value: the envelope when state is FRESH or STALE, else ''
+--   flags: 1 = an expired lease was taken over; 2 = a malformed entry was deleted;
+--          3 = both
+--
+-- 'get' on a FRESH entry leases nothing. On a STALE entry it grants a refresh lease to
+-- exactly one caller fleet-wide (the others get STALE without a token). On a MISS it
+-- grants a fill lease, or answers WAIT while a live lease exists. Entries and leases
+-- written under an older generation are ignored: clearing a function or a service is
+-- one HINCRBY (cache_invalidate), never a scan.
+local entry_key = KEYS[1]
+local gen_key = KEYS[2]
+local mode = ARGV[1]
+local token = ARGV[2]
+local lease_ms = tonumber(ARGV[3])
+local function_field = ARGV[4]
+local now_ms = tonumber(ARGV[5])
+
+if mode ~= 'get' and mode ~= 'peek' and mode ~= 'force' then
+  return redis.error_reply('MSFW_BADARG mode must be get, peek or force')
+end
+if mode ~= 'peek' and token == '' then
+  return redis.error_reply('MSFW_BADARG a lease token is required')
+end
+if not lease_ms or lease_ms < 1 or lease_ms ~= math.floor(lease_ms) then
+  return redis.error_reply('MSFW_BADARG lease_ms must be a positive integer')
+end
+if function_field == '' or function_field == '_' then
+  return redis.error_reply('MSFW_BADARG function field must be non-empty and not _')
+end
+if not now_ms or now_ms < 0 or now_ms ~= math.floor(now_ms) then
+  return redis.error_reply('MSFW_BADARG now_ms must be an integer >= 0')
+end
+if now_ms == 0 then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local flags = 0
+local gens = redis.pcall('HMGET', gen_key, '_', function_field)
+if gens.err then
+  -- Not a hash: nothing we wrote. Dropping it resets every generation to 0, which is
+  -- safe because entries are only trusted when their generation matches exactly.
+  redis.call('DEL', gen_key)
+  gens = {}
+end
+local gen = (gens[1] or '0') .. ':' .. (gens[2] or '0')
+
+local f = redis.pcall('HMGET', entry_key, 'v', 'sa', 'fu', 'su', 'g', 'lt', 'lu', 'lg', 'w')
+if f.err then
+  redis.call('DEL', entry_key)
+  flags = flags + 2
+  f = {}
+end
+local value = f[1]
+local stored_at = tonumber(f[2])
+local fresh_until = tonumber(f[3])
+local stale_until = tonumber(f[4])
+local entry_gen = f[5]
+local lease_token = f[6]
+local lease_until = tonumber(f[7])
+local lease_gen = f[8]
+local waiting = f[9]
+
+if value and not (stored_at and fresh_until and stale_until and entry_gen) then
+  redis.call('HDEL', entry_key, 'v', 'sa', 'fu', 'su', 'g')
+  flags = flags + 2
+  value = false
+end
+
+local usable = value and entry_gen == gen and now_ms < stale_until
+local lease_live = lease_token and lease_gen == gen and lease_until and now_ms < lease_until
+
+local state = 'MISS'
+if usable then
+  if now_ms < fresh_until then state = 'FRESH' else state = 'STALE' end
+end
+
+local grant = false
+if mode == 'force' then
+  grant = true
+elseif mode == 'get' and state ~= 'FRESH' then
+  if lease_live then
+    if state == 'MISS' then state = 'WAIT' end
+  else
+    grant = true
+  end
+end
+
+local reply_token = ''
+local wait_ms = 0
+if grant then
+  if lease_token and not lease_live and lease_gen == gen then
+    flags = flags + 1
+  end
+  redis.call('HSET', entry_key, 'lt', token, 'lu', now_ms + lease_ms, 'lg', gen)
+  -- Keep the hash twice the lease so an expired, unfilled lease is still seen (and
+  -- counted as a takeover); never shorten the life of a usable entry.
+  local keep_ms = 2 * lease_ms
+  if usable and stale_until - now_ms > keep_ms then keep_ms = stale_until - now_ms end
+  redis.call('PEXPIRE', entry_key, keep_ms)
+  reply_token = token
+elseif state == 'WAIT' then
+  if not waiting then
+    -- The key already expires after the live lease (set when it was granted).
+    redis.call('HSET', entry_key, 'w', 1)
+  end
+  wait_ms = lease_until - now_ms
+end
+
+if not usable then
+  return {state, reply_token, '', 0, 0, 0, wait_ms, flags, now_ms}
+end
+return {state, reply_token, value, stored_at, fresh_until, stale_until, wait_ms, flags, now_ms}

@@ -1,0 +1,36 @@
+-- cache_release: give up a fill lease without storing, and tell the waiters.
+--
+-- KEYS[1] - the entry hash (fields as in cache_lookup)
+-- ARGV[1] - the lease token to give up
+-- ARGV[2] - the channel on which waiters are told
+-- ARGV[3] - the entry's id in that message (the key digest)
+-- Reply: flat array {released, receivers}
+--   released: 1 when the token was the current lease and is now gone, else 0
+--   receivers: processes that got the '<id> S' message (0 when nobody waited)
+--
+-- Called when the filler will not store a value: the origin failed, the response was
+-- not storable or too large. Waiters are told 'S' and call the origin themselves, so
+-- none waits for the lease to expire. A usable entry in the same hash is left alone.
+local entry_key = KEYS[1]
+local token = ARGV[1]
+local channel = ARGV[2]
+local entry_id = ARGV[3]
+
+if token == '' then
+  return redis.error_reply('MSFW_BADARG a lease token is required')
+end
+if channel == '' or entry_id == '' then
+  return redis.error_reply('MSFW_BADARG channel and entry id are required')
+end
+
+local f = redis.pcall('HMGET', entry_key, 'lt', 'w')
+if f.err or f[1] ~= token then
+  return {0, 0}
+end
+-- HDEL only removes fields; Redis deletes the hash when the last field goes.
+redis.call('HDEL', entry_key, 'lt', 'lu', 'lg', 'w')
+local receivers = 0
+if f[2] then
+  receivers = redis.call('PUBLISH', channel, entry_id .. ' S')
+end
+return {1, receivers}
