@@ -256,6 +256,7 @@ class DistributedBreaker:
             except StoreError as exc:
                 self._enter_local(exc)
             self._loaded = True
+            self.hub._spawn(self.hub._index(self))
 
     def _is_loaded(self) -> bool:
         return self._loaded
@@ -597,6 +598,7 @@ class BreakerHub:
         self._subscribed: set[str] = set()
         self._listeners: list[TransitionListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._indexed: dict[tuple[str, str], float] = {}
         store.on_recovery(self._on_store_recovery)
 
     def get(
@@ -670,6 +672,46 @@ class BreakerHub:
                     await result
             except Exception:
                 logger.exception("breaker transition listener %r failed", listener)
+
+    async def _index(self, breaker: DistributedBreaker) -> None:
+        """Record the breaker in the fleet-wide indexes (for ``status`` and the CLI).
+
+        Two single-key calls: the per-service index carries the service's hash tag, the
+        list of services is a global key. Each is refreshed at most hourly per process.
+        """
+        now = time.monotonic()
+        if now - self._indexed.get((breaker.service, breaker.name), -math.inf) < 3600:
+            return
+        self._indexed[(breaker.service, breaker.name)] = now
+        keys = self.store.keys
+        retention_ms = breaker.params.key_ttl_ms
+        try:
+            await self.store.run(
+                "registry_index",
+                [keys.key(breaker.service, "breaker", "index")],
+                [0, breaker.name, retention_ms],
+            )
+            await self.store.run(
+                "registry_index",
+                [keys.global_key("breaker", "services")],
+                [0, breaker.service, retention_ms],
+            )
+        except StoreError as exc:
+            self._indexed.pop((breaker.service, breaker.name), None)
+            logger.debug("breaker index update failed: %s", exc)
+
+    async def fleet(self, service: str | None = None) -> list[CircuitState]:
+        """Every breaker known fleet-wide (or of one service), read from Redis."""
+        keys = self.store.keys
+        services = [service] if service else await self.store.zmembers(
+            keys.global_key("breaker", "services")
+        )
+        states: list[CircuitState] = []
+        for svc in services:
+            for name in await self.store.zmembers(keys.key(svc, "breaker", "index")):
+                endpoint = None if name == SERVICE_SCOPE else name
+                states.append(await self.get(svc, endpoint).refresh())
+        return states
 
     def _on_store_recovery(self) -> None:
         for breaker in list(self._breakers.values()):

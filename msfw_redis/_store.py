@@ -322,6 +322,13 @@ class Store:
             "set[bytes]", await self._op(lambda: self.client.smembers(key), what="SMEMBERS")
         )
 
+    async def zmembers(self, key: str) -> list[str]:
+        """Read a sorted set's members, lowest score first, decoded as UTF-8."""
+        raw = cast(
+            "list[bytes]", await self._op(lambda: self.client.zrange(key, 0, -1), what="ZRANGE")
+        )
+        return [m.decode("utf-8", "replace") if isinstance(m, bytes) else str(m) for m in raw]
+
     async def publish(self, channel: str, message: bytes) -> int:
         """Publish an event (events are notifications, never state)."""
         return cast(

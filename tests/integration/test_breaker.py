@@ -258,3 +258,18 @@ async def test_call_classifies_outcomes(replicas) -> None:  # type: ignore[no-un
         assert (await b.refresh()).state == "open"
         assert b.classify_status(503)
         assert not b.classify_status(404)
+
+
+async def test_fleet_lists_every_breaker_from_redis(replicas) -> None:  # type: ignore[no-untyped-def]
+    """Breakers used in one replica are listed, with their state, by another."""
+    cfg = _cfg()
+    async with replicas() as (store, _, a), replicas() as (_, _, b):
+        await a.get("orders", config=cfg).acquire()
+        await a.get("payments", "/charge", cfg).acquire()
+        await _trip(a, "orders", cfg)
+        await asyncio.gather(*list(a._tasks))  # the index updates run in the background
+        listed = {(s.service, s.endpoint): s.state for s in await b.fleet()}
+        assert listed == {("orders", None): "open", ("payments", "/charge"): "closed"}
+        assert [s.endpoint for s in await b.fleet("payments")] == ["/charge"]
+        index = store.keys.key("orders", "breaker", "index")
+        assert await store.client.pttl(index) > 0
