@@ -703,8 +703,10 @@ class BreakerHub:
     async def fleet(self, service: str | None = None) -> list[CircuitState]:
         """Every breaker known fleet-wide (or of one service), read from Redis."""
         keys = self.store.keys
-        services = [service] if service else await self.store.zmembers(
-            keys.global_key("breaker", "services")
+        services = (
+            [service]
+            if service
+            else await self.store.zmembers(keys.global_key("breaker", "services"))
         )
         states: list[CircuitState] = []
         for svc in services:
