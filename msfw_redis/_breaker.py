@@ -725,6 +725,11 @@ class BreakerHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def drain(self) -> None:
+        """Wait for background work (index updates, mirror refreshes) to finish."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def flush(self) -> None:
         """Send every breaker's batched successes now."""
         for breaker in list(self._breakers.values()):

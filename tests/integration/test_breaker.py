@@ -71,6 +71,7 @@ async def test_closed_admission_needs_no_round_trip(replicas) -> None:  # type: 
     async with replicas() as (store, _, a):
         breaker = a.get("orders", config=cfg)
         await breaker.acquire()
+        await a.drain()  # the first use also updates the fleet index in the background
         calls = _count_scripts(store)
         for _ in range(100):
             await (await breaker.acquire()).success()
@@ -267,7 +268,7 @@ async def test_fleet_lists_every_breaker_from_redis(replicas) -> None:  # type: 
         await a.get("orders", config=cfg).acquire()
         await a.get("payments", "/charge", cfg).acquire()
         await _trip(a, "orders", cfg)
-        await asyncio.gather(*list(a._tasks))  # the index updates run in the background
+        await a.drain()  # the index updates run in the background
         listed = {(s.service, s.endpoint): s.state for s in await b.fleet()}
         assert listed == {("orders", None): "open", ("payments", "/charge"): "closed"}
         assert [s.endpoint for s in await b.fleet("payments")] == ["/charge"]
