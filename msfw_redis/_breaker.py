@@ -619,6 +619,17 @@ class BreakerHub:
             breaker.params = params_from_config(config)
         return breaker
 
+    def is_open(self, service: str, endpoint: str) -> bool:
+        """True when this process's mirror says the breaker is refusing calls now.
+
+        No I/O: a breaker this process never used reads as not open.
+        """
+        breaker = self._breakers.get((service, endpoint))
+        if breaker is None:
+            return False
+        state = breaker.state()
+        return state.state in ("open", "forced_open") and state.retry_after > 0
+
     def breakers(self) -> list[DistributedBreaker]:
         """Every breaker this process has used."""
         return list(self._breakers.values())

@@ -466,10 +466,13 @@ class ServiceClient:
                 if state.attempts > 1:
                     self.sdk._metrics["retries"] += 1
                     await self._reroute(request, state)
+                named = policy.breaker_endpoint
+                if named is None and policy.breaker_config.scope == "instance":
+                    named = f"instance:{state.instance}"
                 if state.target is None:
-                    return await self._attempt(request, policy, template, state.deadline_at)
+                    return await self._attempt(request, policy, template, state.deadline_at, named)
                 with self.sdk._registry.balancer.track(state.target):
-                    return await self._attempt(request, policy, template, state.deadline_at)
+                    return await self._attempt(request, policy, template, state.deadline_at, named)
 
             return await call_with_retries(
                 attempt,
@@ -508,7 +511,12 @@ class ServiceClient:
             state.instance = instance
 
     async def _attempt(
-        self, request: httpx.Request, policy: CallPolicy, template: str, deadline_at: float | None
+        self,
+        request: httpx.Request,
+        policy: CallPolicy,
+        template: str,
+        deadline_at: float | None,
+        breaker_name: str | None = None,
     ) -> httpx.Response:
         timeout = policy.timeout
         if deadline_at is not None:
@@ -524,7 +532,7 @@ class ServiceClient:
         permit: Permit | None = None
         breaker: DistributedBreaker | None = None
         if policy.breaker_enabled:
-            breaker = self._breaker(template, policy.breaker_config, policy.breaker_endpoint)
+            breaker = self._breaker(template, policy.breaker_config, breaker_name)
             try:
                 permit = await breaker.acquire()
             except CircuitOpenError:

@@ -32,7 +32,7 @@ DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_REDIS_OP_TIMEOUT = 0.25
 
 StoreFailurePolicy = Literal["fail_open", "fail_closed"]
-BreakerScope = Literal["service", "endpoint"]
+BreakerScope = Literal["service", "endpoint", "instance"]
 #: Statuses that count as breaker failures by default: every 5xx. 4xx are the caller's fault.
 DEFAULT_FAILURE_STATUS_CODES: frozenset[int] = frozenset(range(500, 600))
 
@@ -84,8 +84,9 @@ class CircuitBreakerConfig(_ConfigModel):
         failure_status_codes: HTTP statuses that count as failures. Default 500-599.
         failure_exceptions: extra exception types that count as failures, besides
             connect errors and timeouts, which always do.
-        scope: ``"service"`` (one breaker per service, the default) or
-            ``"endpoint"`` (one per route template or path).
+        scope: ``"service"`` (one breaker per service, the default),
+            ``"endpoint"`` (one per route template or path) or ``"instance"`` (one per
+            service instance; discovery then skips instances whose breaker is OPEN).
         success_flush_interval: seconds successes are batched before one report to
             Redis (0 reports each at once). While batched, another replica's failure
             streak can count past a success this replica has not reported yet, so a

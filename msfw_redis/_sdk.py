@@ -630,7 +630,10 @@ class ServiceSDK:
         if self.config.service_discovery_enabled:
             try:
                 instance = await self._registry.get_instance(
-                    service, strategy=self.config.load_balancing_strategy, version=version
+                    service,
+                    strategy=self.config.load_balancing_strategy,
+                    version=version,
+                    is_open=lambda inst: self._hub.is_open(service, f"instance:{inst.instance_id}"),
                 )
             except StoreError as exc:
                 logger.debug("discovery of %s unavailable: %s", service, exc)

@@ -101,3 +101,24 @@ def http_service() -> Iterator[ScriptedService]:
     """A real loopback HTTP service with scripted responses."""
     with ScriptedService() as svc:
         yield svc
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With MSFW_REQUIRE_REAL_REDIS=1 (CI), any skipped test fails the run."""
+    if _require_real() and _skipped and exitstatus == 0:
+        session.exitstatus = 1
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"{ENV_REQUIRE_REAL_REDIS}=1: {len(_skipped)} test(s) were skipped, which CI "
+                f"treats as failures: {', '.join(_skipped[:5])}",
+                red=True,
+            )

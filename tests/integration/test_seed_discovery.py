@@ -233,3 +233,69 @@ def test_health_check_on_plain_function_needs_a_service() -> None:
     with pytest.raises(TypeError, match="service="):
         health_check()(f)
     assert health_check(service="inventory")(f) is f
+
+
+async def test_instances_with_an_open_breaker_are_skipped(make_sdk: Any) -> None:
+    """With scope="instance", a failing instance's breaker opens and discovery skips it."""
+    from msfw_redis import CircuitBreakerConfig
+
+    with ScriptedService() as good, ScriptedService() as bad:
+        good.script("/x", Step(200, json=1))
+        bad.script("/x", Step(500))
+        sdk = make_sdk(
+            service_discovery_enabled=True,
+            circuit_breaker=CircuitBreakerConfig(
+                scope="instance", failure_threshold=2, timeout=60.0
+            ),
+        )
+        for svc in (good, bad):
+            await sdk.register_external_service("pair", host=svc.host, port=svc.port)
+        results = [await sdk.call_service("pair", "/x", retry_attempts=1) for _ in range(10)]
+        assert bad.hits("/x") == 2
+        assert good.hits("/x") == 8
+        assert sum(r.success for r in results) == 8
+
+
+@service_interface("versioned", "/api", version="2.0")
+class VersionedV2:
+    @service_call("versioned", HTTPMethod.GET, "/who")
+    async def who(self) -> str:
+        """Which build answered."""
+
+
+async def test_interface_version_routes_to_matching_instances(make_sdk: Any) -> None:
+    """@service_interface(version="2.0") only reaches instances registered as 2.0."""
+    with ScriptedService() as v1, ScriptedService() as v2:
+        v1.script("/api/who", Step(200, json="v1"))
+        v2.script("/api/who", Step(200, json="v2"))
+        sdk = make_sdk(service_discovery_enabled=True)
+        await sdk.register_external_service("versioned", host=v1.host, port=v1.port, version="1.0")
+        await sdk.register_external_service("versioned", host=v2.host, port=v2.port, version="2.0")
+        svc = VersionedV2(sdk=sdk)
+        assert {await svc.who() for _ in range(6)} == {"v2"}
+        assert v1.hits() == 0
+
+
+async def test_sdk_config_switches(make_sdk: Any, http_service: ScriptedService) -> None:
+    """default_circuit_breaker_enabled, cache_enabled and metrics_enabled do what they say."""
+    from tests.integration.conftest import services_for
+
+    http_service.script("/boom", Step(500))
+    http_service.script("/data", Step(200, json=1))
+    settings = services_for(http_service, "svc", cache_enabled=True, failure_threshold=1)
+    off = make_sdk(
+        settings, default_circuit_breaker_enabled=False, cache_enabled=False, metrics_enabled=False
+    )
+    for _ in range(3):
+        assert (await off.call_service("svc", "/boom")).status_code == 500
+    assert http_service.hits("/boom") == 3  # never refused: no breaker
+    assert off._hub.breakers() == []
+    for _ in range(2):
+        assert not (await off.call_service("svc", "/data")).from_cache
+    assert http_service.hits("/data") == 2
+    assert off.metrics() == {}
+    on = make_sdk(settings)
+    await on.call_service("svc", "/data")
+    assert (await on.call_service("svc", "/data")).from_cache
+    assert on.metrics()["calls"] == 2
+    assert on.metrics()["cache_hits"] >= 1
