@@ -57,6 +57,7 @@ logger = logging.getLogger("msfw_redis.store")
 #: Back-off between attempts to reach a store that is down: first window, cap (s).
 _OUTAGE_BACKOFF_INITIAL = 0.5
 _OUTAGE_BACKOFF_MAX = 5.0
+_MEMORY_OP_TIMEOUT = 5.0
 
 Reply = int | bytes | str | list[Any] | None
 T = TypeVar("T")
@@ -137,6 +138,10 @@ class Store:
     ) -> Store:
         """A store for ``url`` (default ``$MSFW_REDIS_URL``, else ``memory://``)."""
         resolved = resolve_url(url)
+        if resolved.startswith("memory://"):
+            # The embedded store runs in this process and cannot hang or drop; a short
+            # timeout would only misread a busy event loop as an outage.
+            op_timeout = max(op_timeout, _MEMORY_OP_TIMEOUT)
         client = create_client(resolved, op_timeout=op_timeout)
         return cls(
             client,
