@@ -16,13 +16,33 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "store": ("benchmarks.bench_store", "one clock_now EVALSHA round trip, each backend"),
     "hot_path": (
         "benchmarks.bench_hot_path",
-        "µs per call through a CLOSED breaker; commands per call",
+        "µs per call through a CLOSED breaker; commands per call; vs the peers",
     ),
     "contention": (
         "benchmarks.bench_contention",
-        "P processes x T tasks recording on 1 vs 100 breakers",
+        "P processes x T tasks recording on 1 vs 100 breakers; lost updates; vs the peers",
+    ),
+    "herd": (
+        "benchmarks.bench_herd",
+        "16 processes released on an elapsed OPEN breaker: probes admitted",
+    ),
+    "propagation": (
+        "benchmarks.bench_propagation",
+        "ms from a trip in one process until every other process rejects",
+    ),
+    "redis_down": (
+        "benchmarks.bench_redis_down",
+        "per-call latency and whether the breaker opens with Redis refusing or hung",
+    ),
+    "cache": (
+        "benchmarks.bench_cache",
+        "cache stampede (4 processes x 5 callers, cold key) and hit latency; vs the peers",
     ),
     "full_stack": ("benchmarks.bench_full_stack", "call_service GET vs raw httpx GET on loopback"),
+    "registry": (
+        "benchmarks.bench_registry",
+        "round trips per discovery, heartbeat cost, SIGKILL-to-eviction time",
+    ),
 }
 
 

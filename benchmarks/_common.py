@@ -25,12 +25,15 @@ class Context:
     redis_url: str
     quick: bool
     server_kind: str
+    started: float = field(default_factory=time.monotonic)
 
     def progress(self, text: str) -> None:
+        """One status line (rewritten in place on a terminal), with the elapsed time."""
+        line = f"[{time.monotonic() - self.started:6.1f}s] {text}"
         if sys.stderr.isatty():
-            sys.stderr.write("\r\x1b[2K" + text[:120])
+            sys.stderr.write("\r\x1b[2K" + line[:120])
         else:
-            sys.stderr.write(text + "\n")
+            sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
     def scale(self, full: int, quick: int) -> int:
@@ -46,6 +49,8 @@ class Result:
     columns: list[str]
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: further tables of the same benchmark, rendered (and dumped) after this one
+    subtables: list[Result] = field(default_factory=list)
 
     def add(self, **row: Any) -> None:
         self.rows.append(row)
@@ -54,6 +59,8 @@ class Result:
         def fmt(v: Any) -> str:
             if isinstance(v, float):
                 return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+            if isinstance(v, int) and not isinstance(v, bool):
+                return f"{v:,}"
             return str(v)
 
         cells = [[fmt(r.get(c, "")) for c in self.columns] for r in self.rows]
@@ -72,12 +79,46 @@ class Result:
         out = [f"### {self.title}", "", line, sep, *body]
         if self.notes:
             out += ["", *[f"- {n}" for n in self.notes]]
+        for sub in self.subtables:
+            out += ["", sub.render()]
         return "\n".join(out)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "rows": self.rows,
+            "notes": self.notes,
+            "subtables": [sub.as_json() for sub in self.subtables],
+        }
 
 
 def stats(samples: Sequence[float]) -> dict[str, float]:
     """Median, min and max of repeated measurements."""
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
+
+
+def spread(samples: Sequence[float], fmt: str = "{:,.0f}") -> str:
+    """``min-max`` of repeated measurements, for a table cell."""
+    return f"{fmt.format(min(samples))}-{fmt.format(max(samples))}"
+
+
+def tidy(value: float) -> float | int:
+    """An integral float as an int, so that a median of counts prints as a count."""
+    return int(value) if float(value).is_integer() else value
+
+
+def ratio(value: float | None, baseline: float | None) -> str:
+    """``value / baseline`` as ``"12.3x"``, or ``"-"`` when either is missing or zero."""
+    if value is None or baseline is None or baseline == 0:
+        return "-"
+    return f"{value / baseline:,.2f}x"
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by nearest rank; fine for the small samples here."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def machine() -> dict[str, Any]:
@@ -129,11 +170,6 @@ def time_loop(fn: Callable[[], Any], n: int) -> float:
 
 
 def dump(path: str, results: list[Result], meta: dict[str, Any]) -> None:
-    payload = {
-        "meta": meta,
-        "results": [
-            {"name": r.name, "title": r.title, "rows": r.rows, "notes": r.notes} for r in results
-        ],
-    }
+    payload = {"meta": meta, "results": [r.as_json() for r in results]}
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=2)

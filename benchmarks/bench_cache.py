@@ -1,20 +1,22 @@
-"""The shared response cache on loopback: hit latency, Redis commands, stampede.
+"""The shared response cache on loopback: stampede against the peers, hit latency.
 
-Run from the repository root::
+Part of the suite (``python -m benchmarks cache [--quick]``), or on its own from the
+repository root::
 
-    python benchmarks/bench_cache.py [--calls 2000] [--json results.json]
+    python benchmarks/bench_cache.py [--quick] [--calls 2000] [--json results.json]
 
-It starts a throwaway ``redis-server`` (or valkey) and a loopback HTTP origin, then
-measures, sequentially (one caller, so the figures are latencies, not throughput):
+It uses a loopback HTTP origin (and, on its own, a throwaway ``redis-server`` or
+valkey) and measures:
 
-* origin: a plain httpx GET to the loopback origin;
-* hit: ``ResponseCache.get_or_fetch`` on a fresh entry (real Redis, and fakeredis);
-* miss+fill: a cold key each time (lookup, origin call, fill);
-* Redis commands per hit, from ``INFO commandstats`` deltas (script-internal commands
-  included) and EVALSHA round trips per hit;
-* stampede: 4 processes x 5 concurrent callers on one cold key, origin 300 ms: origin
-  calls and Redis commands sent while it ran; the same run with cashews (default and
-  ``lock=True``) when cashews is installed (``pip install cashews``), for comparison.
+* **stampede** (the main table): 4 processes x 5 concurrent callers on one cold key,
+  origin 300 ms: origin calls and Redis commands (``INFO commandstats`` deltas, commands
+  run inside scripts included) while it ran, repeated; the same through cashews
+  (default, which coalesces callers inside one process, and ``lock=True``) and aiocache
+  (``@cached``, and ``@cached_stampede``, its documented stampede guard), each through
+  its documented decorator on the same Redis;
+* sequentially (one caller, so latencies, not throughput): a plain httpx GET to the
+  origin; a bare EVALSHA; a hit through ``ResponseCache.get_or_fetch`` on real Redis and
+  on fakeredis; a miss plus fill; Redis commands and EVALSHA round trips per hit.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import statistics
 import sys
 import threading
@@ -35,14 +36,40 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._common import (
+    Context,
+    Result,
+    dump,
+    machine,
+    ratio,
+    redis_server,
+    spread,
+    tidy,
+)
+from benchmarks._fleet import Fleet, step
+from benchmarks._peers import NOT_INSTALLED
 from msfw_redis._cache import CachePolicy, ResponseCache, TypeAdapterCodec
 from msfw_redis._events import EventBus
 from msfw_redis._store import Store
-from msfw_redis.testing import RedisServer, run_in_processes
 
 SECRET = b"benchmark-secret-0123456789abcdef"
 SERVICE = "bench"
 PAYLOAD = {"id": 1, "name": "Ann", "email": "ann@example.com", "tags": ["a", "b", "c"]}
+PROCESSES = 4
+CALLERS = 5
+ORIGIN_DELAY = 0.3
+
+#: stampede subjects: key -> (label, modules that must be importable)
+SUBJECTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "msfw-redis": ("msfw-redis ResponseCache (lookup-or-lease)", ("msfw_redis",)),
+    "cashews": ("cashews @cache (default)", ("cashews",)),
+    "cashews-lock": ("cashews @cache(lock=True)", ("cashews",)),
+    "aiocache": ("aiocache @cached (Cache.REDIS)", ("aiocache",)),
+    "aiocache-stampede": ("aiocache @cached_stampede (Cache.REDIS)", ("aiocache",)),
+}
+#: distribution of each subject, for its version
+DISTS = {"msfw-redis": None, "cashews": "cashews", "cashews-lock": "cashews"}
+DISTS |= {"aiocache": "aiocache", "aiocache-stampede": "aiocache"}
 
 
 class Origin:
@@ -216,196 +243,286 @@ async def measure_latencies(url: str, origin_url: str, calls: int, *, real: bool
     return out
 
 
+class _Caller:
+    """One subject inside one worker: ``fetch_all(tag)`` runs the callers on a cold key."""
+
+    def __init__(self, key: str, url: str, prefix: str, client: httpx.AsyncClient) -> None:
+        self.key, self.url, self.prefix, self.client = key, url, prefix, client
+        self._close: list[Any] = []
+        self._ours: tuple[Store, EventBus, ResponseCache] | None = None
+        self._cashews: Any = None
+
+    async def start(self) -> None:
+        if self.key == "msfw-redis":
+            store = Store.from_url(self.url, key_prefix=self.prefix, op_timeout=5.0)
+            await store.start()
+            bus = EventBus(store)
+            cache = ResponseCache(store, bus, secret=SECRET)
+            await cache.prepare(SERVICE)  # subscribing is start-up work, like loading scripts
+            self._ours = (store, bus, cache)
+        elif self.key.startswith("cashews"):
+            from cashews import Cache
+
+            self._cashews = Cache()
+            self._cashews.setup(self.url)
+            await self._cashews.get(f"{self.prefix}:warm-up")  # connect before the window
+
+    async def origin(self, tag: str) -> dict[str, Any]:
+        response = await self.client.get("/slow", params={"r": tag})
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def fetch_all(self, tag: str, callers: int) -> None:
+        if self._ours is not None:
+            cache = self._ours[2]
+            key = cache.request_key(service=SERVICE, method="GET", path="/slow", params={"r": tag})
+            if key is None:
+                raise RuntimeError("uncredentialed requests are cacheable")
+            codec = TypeAdapterCodec(dict[str, Any])
+            policy = CachePolicy(ttl=3600.0, lease_timeout=10.0, wait_timeout=10.0)
+
+            async def ours() -> Any:
+                return await cache.get_or_fetch(
+                    key, lambda: self.origin(tag), codec=codec, policy=policy
+                )
+
+            await asyncio.gather(*(ours() for _ in range(callers)))
+            return
+        if self._cashews is not None:
+
+            @self._cashews(ttl="10m", key=f"{self.prefix}:{tag}", lock=self.key == "cashews-lock")
+            async def cashews_fetch() -> dict[str, Any]:
+                return await self.origin(tag)
+
+            await asyncio.gather(*(cashews_fetch() for _ in range(callers)))
+            return
+        from urllib.parse import urlsplit
+
+        from aiocache import Cache, cached, cached_stampede
+
+        parts = urlsplit(self.url)
+        decorator = cached_stampede if self.key == "aiocache-stampede" else cached
+        options: dict[str, Any] = {"lease": 2} if self.key == "aiocache-stampede" else {}
+
+        @decorator(
+            ttl=600,
+            key=f"{self.prefix}:{tag}",
+            cache=Cache.REDIS,
+            endpoint=parts.hostname,
+            port=parts.port,
+            namespace=self.prefix,
+            **options,
+        )
+        async def aiocache_fetch() -> dict[str, Any]:
+            return await self.origin(tag)
+
+        await aiocache_fetch.cache.get(f"{self.prefix}:warm-up")  # connect before the window
+        self._close.append(aiocache_fetch.cache)
+        await asyncio.gather(*(aiocache_fetch() for _ in range(callers)))
+
+    async def aclose(self) -> None:
+        for cache in self._close:
+            await cache.close()
+        if self._cashews is not None:
+            await self._cashews.close()
+        if self._ours is not None:
+            store, bus, cache = self._ours
+            await cache.aclose()
+            await bus.aclose()
+            await store.aclose()
+
+
 async def stampede_worker(
-    url: str, prefix: str, origin_url: str, callers: int, ready: Any, go: Any, done: Any
-) -> dict[str, Any]:
-    store = Store.from_url(url, key_prefix=prefix, op_timeout=2.0)
-    await store.start()
-    bus = EventBus(store)
-    cache = ResponseCache(store, bus, secret=SECRET)
-    try:
-        await cache.prepare(SERVICE)
-        key = cache.request_key(service=SERVICE, method="GET", path="/slow")
-        if key is None:
-            raise RuntimeError("uncredentialed requests are cacheable")
-        codec = TypeAdapterCodec(dict[str, Any])
-        policy = CachePolicy(ttl=3600.0, lease_timeout=10.0, wait_timeout=10.0)
-        async with httpx.AsyncClient(base_url=origin_url) as client:
-
-            async def fetch() -> dict[str, Any]:
-                response = await client.get("/slow")
-                response.raise_for_status()
-                data: dict[str, Any] = response.json()
-                return data
-
-            await asyncio.to_thread(ready.wait, 60)
-            await asyncio.to_thread(go.wait, 60)
+    url: str, prefix: str, origin_url: str, plan: list[tuple[str, str]], barrier: Any
+) -> list[float]:
+    """One replica: for each (subject, round tag), ``CALLERS`` callers on one cold key."""
+    elapsed = []
+    async with httpx.AsyncClient(base_url=origin_url) as client:
+        for key, tag in plan:
+            caller = _Caller(key, url, f"{prefix}-{key}", client)
+            await caller.start()
+            await step(barrier)  # ready: the parent resets the origin, snapshots commandstats
+            await step(barrier)  # go
             started = time.monotonic()
-            results = await asyncio.gather(
-                *(
-                    cache.get_or_fetch(key, fetch, codec=codec, policy=policy)
-                    for _ in range(callers)
-                )
+            await caller.fetch_all(tag, CALLERS)
+            elapsed.append(time.monotonic() - started)
+            await step(barrier)  # done
+            await caller.aclose()
+    return elapsed
+
+
+def _installed(key: str) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in SUBJECTS[key][1])
+
+
+def _label(key: str) -> str:
+    import importlib.metadata
+
+    dist = DISTS.get(key)
+    label = SUBJECTS[key][0]
+    if dist is None:
+        return label
+    name, _, rest = label.partition(" ")
+    return f"{name} {importlib.metadata.version(dist)} {rest}"
+
+
+def measure_stampedes(
+    ctx: Context, origin: Origin, rounds: int
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Every installed subject, ``rounds`` times, in workers spawned once."""
+    keys = [k for k in SUBJECTS if _installed(k)]
+    plan = [(k, f"r{i}") for i in range(rounds) for k in keys]
+    prefix = f"stampede{time.monotonic_ns()}"
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+    args = [(ctx.redis_url, prefix, origin.url, plan)] * PROCESSES
+    with Fleet(stampede_worker, args, timeout=120 + len(plan) * 15) as fleet:
+        for i, (key, _) in enumerate(plan):
+            ctx.progress(f"[cache] stampede {i + 1}/{len(plan)}: {_label(key)}")
+            fleet.sync()
+            origin.reset()
+            before = commandstats(ctx.redis_url)
+            fleet.sync()
+            fleet.sync()
+            used = delta(before, commandstats(ctx.redis_url))
+            runs[key].append(
+                {
+                    "origin_calls": origin.hits("/slow"),
+                    "redis_commands": sum(used.values()),
+                    "commands": used,
+                }
             )
-            elapsed = time.monotonic() - started
-            await asyncio.to_thread(done.wait, 60)
-        return {"outcomes": [str(r.outcome) for r in results], "elapsed": elapsed}
-    finally:
-        await cache.aclose()
-        await bus.aclose()
-        await store.aclose()
+        elapsed = fleet.results()
+    for i, (key, _) in enumerate(plan):
+        runs[key][i // len(keys)]["slowest_ms"] = max(e[i] for e in elapsed) * 1000
+    return runs, keys
 
 
-async def cashews_worker(
-    url: str, name: str, origin_url: str, callers: int, ready: Any, go: Any, done: Any
-) -> dict[str, Any]:
-    """The same stampede through cashews' Redis backend (``lock=True`` when asked)."""
-    from cashews import Cache
-
-    cache = Cache()
-    cache.setup(url)
-    lock = name.endswith("lock")
-    try:
-        await cache.get(f"warm-up:{name}")  # open the connection before the window
-        async with httpx.AsyncClient(base_url=origin_url) as client:
-
-            @cache(ttl="10m", key=f"stampede:{name}", lock=lock)
-            async def fetch() -> dict[str, Any]:
-                response = await client.get("/slow")
-                response.raise_for_status()
-                data: dict[str, Any] = response.json()
-                return data
-
-            await asyncio.to_thread(ready.wait, 60)
-            await asyncio.to_thread(go.wait, 60)
-            started = time.monotonic()
-            await asyncio.gather(*(fetch() for _ in range(callers)))
-            elapsed = time.monotonic() - started
-            await asyncio.to_thread(done.wait, 60)
-        return {"outcomes": [], "elapsed": elapsed}
-    finally:
-        await cache.close()
-
-
-def measure_stampede(
-    url: str,
-    origin: Origin,
-    processes: int,
-    callers: int,
-    worker: Any = None,
-    name: str = "",
-) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    ready, go, done = (ctx.Barrier(processes + 1) for _ in range(3))
-    tag = name or f"stampede{time.monotonic_ns()}"
-    args = (url, tag, origin.url, callers, ready, go, done)
-    fn = worker or stampede_worker
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["results"] = run_in_processes(fn, [args] * processes, timeout=120)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    origin.reset()
-    thread.start()
-    ready.wait(60)
-    before = commandstats(url)
-    go.wait(60)
-    done.wait(60)
-    used = delta(before, commandstats(url))
-    thread.join(120)
-    if "error" in box:
-        raise box["error"]
-    outcomes = [o for r in box["results"] for o in r["outcomes"]]
-    return {
-        "processes": processes,
-        "callers_per_process": callers,
-        "origin_calls": origin.hits("/slow"),
-        "redis_commands": sum(used.values()),
-        "evalsha_round_trips": used.get("evalsha", 0),
-        "commands": used,
-        "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))},
-        "slowest_caller_ms": round(max(r["elapsed"] for r in box["results"]) * 1000, 1),
-    }
+async def _latencies(ctx: Context, origin: Origin, calls: int) -> Result:
+    real = await measure_latencies(ctx.redis_url, origin.url, calls, real=True)
+    fake = await measure_latencies("memory://bench", origin.url, calls, real=False)
+    table = Result(
+        "cache_latency",
+        f"Response cache, sequential, {calls:,} calls per row",
+        ["what", "median µs", "p99 µs", "Redis cmds", "EVALSHA round trips"],
+    )
+    for what, fig, cmds, trips in (
+        ("origin GET over loopback (httpx)", real["origin"], "", ""),
+        (f"bare EVALSHA (clock_now), {ctx.server_kind}", real["evalsha"], "", ""),
+        (
+            f"cache hit, {ctx.server_kind}",
+            real["hit"],
+            real["commands_per_hit"],
+            real["round_trips_per_hit"],
+        ),
+        ("cache hit, fakeredis (memory://)", fake["hit"], "", ""),
+        (f"cache miss + fill, {ctx.server_kind}", real["miss_fill"], "", ""),
+    ):
+        table.add(
+            what=what,
+            **{
+                "median µs": fig["median_us"],
+                "p99 µs": fig["p99_us"],
+                "Redis cmds": cmds,
+                "EVALSHA round trips": trips,
+            },
+        )
+    table.notes.append(
+        f"hit / origin median latency: {real['hit']['median_us'] / real['origin']['median_us']:.2f}"
+    )
+    return table
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=2000, help="sequential calls per figure")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args()
-
-    results: dict[str, Any] = {"python": sys.version.split()[0]}
+def run(ctx: Context, calls: int | None = None) -> Result:
+    """For ``python -m benchmarks``: the stampede table, with the latencies beneath it."""
+    rounds = ctx.scale(10, 3)
     body = json.dumps(PAYLOAD).encode()
-    with RedisServer() as server, Origin({"/item": (body, 0.0), "/slow": (body, 0.3)}) as origin:
-        results["server"] = server.binary.kind
-        results["real"] = asyncio.run(
-            measure_latencies(server.url, origin.url, args.calls, real=True)
+    result = Result(
+        "cache",
+        f"Cache stampede: {PROCESSES} processes x {CALLERS} callers on one cold key, "
+        f"origin {ORIGIN_DELAY * 1000:.0f} ms; median [min-max] of {rounds} runs",
+        [
+            "library",
+            "origin calls",
+            "min-max",
+            "Redis cmds",
+            "Redis cmds min-max",
+            "slowest caller ms",
+            "vs msfw-redis origin calls",
+            "vs msfw-redis Redis cmds",
+        ],
+    )
+    with Origin({"/item": (body, 0.0), "/slow": (body, ORIGIN_DELAY)}) as origin:
+        runs, keys = measure_stampedes(ctx, origin, rounds)
+        ctx.progress("[cache] sequential latencies")
+        latency = asyncio.run(_latencies(ctx, origin, calls or ctx.scale(2_000, 300)))
+    med = {
+        k: (
+            statistics.median(r["origin_calls"] for r in runs[k]),
+            statistics.median(r["redis_commands"] for r in runs[k]),
         )
-        results["fakeredis"] = asyncio.run(
-            measure_latencies("memory://bench", origin.url, args.calls, real=False)
-        )
-        results["stampede"] = measure_stampede(server.url, origin, processes=4, callers=5)
-        try:
-            import cashews  # noqa: F401
-        except ImportError:
-            results["cashews"] = None
-        else:
-            stamp = time.monotonic_ns()
-            results["cashews"] = {
-                label: measure_stampede(
-                    server.url, origin, 4, 5, cashews_worker, f"c{stamp}-{label}"
-                )
-                for label in ("default", "lock")
+        for k in keys
+    }
+    base = med.get("msfw-redis", (None, None))
+    for key, (label, _) in SUBJECTS.items():
+        if key not in runs:
+            result.add(library=label, **{"origin calls": NOT_INSTALLED})
+            continue
+        origin_calls = [r["origin_calls"] for r in runs[key]]
+        commands = [r["redis_commands"] for r in runs[key]]
+        result.add(
+            **{
+                "library": _label(key),
+                "origin calls": tidy(med[key][0]),
+                "min-max": spread(origin_calls),
+                "Redis cmds": tidy(med[key][1]),
+                "Redis cmds min-max": spread(commands),
+                "slowest caller ms": statistics.median(r["slowest_ms"] for r in runs[key]),
+                "vs msfw-redis origin calls": ratio(med[key][0], base[0]),
+                "vs msfw-redis Redis cmds": ratio(med[key][1], base[1]),
             }
+        )
+    result.notes.append(
+        f"server: {ctx.server_kind}; the ideal is 1 origin call; Redis cmds are INFO "
+        "commandstats deltas over the whole stampede, commands run inside scripts included"
+    )
+    result.notes.append(
+        "cashews' default coalesces concurrent callers within one process (one origin call "
+        "per process); lock=True polls its Redis lock without pause; aiocache's "
+        "cached_stampede waits on an in-process event, so callers in other processes do not "
+        "wait for the lock holder"
+    )
+    result.subtables.append(latency)
+    return result
 
-    real, fake, stampede = results["real"], results["fakeredis"], results["stampede"]
-    rows = [
-        ("origin GET over loopback (httpx)", real["origin"]),
-        (f"bare EVALSHA (clock_now), {results['server']}", real["evalsha"]),
-        (f"cache hit, {results['server']}", real["hit"]),
-        ("cache hit, fakeredis (memory://)", fake["hit"]),
-        (f"cache miss + fill, {results['server']}", real["miss_fill"]),
-    ]
-    print(f"\nResponse cache, sequential, {args.calls} calls per row (Python {results['python']})")
-    print(f"{'what':<40} {'median µs':>10} {'p99 µs':>10}")
-    for name, fig in rows:
-        print(f"{name:<40} {fig['median_us']:>10.1f} {fig['p99_us']:>10.1f}")
-    print(
-        f"\nhit / origin median latency: {real['hit']['median_us'] / real['origin']['median_us']:.2f}"
-        f"; Redis commands per hit: {real['commands_per_hit']}"
-        f" ({real['round_trips_per_hit']} EVALSHA round trips)"
-    )
-    print(
-        f"\nstampede: {stampede['processes']} processes x {stampede['callers_per_process']}"
-        f" callers on one cold key, origin 300 ms"
-    )
-    print(f"  origin calls:        {stampede['origin_calls']}")
-    print(
-        f"  Redis commands:      {stampede['redis_commands']}"
-        f" ({stampede['evalsha_round_trips']} EVALSHA round trips)"
-    )
-    print(f"  outcomes:            {stampede['outcomes']}")
-    print(f"  slowest caller:      {stampede['slowest_caller_ms']} ms")
-    peers = results["cashews"]
-    if peers:
-        print(f"\n{'same stampede':<28} {'origin calls':>12} {'Redis cmds':>11} {'slowest ms':>11}")
-        for label, fig in (
-            ("msfw_redis", stampede),
-            ("cashews (default)", peers["default"]),
-            ("cashews (lock=True)", peers["lock"]),
-        ):
-            print(
-                f"{label:<28} {fig['origin_calls']:>12} {fig['redis_commands']:>11}"
-                f" {fig['slowest_caller_ms']:>11}"
-            )
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and calls")
+    parser.add_argument("--calls", type=int, help="sequential calls per latency figure")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--redis-url", help="use this server instead of starting one")
+    args = parser.parse_args(argv)
+    started = time.time()
+    with redis_server(args.redis_url) as (url, kind):
+        ctx = Context(redis_url=url, quick=args.quick, server_kind=kind)
+        result = run(ctx, calls=args.calls)
+    sys.stderr.write("\n")
+    print(result.render())
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        meta: dict[str, Any] = {
+            "command": " ".join(["python benchmarks/bench_cache.py", *sys.argv[1:]]),
+            "server": kind,
+            "quick": args.quick,
+            "seconds": round(time.time() - started, 1),
+            **machine(),
+        }
+        dump(str(args.json), [result], meta)
         print(f"\nwrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

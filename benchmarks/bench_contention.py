@@ -4,6 +4,11 @@ Every recorded failure is one EVALSHA that may trip the breaker; the breakers ne
 here (a huge threshold), so the exact count of failures each holds afterwards can be
 checked against what was sent: lost updates must be 0. The same load is also sent as
 raw EVALSHA of ``breaker_record`` (no Python breaker around it) for comparison.
+
+Each peer then runs the same load through its own API and Redis storage, in workers
+spawned once per peer (``benchmarks/_fleet.py``). Where a peer keeps a shared failure
+counter, that counter is read back and compared with what was sent; interlock-cb keeps
+its failure window per replica, so it has none to check.
 """
 
 from __future__ import annotations
@@ -13,7 +18,17 @@ import multiprocessing as mp
 import time
 from typing import Any
 
-from benchmarks._common import Context, Result, command_counts, command_delta, stats
+from benchmarks._common import (
+    Context,
+    Result,
+    command_counts,
+    command_delta,
+    ratio,
+    spread,
+    stats,
+)
+from benchmarks._fleet import Fleet, step
+from benchmarks._peers import NOT_INSTALLED, PEERS, Options, Subject, fail, guarded, noop, subject
 from msfw_redis import CircuitBreakerConfig
 from msfw_redis._breaker import BreakerHub
 from msfw_redis._events import EventBus
@@ -108,6 +123,86 @@ def _one_run(
     }
 
 
+async def peer_worker(
+    key: str,
+    url: str,
+    prefix: str,
+    index: int,
+    tasks: int,
+    per_task: int,
+    plan: list[int],
+    barrier: Any,
+) -> list[tuple[float, float, int]]:
+    """One process of a peer's runs: for each round, T tasks record failures."""
+    peer = subject(key)
+    out = []
+    for rnd, n_breakers in enumerate(plan):
+        names = [f"svc{(index * tasks + t) % n_breakers}" for t in range(tasks)]
+        handles = {
+            name: await peer.open(
+                url, f"{prefix}r{rnd}", name, Options(threshold=THRESHOLD, cooldown=3600.0)
+            )
+            for name in sorted(set(names))
+        }
+        for handle in handles.values():
+            await guarded(handle, noop)  # connect and create the breaker outside the timing
+
+        async def task(name: str, handles: dict[str, Any] = handles) -> None:
+            handle = handles[name]
+            for _ in range(per_task):
+                await guarded(handle, fail)
+
+        await step(barrier)  # ready: the parent snapshots INFO commandstats
+        await step(barrier)  # go
+        start = time.time()
+        await asyncio.gather(*(task(name) for name in names))
+        end = time.time()
+        await step(barrier)  # done
+        for handle in handles.values():
+            await handle.aclose()
+        out.append((start, end, tasks * per_task))
+    return out
+
+
+def _peer_runs(
+    ctx: Context, peer: Subject, procs: int, tasks: int, per_task: int, plan: list[int]
+) -> list[dict[str, float]]:
+    prefix = f"pc{time.monotonic_ns()}"
+    commands = []
+    args = [(peer.key, ctx.redis_url, prefix, i, tasks, per_task, plan) for i in range(procs)]
+    with Fleet(peer_worker, args, timeout=600) as fleet:
+        for rnd, n_breakers in enumerate(plan):
+            ctx.progress(
+                f"[contention] {peer.label}: run {rnd + 1}/{len(plan)}, {n_breakers} breaker(s)"
+            )
+            fleet.sync()
+            before = command_counts(ctx.redis_url)
+            fleet.sync()
+            fleet.sync()
+            commands.append(command_delta(before, command_counts(ctx.redis_url)))
+        results = fleet.results()
+    runs = []
+    for rnd, n_breakers in enumerate(plan):
+        per_proc = [r[rnd] for r in results]
+        wall = max(o[1] for o in per_proc) - min(o[0] for o in per_proc)
+        sent = sum(o[2] for o in per_proc)
+        counts = [
+            asyncio.run(peer.shared_failures(ctx.redis_url, f"{prefix}r{rnd}", f"svc{i}"))
+            for i in range(n_breakers)
+        ]
+        counted = None if any(c is None for c in counts) else sum(c or 0 for c in counts)
+        runs.append(
+            {
+                "n_breakers": n_breakers,
+                "decisions_s": sent / wall,
+                "ops_s": commands[rnd] / wall,
+                "sent": sent,
+                "counted": counted,
+            }
+        )
+    return runs
+
+
 def run(ctx: Context) -> Result:
     procs, tasks = 4, 25
     per_task = ctx.scale(200, 40)
@@ -125,8 +220,13 @@ def run(ctx: Context) -> Result:
             "sent",
             "counted",
             "lost updates",
+            "vs msfw-redis breaker",
         ],
     )
+    peer_runs: dict[str, list[dict[str, Any]]] = {}
+    for peer in PEERS:
+        if peer.installed():
+            peer_runs[peer.key] = _peer_runs(ctx, peer, procs, tasks, per_task, [1, 100] * repeats)
     for n_breakers in (1, 100):
         for raw in (False, True):
             label = (
@@ -148,7 +248,45 @@ def run(ctx: Context) -> Result:
                     "lost updates": int(max(r["lost"] for r in runs)),
                 }
             )
+        ours = result.rows[-2]["decisions/s"]
+        result.rows[-2]["vs msfw-redis breaker"] = ratio(ours, ours)
+        result.rows[-1]["vs msfw-redis breaker"] = ratio(result.rows[-1]["decisions/s"], ours)
+        target = f"{n_breakers} breaker{'s' if n_breakers > 1 else ''}"
+        for peer in PEERS:
+            if peer.key not in peer_runs:
+                result.add(target=target, path=peer.title, **{"decisions/s": NOT_INSTALLED})
+                continue
+            runs = [r for r in peer_runs[peer.key] if r["n_breakers"] == n_breakers]
+            d = stats([r["decisions_s"] for r in runs])
+            counted = [r["counted"] for r in runs]
+            if peer.no_shared_count or any(c is None for c in counted):
+                shown: Any = peer.no_shared_count or "cannot: no shared counter"
+                lost: Any = "cannot"
+            else:
+                shown = int(counted[-1])
+                lost = int(max(r["sent"] - r["counted"] for r in runs))
+            result.add(
+                **{
+                    "target": target,
+                    "path": f"{peer.label} (call + failure)",
+                    "decisions/s": d["median"],
+                    "min-max": spread([r["decisions_s"] for r in runs]),
+                    "EVALSHA/s": "-",
+                    "Redis cmds/s": stats([r["ops_s"] for r in runs])["median"],
+                    "sent": int(runs[-1]["sent"]),
+                    "counted": shown,
+                    "lost updates": lost,
+                    "vs msfw-redis breaker": ratio(d["median"], ours),
+                }
+            )
     result.notes.append(
         f"server: {ctx.server_kind}; the machine has 2 cores shared by the 4 workers and Redis"
+    )
+    result.notes.append(
+        "counted = failures the shared state holds afterwards (summed over the breakers), "
+        "lost updates = sent - counted (worst run); pybreaker, purgatory and "
+        "aiobreaker-redis count failures with INCR, which is atomic; interlock-cb keeps its "
+        "failure window in each replica and shares only OPEN/HALF_OPEN, so there is no "
+        "fleet-wide count to check; pybreaker's sync client serialises the tasks of each process"
     )
     return result

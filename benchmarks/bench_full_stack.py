@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from benchmarks._common import Context, Result
+from benchmarks._common import Context, Result, spread
 from msfw_redis import ServiceSDK, ServiceSDKConfig, set_default_sdk
 from msfw_redis.testing import ScriptedService, Step
 
@@ -23,7 +23,14 @@ async def run(ctx: Context) -> Result:
     result = Result(
         "full_stack",
         f"Full stack: call_service GET vs raw httpx GET, loopback, {calls:,} sequential calls each",
-        ["client", "median µs", "p90 µs", "ratio vs raw httpx"],
+        [
+            "client",
+            "median µs",
+            "p90 µs",
+            "block medians min-max µs",
+            "ratio vs raw httpx",
+            "block ratios min-max",
+        ],
     )
     with ScriptedService() as svc:
         svc.script("/orders/1", Step(200, json={"id": 1, "items": [1, 2, 3]}))
@@ -67,12 +74,20 @@ async def run(ctx: Context) -> Result:
 
     raw_med = statistics.median(raw_times) * 1e6
     sdk_med = statistics.median(sdk_times) * 1e6
+
+    def blocks(xs: list[float]) -> list[float]:
+        return [statistics.median(xs[i : i + block]) * 1e6 for i in range(0, len(xs), block)]
+
+    raw_blocks, sdk_blocks = blocks(raw_times), blocks(sdk_times)
+    block_ratios = [s / r for s, r in zip(sdk_blocks, raw_blocks, strict=True)]
     result.add(
         **{
             "client": "raw httpx.AsyncClient",
             "median µs": raw_med,
             "p90 µs": pct(raw_times, 0.9),
+            "block medians min-max µs": spread(raw_blocks),
             "ratio vs raw httpx": 1.0,
+            "block ratios min-max": "-",
         }
     )
     result.add(
@@ -80,10 +95,16 @@ async def run(ctx: Context) -> Result:
             "client": "msfw_redis call_service",
             "median µs": sdk_med,
             "p90 µs": pct(sdk_times, 0.9),
+            "block medians min-max µs": spread(sdk_blocks),
             "ratio vs raw httpx": sdk_med / raw_med,
+            "block ratios min-max": spread(block_ratios, "{:.2f}"),
         }
     )
     result.notes.append(
         f"server: {ctx.server_kind}; loopback service: msfw_redis.testing.ScriptedService (stdlib threads)"
+    )
+    result.notes.append(
+        f"calls alternate in blocks of {block}; block medians / ratios: the spread of the "
+        "per-block medians and of their ratio (sdk block / the raw block before it)"
     )
     return result

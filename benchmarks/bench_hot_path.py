@@ -1,11 +1,18 @@
-"""Sequential µs per call through a CLOSED breaker around a no-op, and Redis commands per call."""
+"""Sequential µs per call through a CLOSED breaker around a no-op, and Redis commands per call.
+
+Ours (several configurations), an in-process floor, and each peer through its own
+documented API with its Redis storage (see ``benchmarks/_peers.py``). The ratio column
+divides each row's µs/call by msfw-redis's default configuration (successes batched
+every 50 ms), measured in the same run.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
 
-from benchmarks._common import Context, Result, command_counts, command_delta, stats
+from benchmarks._common import Context, Result, command_counts, command_delta, ratio, stats
+from benchmarks._peers import NOT_INSTALLED, PEERS, CommandCounter, Options, Subject
 from msfw_redis import CircuitBreakerConfig
 from msfw_redis._breaker import BreakerHub
 from msfw_redis._breaker_machine import BreakerParams, LocalBreaker
@@ -74,13 +81,46 @@ async def _ours(
     return samples, per_call
 
 
+async def _peer(
+    ctx: Context, peer: Subject, n: int, repeats: int
+) -> tuple[list[float], tuple[float, float]]:
+    """µs per call samples and (round trips, Redis commands) per call for one peer."""
+    prefix = f"hot{time.monotonic_ns()}"
+    handle = await peer.open(ctx.redis_url, prefix, "hot", Options(threshold=10**9, cooldown=60))
+    try:
+        for _ in range(20):  # connect, create the breaker's keys, load its scripts
+            await handle.call(noop)
+        counter = CommandCounter(handle.redis_client)
+
+        async def call() -> None:
+            await handle.call(noop)
+
+        before = command_counts(ctx.redis_url)
+        samples = await _time(call, n, repeats)
+        after = command_counts(ctx.redis_url)
+    finally:
+        await handle.aclose()
+    calls = n * repeats
+    return samples, (counter.count / calls, command_delta(before, after) / calls)
+
+
 async def run(ctx: Context) -> Result:
     n = ctx.scale(20_000, 3_000)
+    n_peer = ctx.scale(5_000, 1_000)
     repeats = ctx.scale(7, 3)
+    baseline_name = "msfw-redis CLOSED success, batched 50 ms"
     result = Result(
         "hot_path",
-        f"Hot path: sequential µs per call ({repeats} runs x {n:,} calls; median [min-max])",
-        ["scenario", "µs/call", "min-max", "overhead µs", "round trips/call", "Redis cmds/call"],
+        f"Hot path: sequential µs per call ({repeats} runs x {n:,} calls, peers {n_peer:,}; median [min-max])",
+        [
+            "scenario",
+            "µs/call",
+            "min-max",
+            "overhead µs",
+            "round trips/call",
+            "Redis cmds/call",
+            "vs msfw-redis batched",
+        ],
     )
     ctx.progress("[hot_path] baseline")
     base = stats(await _time(noop, n, repeats))
@@ -156,8 +196,25 @@ async def run(ctx: Context) -> Result:
         ctx.progress(f"[hot_path] {name}")
         samples, cmds = await _ours(url, cfg, ok, n, repeats, count)
         add(name, samples, cmds)
+    for peer in PEERS:
+        name = f"{peer.label} + Redis storage, CLOSED success"
+        if not peer.installed():
+            result.add(**{"scenario": f"{peer.title} + Redis storage", "µs/call": NOT_INSTALLED})
+            continue
+        ctx.progress(f"[hot_path] {name}")
+        samples, cmds = await _peer(ctx, peer, n_peer, repeats)
+        add(name, samples, cmds)
+    base = next(r["µs/call"] for r in result.rows if r["scenario"] == baseline_name)
+    for row in result.rows:
+        if isinstance(row.get("µs/call"), float):
+            row["vs msfw-redis batched"] = ratio(row["µs/call"], base)
     result.notes.append(
-        f"server: {ctx.server_kind}; round trips = EVALSHA calls, Redis cmds = every command "
-        "including those run inside scripts (INFO commandstats deltas)"
+        f"server: {ctx.server_kind}; round trips = EVALSHA calls for msfw-redis, commands sent "
+        "by the client for peers; Redis cmds = every command including those run inside "
+        "scripts (INFO commandstats deltas)"
+    )
+    result.notes.append(
+        f"ratio baseline: '{baseline_name}', measured in this run; pybreaker's sync client "
+        "blocks the event loop for each of its round trips"
     )
     return result
