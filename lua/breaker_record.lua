@@ -26,7 +26,8 @@
 -- Reply: array {result, state, gen, failures, successes, opened_at_ms, open_until_ms,
 --               now_ms, window_calls, window_failures}
 --   result: 0 applied, 1 stale (ignored for state), 2 applied and the state changed.
--- Publishes on ARGV[1] at each transition: 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
+-- Publishes on ARGV[1] at each transition, and when a half-open probe slot frees:
+-- 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
 local state_key = KEYS[1]
 local probes_key = KEYS[2]
 local window_key = KEYS[3]
@@ -58,18 +59,20 @@ if now_ms <= 0 then
 end
 
 local codes = {closed = 0, open = 1, half_open = 2, forced_open = 3, forced_closed = 4, disabled = 5}
-local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until')
+local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until',
+  'tf', 'ts', 'trips')
 local st = h[1] or 'closed'
 local gen = tonumber(h[2]) or 0
 local fail = tonumber(h[3]) or 0
 local succ = tonumber(h[4]) or 0
 local opened_at = tonumber(h[5]) or 0
 local open_until = tonumber(h[6]) or 0
+-- Lifetime totals count every outcome, stale ones included (no lost updates to check).
+local total_failures = (tonumber(h[7]) or 0) + n_fail
+local total_successes = (tonumber(h[8]) or 0) + n_succ
+local trips = tonumber(h[9]) or 0
 local result = 0
 local w_calls, w_fails = 0, 0
-
-redis.call('HINCRBY', state_key, 'ts', n_succ)
-redis.call('HINCRBY', state_key, 'tf', n_fail)
 
 local function transition(to)
   gen = gen + 1
@@ -80,7 +83,7 @@ local function transition(to)
   if to == 'open' then
     opened_at = now_ms
     open_until = now_ms + open_ms
-    redis.call('HINCRBY', state_key, 'trips', 1)
+    trips = trips + 1
   elseif to == 'closed' then
     open_until = 0
   end
@@ -112,6 +115,9 @@ elseif st == 'half_open' then
       succ = succ + n_succ
       if succ >= success_threshold then
         transition('closed')
+      else
+        -- A probe slot is free again: replicas rejecting locally may try again.
+        redis.call('PUBLISH', channel, gen .. '|' .. codes[st] .. '|' .. opened_at .. '|' .. open_until .. '|' .. now_ms .. '|' .. name)
       end
     end
   end
@@ -148,6 +154,7 @@ else
 end
 
 redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', fail, 'succ', succ,
-  'opened_at', opened_at, 'open_until', open_until)
+  'opened_at', opened_at, 'open_until', open_until, 'tf', total_failures,
+  'ts', total_successes, 'trips', trips)
 redis.call('PEXPIRE', state_key, key_ttl_ms)
 return {result, codes[st], gen, fail, succ, opened_at, open_until, now_ms, w_calls, w_fails}

@@ -205,6 +205,8 @@ class DistributedBreaker:
         self._local: LocalBreaker | None = None
         self._pending: dict[int, int] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._probes_busy_until_ms = 0
+        self._probes_busy_gen = -1
         self.rejections = 0
         self.local_calls = 0
 
@@ -233,6 +235,9 @@ class DistributedBreaker:
     def _on_event(
         self, gen: int, state: BreakerState, opened_at: int, open_until: int, now: int
     ) -> None:
+        # Any event (a transition, or a half-open probe slot freeing) ends a local
+        # "all probe slots taken" rejection window.
+        self._probes_busy_until_ms = 0
         self._apply(Snapshot(0, state, gen, 0, 0, opened_at, open_until, now))
 
     async def refresh(self) -> CircuitState:
@@ -344,6 +349,12 @@ class DistributedBreaker:
                 raise self._refuse(state, 0, now)
             if now < m.open_until_ms:
                 raise self._refuse(state, m.open_until_ms, now)
+        elif state is BreakerState.HALF_OPEN and m.gen == self._probes_busy_gen:
+            # Every probe slot was taken when we last asked; until a slot frees (an
+            # event) or the earliest lease lapses, asking again would only cost a trip.
+            now = self._now_ms()
+            if now < self._probes_busy_until_ms:
+                raise self._refuse(state, self._probes_busy_until_ms, now)
         return await self._acquire_shared()
 
     async def _acquire_shared(self) -> Permit:
@@ -366,6 +377,8 @@ class DistributedBreaker:
             until = snap.open_until_ms
             if snap.state is BreakerState.HALF_OPEN:
                 until = snap.extra[1] if len(snap.extra) > 1 and snap.extra[1] else snap.now_ms
+                self._probes_busy_until_ms = until
+                self._probes_busy_gen = snap.gen
             raise self._refuse(snap.state, until, snap.now_ms)
         return Permit(self, snap.gen, token if snap.code == PROBE else "", False)
 
@@ -386,7 +399,13 @@ class DistributedBreaker:
         if self.hub.store.retry_due:
             self._background_refresh()
         self.local_calls += 1
-        token = os.urandom(8).hex()
+        # Only a half-open admission needs a probe token; skip the syscall otherwise.
+        admitting = local.state in (
+            BreakerState.CLOSED,
+            BreakerState.FORCED_CLOSED,
+            BreakerState.DISABLED,
+        )
+        token = "" if admitting else os.urandom(8).hex()
         snap = local.acquire(token, self._now_ms())
         self._apply(snap)
         if snap.code == REJECT:
@@ -480,6 +499,8 @@ class DistributedBreaker:
                 snap = self._local.record(gen, successes, failures, token, self._now_ms())
                 self._apply(snap)
             return
+        if token:
+            self._probes_busy_until_ms = 0  # this replica just freed a probe slot
         self._apply(Snapshot.from_reply(reply_list(reply)))
 
     def _schedule_flush(self) -> None:
@@ -561,6 +582,7 @@ class DistributedBreaker:
         snap = Snapshot.from_reply(reply_list(reply))
         self._apply(snap)
         self._loaded = True
+        await self.hub._index(self)  # a breaker set by hand is listed like any other
         return self._state_from(snap, local=False)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:

@@ -97,7 +97,9 @@ class EventBus:
                     await self._pubsub.subscribe(channel)
             except (rexc.RedisError, OSError, TimeoutError) as exc:
                 logger.debug("subscribe to %s deferred to reconnect: %r", channel, exc)
-        if wait:
+        if wait and self._store.available:
+            # While the store is known to be down the confirmation cannot come; the
+            # subscription is made (and on_resync called) when the bus reconnects.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._store.op_timeout * 4):
                     await entry.confirmed.wait()

@@ -274,3 +274,28 @@ async def test_fleet_lists_every_breaker_from_redis(replicas) -> None:  # type: 
         assert [s.endpoint for s in await b.fleet("payments")] == ["/charge"]
         index = store.keys.key("orders", "breaker", "index")
         assert await store.client.pttl(index) > 0
+
+
+async def test_full_half_open_rejects_locally_until_a_slot_frees(replicas) -> None:  # type: ignore[no-untyped-def]
+    """Once told every probe slot is taken, a replica rejects without a round trip until the
+    freed-slot event arrives; then it may probe."""
+    cfg = _cfg(timeout=0.1, success_threshold=2, half_open_max_calls=1)
+    async with replicas() as (_, _, a), replicas() as (store_b, _, b):
+        freed = asyncio.Event()
+        await b.get("orders", config=cfg).acquire()
+        await _trip(a, "orders", cfg)
+        await asyncio.sleep(0.15)
+        probe = await a.get("orders").acquire()
+        assert probe.probe
+        with pytest.raises(CircuitOpenError):
+            await b.get("orders").acquire()  # asks Redis: all slots taken
+        calls = _count_scripts(store_b)
+        with pytest.raises(CircuitOpenError):
+            await b.get("orders").acquire()
+        assert calls == []  # rejected locally
+        b.add_listener(lambda e: freed.set() if e.state == "half_open" else None)
+        await probe.success()  # 1 of 2 successes: still half-open, the slot frees
+        await asyncio.wait_for(freed.wait(), 5)
+        second = await b.get("orders").acquire()
+        assert second.probe
+        assert calls == ["breaker_acquire"]
