@@ -456,12 +456,7 @@ class ServiceClient:
             async def attempt() -> httpx.Response:
                 if state.deadline_at is not None and time.monotonic() >= state.deadline_at:
                     # An attempt that cannot start within the deadline is not made.
-                    raise ServiceTimeoutError(
-                        f"call to {self.service_name} {request.url.path} ran out of its "
-                        f"{policy.retry.deadline}s deadline",
-                        service_name=self.service_name,
-                        endpoint=request.url.path,
-                    )
+                    raise self._deadline_error(request, policy)
                 state.attempts += 1
                 if state.attempts > 1:
                     self.sdk._metrics["retries"] += 1
@@ -493,6 +488,14 @@ class ServiceClient:
 
         return terminal
 
+    def _deadline_error(self, request: httpx.Request, policy: CallPolicy) -> ServiceTimeoutError:
+        return ServiceTimeoutError(
+            f"call to {self.service_name} {request.url.path} ran out of its "
+            f"{policy.retry.deadline}s deadline",
+            service_name=self.service_name,
+            endpoint=request.url.path,
+        )
+
     async def _reroute(self, request: httpx.Request, state: _CallState) -> None:
         """With discovery, a retry may go to another instance of the service."""
         if not self.sdk._discovery_active(self.service_name):
@@ -522,12 +525,7 @@ class ServiceClient:
         if deadline_at is not None:
             remaining = deadline_at - time.monotonic()
             if remaining <= 0:
-                raise ServiceTimeoutError(
-                    f"call to {self.service_name} {request.url.path} ran out of its "
-                    f"{policy.retry.deadline}s deadline",
-                    service_name=self.service_name,
-                    endpoint=request.url.path,
-                )
+                raise self._deadline_error(request, policy)
             timeout = min(timeout, remaining)
         permit: Permit | None = None
         breaker: DistributedBreaker | None = None
