@@ -105,6 +105,10 @@ async def test_every_replica_fires_once_per_change_and_one_probes_per_round(
         target = sum(len(r.monitor.won_rounds) for r in replicas) + 3
         await eventually(lambda: sum(len(r.monitor.won_rounds) for r in replicas) >= target)
     finally:
+        # Stop every monitor before any registry deregisters its instances: a round that
+        # found the service with no instance left would rightly report it unhealthy.
+        for replica in replicas:
+            await replica.monitor.aclose()
         for replica in replicas:
             await replica.close()
         await other.aclose()
