@@ -104,6 +104,11 @@ class CircuitState:
         service: the service the breaker guards.
         endpoint: the endpoint, or ``None`` for a service-wide breaker.
         local: True while Redis is unreachable and this replica runs a local breaker.
+        total_failures, total_successes: every outcome ever recorded fleet-wide, stale
+            ones included (from :meth:`DistributedBreaker.refresh`; ``None`` from the
+            local mirror, which does not track them).
+        trips: CLOSED -> OPEN transitions so far (same source).
+        active_probes: half-open probe leases currently held (same source).
     """
 
     state: str
@@ -115,6 +120,10 @@ class CircuitState:
     service: str
     endpoint: str | None
     local: bool = False
+    total_failures: int | None = None
+    total_successes: int | None = None
+    trips: int | None = None
+    active_probes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,12 +536,10 @@ class DistributedBreaker:
 
     def _state_from(self, snap: Snapshot | _Mirror, *, local: bool) -> CircuitState:
         now = self._now_ms()
-        if isinstance(snap, Snapshot):
-            state, gen, fails, succ = snap.state, snap.gen, snap.failures, snap.successes
-            opened, until = snap.opened_at_ms, snap.open_until_ms
-        else:
-            state, gen, fails, succ = snap.state, snap.gen, snap.failures, snap.successes
-            opened, until = snap.opened_at_ms, snap.open_until_ms
+        state, gen, fails, succ = snap.state, snap.gen, snap.failures, snap.successes
+        opened, until = snap.opened_at_ms, snap.open_until_ms
+        # breaker_read replies carry lifetime totals: {tf, ts, trips, active probes}.
+        totals = snap.extra if isinstance(snap, Snapshot) and len(snap.extra) >= 4 else None
         retry_after = 0.0
         if state is BreakerState.OPEN or (state is BreakerState.FORCED_OPEN and until > 0):
             retry_after = max(0.0, (until - now) / 1000.0)
@@ -548,6 +555,10 @@ class DistributedBreaker:
             service=self.service,
             endpoint=self.endpoint,
             local=local,
+            total_failures=totals[0] if totals else None,
+            total_successes=totals[1] if totals else None,
+            trips=totals[2] if totals else None,
+            active_probes=totals[3] if totals else None,
         )
 
     def state(self) -> CircuitState:

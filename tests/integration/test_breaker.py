@@ -299,3 +299,14 @@ async def test_full_half_open_rejects_locally_until_a_slot_frees(replicas) -> No
         second = await b.get("orders").acquire()
         assert second.probe
         assert calls == ["breaker_acquire"]
+
+
+async def test_refresh_reports_lifetime_totals(replicas) -> None:  # type: ignore[no-untyped-def]
+    """refresh() carries the fleet-wide totals; the local mirror leaves them unset."""
+    cfg = _cfg()
+    async with replicas() as (_, _, a):
+        await _trip(a, "orders", cfg)
+        state = await a.get("orders").refresh()
+        assert (state.trips, state.total_failures, state.total_successes) == (1, 3, 0)
+        assert state.active_probes == 0
+        assert a.get("orders").state().trips is None
