@@ -40,8 +40,14 @@ async def _registry_replica(
     out.put(("ready", os.getpid(), instance.instance_id))
     while not stop.is_set():
         await asyncio.sleep(0.02)
-    await registry.aclose()
-    await store.aclose()
+    try:
+        # aclose() is bounded by op timeouts; if it ever is not, say so instead of hanging.
+        async with asyncio.timeout(20):
+            await registry.aclose()
+            await store.aclose()
+    except TimeoutError:
+        out.put(("close-hung", os.getpid(), instance.instance_id))
+        return
     out.put(("closed", os.getpid(), instance.instance_id))
 
 

@@ -21,12 +21,17 @@ pytestmark = pytest.mark.real_redis
 SVC = "orders"
 
 
-async def next_message(out: Any, timeout: float = 60.0) -> tuple[str, int, str]:
+async def next_message(
+    out: Any, timeout: float = 60.0, procs: list[Any] | None = None
+) -> tuple[str, int, str]:
     """The next worker message (a no-hang bound, not a timing assertion)."""
     try:
         message: tuple[str, int, str] = await asyncio.to_thread(out.get, True, timeout)
     except queue.Empty:
-        pytest.fail(f"no worker message within {timeout}s")
+        # Say which workers are still alive and how the others ended, so a hang in a
+        # worker can be told apart from a message lost on the way.
+        status = [(p.pid, p.is_alive(), p.exitcode) for p in procs or []]
+        pytest.fail(f"no worker message within {timeout}s; workers (pid, alive, exit): {status}")
     return message
 
 
@@ -90,7 +95,7 @@ async def test_sigkilled_replica_is_evicted_after_its_ttl_and_close_deregisters(
         # A graceful close deregisters at once: removed by deregistration, not expiry.
         assert graceful.pid is not None
         stops[1].set()
-        kind, pid, closed_id = await next_message(out)
+        kind, pid, closed_id = await next_message(out, procs=procs)
         assert (kind, pid) == ("closed", graceful.pid)
         listed = await observer.list_service(SVC)
         assert survivor.pid is not None
