@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -172,16 +173,8 @@ class Permit:
         await self.breaker.release(self)
 
 
-@dataclass(slots=True)
-class _Mirror:
-    state: BreakerState = BreakerState.CLOSED
-    gen: int = 0
-    failures: int = 0
-    successes: int = 0
-    opened_at_ms: int = 0
-    open_until_ms: int = 0
-    as_of_ms: int = -1
-    refreshed_at: float = -math.inf
+#: What a process knows of a breaker it never read: CLOSED, generation 0, as of never.
+_UNKNOWN = Snapshot(0, BreakerState.CLOSED, 0, 0, 0, 0, 0, -1)
 
 
 class DistributedBreaker:
@@ -207,7 +200,9 @@ class DistributedBreaker:
             keys.key(service, "breaker", "window", self.name),
         ]
         self._channel = keys.channel(service, "breaker")
-        self._mirror = _Mirror()
+        # The mirror: the newest snapshot seen (reply, event or read), without extras.
+        self._view = _UNKNOWN
+        self._refreshed_at = -math.inf
         self._loaded = False
         self._load_lock = asyncio.Lock()
         self._refreshing = False
@@ -228,18 +223,12 @@ class DistributedBreaker:
     # -- mirror maintenance ---------------------------------------------------------------
 
     def _apply(self, snap: Snapshot, *, authoritative: bool = False) -> None:
-        m = self._mirror
-        if not authoritative and (snap.now_ms, snap.gen) < (m.as_of_ms, m.gen):
+        view = self._view
+        if not authoritative and (snap.now_ms, snap.gen) < (view.now_ms, view.gen):
             return  # an older view arriving late must not roll the mirror back
-        m.state = snap.state
-        m.gen = snap.gen
-        m.failures = snap.failures
-        m.successes = snap.successes
-        m.opened_at_ms = snap.opened_at_ms
-        m.open_until_ms = snap.open_until_ms
-        m.as_of_ms = max(m.as_of_ms, snap.now_ms) if not authoritative else snap.now_ms
+        self._view = dataclasses.replace(snap, code=0, extra=())
         if authoritative:
-            m.refreshed_at = time.monotonic()
+            self._refreshed_at = time.monotonic()
 
     def _on_event(
         self, gen: int, state: BreakerState, opened_at: int, open_until: int, now: int
@@ -297,15 +286,15 @@ class DistributedBreaker:
     def _enter_local(self, exc: BaseException) -> None:
         if self._local is not None:
             return
-        m = self._mirror
+        v = self._view
         self._local = LocalBreaker(
             self.params,
-            state=m.state,
-            gen=m.gen,
-            failures=m.failures,
-            successes=m.successes,
-            opened_at_ms=m.opened_at_ms,
-            open_until_ms=m.open_until_ms,
+            state=v.state,
+            gen=v.gen,
+            failures=v.failures,
+            successes=v.successes,
+            opened_at_ms=v.opened_at_ms,
+            open_until_ms=v.open_until_ms,
         )
         logger.debug("breaker %s runs locally while Redis is unavailable: %s", self.label, exc)
 
@@ -320,7 +309,7 @@ class DistributedBreaker:
             retry_after = self.config.timeout
         else:
             retry_after = max(0.0, (open_until_ms - now_ms) / 1000.0)
-            opened_at_ms = self._mirror.opened_at_ms
+            opened_at_ms = self._view.opened_at_ms
             if snap_state is BreakerState.OPEN and 0 < opened_at_ms < open_until_ms:
                 # The local estimate of server time can lag by up to half a round trip;
                 # never promise a wait longer than the cool-down itself.
@@ -341,8 +330,8 @@ class DistributedBreaker:
             await self._ensure_loaded()
         if self._local is not None:
             return self._acquire_local()
-        m = self._mirror
-        if time.monotonic() - m.refreshed_at > self.config.max_staleness:
+        m = self._view
+        if time.monotonic() - self._refreshed_at > self.config.max_staleness:
             self._background_refresh()
         state = m.state
         if (
@@ -383,12 +372,10 @@ class DistributedBreaker:
         snap = Snapshot.from_reply(reply_list(reply))
         self._apply(snap)
         if snap.code == REJECT:
-            until = snap.open_until_ms
             if snap.state is BreakerState.HALF_OPEN:
-                until = snap.extra[1] if len(snap.extra) > 1 and snap.extra[1] else snap.now_ms
-                self._probes_busy_until_ms = until
+                self._probes_busy_until_ms = _reopens_at(snap)
                 self._probes_busy_gen = snap.gen
-            raise self._refuse(snap.state, until, snap.now_ms)
+            raise self._refuse(snap.state, _reopens_at(snap), snap.now_ms)
         return Permit(self, snap.gen, token if snap.code == PROBE else "", False)
 
     def _acquire_local(self) -> Permit:
@@ -418,10 +405,7 @@ class DistributedBreaker:
         snap = local.acquire(token, self._now_ms())
         self._apply(snap)
         if snap.code == REJECT:
-            until = snap.open_until_ms
-            if snap.state is BreakerState.HALF_OPEN:
-                until = snap.extra[1] if len(snap.extra) > 1 and snap.extra[1] else snap.now_ms
-            raise self._refuse(snap.state, until, snap.now_ms)
+            raise self._refuse(snap.state, _reopens_at(snap), snap.now_ms)
         return Permit(self, snap.gen, token if snap.code == PROBE else "", True)
 
     # -- outcomes ------------------------------------------------------------------------------
@@ -534,12 +518,12 @@ class DistributedBreaker:
 
     # -- inspection and control ---------------------------------------------------------------
 
-    def _state_from(self, snap: Snapshot | _Mirror, *, local: bool) -> CircuitState:
+    def _state_from(self, snap: Snapshot, *, local: bool) -> CircuitState:
         now = self._now_ms()
         state, gen, fails, succ = snap.state, snap.gen, snap.failures, snap.successes
         opened, until = snap.opened_at_ms, snap.open_until_ms
         # breaker_read replies carry lifetime totals: {tf, ts, trips, active probes}.
-        totals = snap.extra if isinstance(snap, Snapshot) and len(snap.extra) >= 4 else None
+        totals = snap.extra if len(snap.extra) >= 4 else None
         retry_after = 0.0
         if state is BreakerState.OPEN or (state is BreakerState.FORCED_OPEN and until > 0):
             retry_after = max(0.0, (until - now) / 1000.0)
@@ -564,19 +548,8 @@ class DistributedBreaker:
     def state(self) -> CircuitState:
         """This replica's current view, without a round trip."""
         if self._local is not None:
-            local = self._local
-            snap = Snapshot(
-                0,
-                local.state,
-                local.gen,
-                local.failures,
-                local.successes,
-                local.opened_at_ms,
-                local.open_until_ms,
-                self._now_ms(),
-            )
-            return self._state_from(snap, local=True)
-        return self._state_from(self._mirror, local=False)
+            return self._state_from(self._local.snapshot(self._now_ms()), local=True)
+        return self._state_from(self._view, local=False)
 
     async def control(self, action: Action, ttl: float | None = None) -> CircuitState:
         """Fleet-wide manual control: ``open``, ``close``, ``disable`` or ``reset``.
@@ -612,6 +585,14 @@ class DistributedBreaker:
             raise
         await permit.success()
         return result
+
+
+def _reopens_at(snap: Snapshot) -> int:
+    """Server ms at which a rejected caller may try again: the end of the cool-down, or
+    for a full half-open breaker the earliest probe lease's expiry (reply extra 1)."""
+    if snap.state is BreakerState.HALF_OPEN:
+        return snap.extra[1] if len(snap.extra) > 1 and snap.extra[1] else snap.now_ms
+    return snap.open_until_ms
 
 
 class BreakerHub:

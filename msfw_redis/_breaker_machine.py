@@ -168,6 +168,10 @@ class LocalBreaker:
             tuple(extra),
         )
 
+    def snapshot(self, now_ms: int) -> Snapshot:
+        """The current state as a snapshot at ``now_ms`` (no operation applied)."""
+        return self._snap(APPLIED, now_ms)
+
     # -- the three operations -----------------------------------------------------------
 
     def acquire(self, token: str, now_ms: int) -> Snapshot:
