@@ -454,9 +454,13 @@ class ServiceClient:
         async def send_with_retries(request: httpx.Request) -> httpx.Response:
 
             async def attempt() -> httpx.Response:
-                if state.deadline_at is not None and time.monotonic() >= state.deadline_at:
-                    # An attempt that cannot start within the deadline is not made.
-                    raise self._deadline_error(request, policy)
+                timeout = policy.timeout
+                if state.deadline_at is not None:
+                    remaining = state.deadline_at - time.monotonic()
+                    if remaining <= 0:
+                        # An attempt that cannot start within the deadline is not made.
+                        raise self._deadline_error(request, policy)
+                    timeout = min(timeout, remaining)
                 state.attempts += 1
                 if state.attempts > 1:
                     self.sdk._metrics["retries"] += 1
@@ -465,9 +469,9 @@ class ServiceClient:
                 if named is None and policy.breaker_config.scope == "instance":
                     named = f"instance:{state.instance}"
                 if state.target is None:
-                    return await self._attempt(request, policy, template, state.deadline_at, named)
+                    return await self._attempt(request, policy, template, timeout, named)
                 with self.sdk._registry.balancer.track(state.target):
-                    return await self._attempt(request, policy, template, state.deadline_at, named)
+                    return await self._attempt(request, policy, template, timeout, named)
 
             return await call_with_retries(
                 attempt,
@@ -518,15 +522,10 @@ class ServiceClient:
         request: httpx.Request,
         policy: CallPolicy,
         template: str,
-        deadline_at: float | None,
+        timeout: float,
         breaker_name: str | None = None,
     ) -> httpx.Response:
-        timeout = policy.timeout
-        if deadline_at is not None:
-            remaining = deadline_at - time.monotonic()
-            if remaining <= 0:
-                raise self._deadline_error(request, policy)
-            timeout = min(timeout, remaining)
+        """One attempt: breaker admission, then the send bounded by ``timeout`` seconds."""
         permit: Permit | None = None
         breaker: DistributedBreaker | None = None
         if policy.breaker_enabled:

@@ -166,6 +166,7 @@ class ServiceSDK:
         self._closed = False
         self._start_lock: asyncio.Lock | None = None
         self._signal_tasks: set[asyncio.Task[None]] = set()
+        self._breaker_configs: dict[str, CircuitBreakerConfig] = {}
         if _default_sdk is None:
             _default_sdk = self
 
@@ -534,16 +535,7 @@ class ServiceSDK:
     ) -> CallPolicy:
         cfg = self.config
         svc = self.settings.for_service(service)
-        breaker = circuit_config or cfg.circuit_breaker
-        if circuit_config is None and svc is not None:
-            update = {
-                "failure_threshold": svc.failure_threshold,
-                "success_threshold": svc.success_threshold,
-                "timeout": svc.recovery_timeout,
-            }
-            update = {k: v for k, v in update.items() if v is not None}
-            if update:
-                breaker = CircuitBreakerConfig(**{**breaker.model_dump(), **update})
+        breaker = circuit_config or self._service_breaker_config(service)
 
         def pick(name: str, call: Any, client_value: Any, service_value: Any, default: Any) -> Any:
             for value in (call, client_value, service_value):
@@ -615,6 +607,29 @@ class ServiceSDK:
             headers=dict(svc.headers) if svc else {},
             base_path=svc.base_path if svc else "",
         )
+
+    def _service_breaker_config(self, service: str) -> CircuitBreakerConfig:
+        """The default breaker policy with the service's settings applied, built once.
+
+        The hot path asks for it on every call; building (and validating) a new model
+        each time would also make the breaker re-derive its parameters per call.
+        """
+        cached = self._breaker_configs.get(service)
+        if cached is not None:
+            return cached
+        base = self.config.circuit_breaker
+        svc = self.settings.for_service(service)
+        update = {}
+        if svc is not None:
+            update = {
+                "failure_threshold": svc.failure_threshold,
+                "success_threshold": svc.success_threshold,
+                "timeout": svc.recovery_timeout,
+            }
+            update = {k: v for k, v in update.items() if v is not None}
+        config = CircuitBreakerConfig(**{**base.model_dump(), **update}) if update else base
+        self._breaker_configs[service] = config
+        return config
 
     def _discovery_active(self, service: str) -> bool:
         return self.config.service_discovery_enabled
