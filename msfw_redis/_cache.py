@@ -119,6 +119,7 @@ from msfw_redis._exceptions import (
     StoreError,
 )
 from msfw_redis._keys import validate_service_name
+from msfw_redis._shutdown import logged
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
@@ -701,7 +702,7 @@ class ResponseCache:
         for task in pending:
             task.cancel()
         for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError), logged("cache task"):
                 await task
         self._tasks.clear()
         await self._wakeups.aclose()

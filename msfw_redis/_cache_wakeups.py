@@ -31,6 +31,8 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from msfw_redis._shutdown import logged
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -176,6 +178,6 @@ class FillWakeups:
         for task in pending:
             task.cancel()
         for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError), logged("cache_wakeups task"):
                 await task
         self._subscriptions.clear()

@@ -50,6 +50,7 @@ from msfw_redis._demo_view import (
 from msfw_redis._exceptions import StoreError
 from msfw_redis._registry import ServiceRegistry
 from msfw_redis._sdk import ServiceSDK
+from msfw_redis._shutdown import logged
 
 if TYPE_CHECKING:
     from msfw_redis._breaker import DistributedBreaker, TransitionEvent
@@ -206,7 +207,7 @@ class _Demo:
     def _phase(self) -> Phase:
         if self.state.t0 is None:
             return "starting"
-        return self.plan.phase_at(time.time() - self.state.t0)
+        return self.plan.phase_at(time.monotonic() - self.state.t0)
 
     async def _breaker_state(self) -> str:
         if self.breaker is None:
@@ -288,7 +289,7 @@ class _Demo:
             await self._tell(replica, "stop\n")
             stdin = replica.proc.stdin
             if stdin is not None:
-                with contextlib.suppress(Exception):
+                with logged("demo close"):
                     stdin.close()
         running = [r.proc for r in self.replicas if r.proc.returncode is None]
         for grace, action in ((_STOP_GRACE, "terminate"), (_TERM_GRACE, "kill")):
@@ -309,17 +310,17 @@ class _Demo:
 
     async def run(self) -> None:
         plan, state = self.plan, self.state
-        t0 = time.time() + 0.3
+        t0 = time.monotonic() + 0.3
         for replica in self.replicas:
             await self._tell(replica, f"go {t0!r}\n")
         state.t0 = t0
         self._spawn_task(self._crash_at(t0 + plan.healthy_end))
         screen = self.screen = LiveScreen(self.out) if self.live else None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.interrupt.wait(), max(0.0, t0 - time.time()))
+            await asyncio.wait_for(self.interrupt.wait(), max(0.0, t0 - time.monotonic()))
         last_progress, last_phase = -_PROGRESS_EVERY, ""
         while True:
-            state.elapsed = time.time() - t0
+            state.elapsed = time.monotonic() - t0
             if self.interrupt.is_set():
                 state.interrupted = True
                 break
@@ -337,15 +338,15 @@ class _Demo:
                     self._print(progress_line(state))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.interrupt.wait(), _TICK)
-        state.elapsed = min(time.time() - t0, plan.seconds)
+        state.elapsed = min(time.monotonic() - t0, plan.seconds)
 
     async def _crash_at(self, when: float) -> None:
-        await asyncio.sleep(max(0.0, when - time.time()))
+        await asyncio.sleep(max(0.0, when - time.monotonic()))
         if self.origin is None or self.dead_registry is None or self.state.t0 is None:
             return
         await self.origin.crash(DEAD_INSTANCE)
         await self.dead_registry.aclose(deregister=False)
-        self.state.crashed_at = time.time() - self.state.t0
+        self.state.crashed_at = time.monotonic() - self.state.t0
 
     async def poll(self) -> None:
         """Read the fleet's breaker, registry and health from Redis."""
@@ -364,7 +365,7 @@ class _Demo:
             return
         ids = {i.instance_id for i in state.instances}
         if state.crashed_at is not None and state.evicted_at is None and DEAD_INSTANCE not in ids:
-            state.evicted_at = time.time() - (state.t0 or 0.0)
+            state.evicted_at = time.monotonic() - (state.t0 or 0.0)
 
     async def finish(self) -> int:
         """Stop the replicas, read the last state, print the summary; the exit code."""
@@ -404,10 +405,10 @@ class _Demo:
             for replica in self.replicas:
                 replica.stderr.close()
         if self.dead_registry is not None:
-            with contextlib.suppress(Exception):
+            with logged("demo close"):
                 await self.dead_registry.aclose()
         if self.sdk is not None:
-            with contextlib.suppress(Exception):
+            with logged("demo close"):
                 async with asyncio.timeout(10.0):
                     await self.sdk.close()
         if self.origin is not None:
@@ -415,7 +416,7 @@ class _Demo:
 
     async def stop_replicas_quietly(self) -> None:
         if any(r.proc.returncode is None for r in self.replicas):
-            with contextlib.suppress(Exception):
+            with logged("demo close"):
                 await self.stop_replicas()
 
     def _spawn_task(self, coro: Any) -> None:

@@ -21,7 +21,6 @@ its open connections are reset, as when a process dies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 from collections import Counter
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from msfw_redis._exceptions import StoreError
+from msfw_redis._shutdown import logged
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -114,7 +114,7 @@ class DemoOrigin:
         handlers = self._handlers.get(name, set())
         if handlers:
             await asyncio.wait(list(handlers), timeout=2.0)
-        with contextlib.suppress(Exception):
+        with logged("demo_origin close"):
             await server.wait_closed()
 
     async def aclose(self) -> None:

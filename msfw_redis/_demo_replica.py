@@ -8,8 +8,9 @@ protocol with the parent is line-based JSON:
   the SDK closed; ``{"type": "error", "message": ...}`` if it failed. Counters are
   totals; ``cold_keys_new`` and ``seen_new`` (breaker transitions) are what is new
   since the previous line.
-* stdin, parent -> replica: ``go <t0>`` (Unix time at which the phases start), then
-  ``stop``. End of input also means stop, so a replica never outlives its parent.
+* stdin, parent -> replica: ``go <t0>`` (the ``time.monotonic()`` value at which the
+  phases start; that clock is system-wide), then ``stop``. End of input also means
+  stop, so a replica never outlives its parent.
 
 The counters are demo-local and travel over this pipe, never through Redis: shared
 state changes only through the library's Lua scripts.
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from msfw_redis._demo_plan import SERVICE, DemoPlan
 from msfw_redis._exceptions import CircuitOpenError
 from msfw_redis._sdk import ServiceSDK
+from msfw_redis._shutdown import logged
 
 if TYPE_CHECKING:
     from msfw_redis._breaker import TransitionEvent
@@ -105,7 +107,7 @@ class _Replica:
             self.seen.append((event.generation, event.state))
 
     def elapsed(self) -> float:
-        return time.time() - self.t0
+        return time.monotonic() - self.t0
 
     def emit(self, kind: str, **extra: Any) -> None:
         view = self.breaker.state()
@@ -184,7 +186,7 @@ class _Replica:
             await self.warm_up()
             self.emit("ready")
             self.t0 = await go
-            await self._pause(self.t0 - time.time())
+            await self._pause(self.t0 - time.monotonic())
             reporter = asyncio.create_task(self.reporter())
             callers = [
                 asyncio.create_task(self.orders_caller()) for _ in range(self.plan.orders_tasks)
@@ -194,7 +196,7 @@ class _Replica:
             self.stop.set()
             await reporter
         finally:
-            with contextlib.suppress(Exception):
+            with logged("demo_replica close"):
                 async with asyncio.timeout(5.0):
                     await self.sdk.close()
         self.emit("final")
@@ -212,7 +214,7 @@ def _read_commands(
     def halt() -> None:
         stop.set()
         if not go.done():
-            go.set_result(time.time())
+            go.set_result(time.monotonic())
 
     for line in sys.stdin:
         parts = line.split()

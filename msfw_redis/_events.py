@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rexc
 
+from msfw_redis._shutdown import logged
+
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
@@ -113,7 +115,7 @@ class EventBus:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError), logged("events task"):
                 await self._task
             self._task = None
         await self._teardown()
@@ -125,10 +127,10 @@ class EventBus:
         pubsub, self._pubsub = self._pubsub, None
         client, self._client = self._client, None
         if pubsub is not None:
-            with contextlib.suppress(Exception):
+            with logged("events close"):
                 await pubsub.aclose()
         if client is not None and client is not self._store.client:
-            with contextlib.suppress(Exception):
+            with logged("events close"):
                 await client.aclose()
 
     async def _run(self) -> None:
