@@ -46,6 +46,7 @@ from msfw_redis._breaker_machine import (
     LocalBreaker,
     Snapshot,
 )
+from msfw_redis._callbacks import call_logged
 from msfw_redis._config import CircuitBreakerConfig, StoreFailurePolicy
 from msfw_redis._exceptions import CircuitOpenError, ScriptError, StoreError
 from msfw_redis._keys import validate_service_name
@@ -691,12 +692,7 @@ class BreakerHub:
             retry_after=retry_after,
         )
         for listener in list(self._listeners):
-            try:
-                result = listener(event)
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                logger.exception("breaker transition listener %r failed", listener)
+            await call_logged(listener, event, log=logger, what="breaker transition listener")
 
     async def _index(self, breaker: DistributedBreaker) -> None:
         """Record the breaker in the fleet-wide indexes (for ``status`` and the CLI).

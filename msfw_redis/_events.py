@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rexc
 
+from msfw_redis._callbacks import call_logged
 from msfw_redis._shutdown import logged
 
 if TYPE_CHECKING:
@@ -189,10 +190,6 @@ class EventBus:
 
     @staticmethod
     async def _call_all(callbacks: list[Any], payload: bytes | None) -> None:
+        args = () if payload is None else (payload,)
         for callback in list(callbacks):
-            try:
-                result = callback(payload) if payload is not None else callback()
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                logger.exception("event handler %r failed", callback)
+            await call_logged(callback, *args, log=logger, what="event handler")

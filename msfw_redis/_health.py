@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from msfw_redis._callbacks import call_logged
 from msfw_redis._exceptions import ConfigurationError, StoreError
 from msfw_redis._keys import validate_service_name
 from msfw_redis._store import reply_int, reply_list, reply_str
@@ -573,14 +574,13 @@ class HealthMonitor:
             service, healthy = await self._queue.get()
             try:
                 for callback in list(self._callbacks):
-                    try:
-                        result = callback(service, healthy)
-                        if asyncio.iscoroutine(result):
-                            await result
+                    ok = await call_logged(
+                        callback, service, healthy, log=logger, what="health change callback"
+                    )
+                    if ok:
                         self.stats.callbacks_fired += 1
-                    except Exception:
+                    else:
                         self.stats.callback_errors += 1
-                        logger.exception("health change callback %r failed", callback)
             finally:
                 self._queue.task_done()
 

@@ -24,6 +24,7 @@ from msfw_redis._batch import run_batch
 from msfw_redis._breaker import BreakerHub, TransitionListener
 from msfw_redis._cache import ResponseCache
 from msfw_redis._caching import HttpCacheRunner
+from msfw_redis._callbacks import call_logged
 from msfw_redis._client import (
     UNSET,
     CallOutcome,
@@ -714,12 +715,8 @@ class ServiceSDK:
             "status_code": status,
         }
         for handler in list(self._error_handlers):
-            try:
-                result = handler(error, dict(context))
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                logger.exception("error handler %r raised; the original error stands", handler)
+            # A handler that raises is logged; the original error stands.
+            await call_logged(handler, error, dict(context), log=logger, what="error handler")
 
 
 def _bind(
