@@ -165,10 +165,10 @@ class Ours(Subject):
 
     async def open(self, url: str, prefix: str, name: str, opts: Options) -> Handle:
         from msfw_redis import CircuitBreakerConfig
-        from msfw_redis._breaker import BreakerHub
-        from msfw_redis._events import EventBus
+        from msfw_redis._breaker.hub import BreakerHub
         from msfw_redis._exceptions import StoreError
-        from msfw_redis._store import Store
+        from msfw_redis._store.events import EventBus
+        from msfw_redis._store.store import Store
 
         kw: dict[str, Any] = {"key_prefix": prefix}
         if opts.op_timeout is not None:
@@ -193,7 +193,7 @@ class Ours(Subject):
         return _OursHandle(store, bus, hub, breaker)
 
     async def shared_failures(self, url: str, prefix: str, name: str) -> int | None:
-        from msfw_redis._store import Store, reply_list
+        from msfw_redis._store.store import Store, reply_list
 
         store = Store.from_url(url, key_prefix=prefix, op_timeout=10.0)
         await store.start()

@@ -48,9 +48,9 @@ from benchmarks._common import (
 )
 from benchmarks._fleet import Fleet, step
 from benchmarks._peers import NOT_INSTALLED
-from msfw_redis._cache import CachePolicy, ResponseCache, TypeAdapterCodec
-from msfw_redis._events import EventBus
-from msfw_redis._store import Store
+from msfw_redis._cache.cache import CachePolicy, ResponseCache, TypeAdapterCodec
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
 
 SECRET = b"benchmark-secret-0123456789abcdef"
 SERVICE = "bench"

@@ -30,9 +30,9 @@ from benchmarks._common import (
 from benchmarks._fleet import Fleet, step
 from benchmarks._peers import NOT_INSTALLED, PEERS, Options, Subject, fail, guarded, noop, subject
 from msfw_redis import CircuitBreakerConfig
-from msfw_redis._breaker import BreakerHub
-from msfw_redis._events import EventBus
-from msfw_redis._store import Store, reply_list
+from msfw_redis._breaker.hub import BreakerHub
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store, reply_list
 from msfw_redis.testing import run_in_processes
 
 THRESHOLD = 10**9

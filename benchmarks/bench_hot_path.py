@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from benchmarks._common import Context, Result, command_counts, command_delta, ratio, stats
 from benchmarks._peers import NOT_INSTALLED, PEERS, CommandCounter, Options, Subject
 from msfw_redis import CircuitBreakerConfig
-from msfw_redis._breaker import BreakerHub
-from msfw_redis._breaker_machine import BreakerParams, LocalBreaker
-from msfw_redis._events import EventBus
-from msfw_redis._store import Store
+from msfw_redis._breaker.hub import BreakerHub
+from msfw_redis._breaker.machine import BreakerParams, LocalBreaker
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
 
 
 async def noop() -> None:

@@ -24,8 +24,8 @@ from typing import Any
 import redis
 
 from benchmarks._common import Context, Result, dump, machine, redis_server
-from msfw_redis._registry import ServiceRegistry
-from msfw_redis._store import Store, reply_int
+from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._store.store import Store, reply_int
 
 SVC = "bench-orders"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from benchmarks._common import Context, Result, stats
-from msfw_redis._store import Store
+from msfw_redis._store.store import Store
 
 
 async def _median_us(url: str, n: int) -> float:

@@ -5,11 +5,8 @@ only through atomic Lua scripts, so all replicas of a service see one breaker, o
 cache and one registry.
 """
 
-from msfw_redis._breaker import CircuitState, TransitionEvent
-from msfw_redis._caching import cached_service_call
-from msfw_redis._client import ServiceClient
+from msfw_redis._breaker.hub import CircuitState, TransitionEvent
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
-from msfw_redis._decorators import circuit_breaker, health_check, retry_on_failure
 from msfw_redis._exceptions import (
     CircuitOpenError,
     ConfigurationError,
@@ -23,10 +20,13 @@ from msfw_redis._exceptions import (
     StoreError,
     StoreTimeoutError,
 )
-from msfw_redis._instance import ServiceInstance
-from msfw_redis._interfaces import ServiceInterface, service_call, service_interface
+from msfw_redis._interfaces.cached import cached_service_call
+from msfw_redis._interfaces.decorators import circuit_breaker, health_check, retry_on_failure
+from msfw_redis._interfaces.typed import ServiceInterface, service_call, service_interface
 from msfw_redis._models import HTTPMethod, ServiceResult
-from msfw_redis._sdk import ServiceSDK, call_service, get_default_sdk, set_default_sdk
+from msfw_redis._pipeline.client import ServiceClient
+from msfw_redis._registry.instance import ServiceInstance
+from msfw_redis._sdk.sdk import ServiceSDK, call_service, get_default_sdk, set_default_sdk
 from msfw_redis._settings import ServiceSettings
 
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ Every error that msfw_redis raises derives from :class:`MsfwError`::
 
 Store errors are handled inside the library according to ``store_failure_policy``
 and reach a caller only when that policy says so. Redis-py exceptions are turned
-into these at a single boundary (``msfw_redis._store``), so no redis-py type ever
+into these at a single boundary (``msfw_redis._store.store``), so no redis-py type ever
 escapes.
 """
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from msfw_redis._store import Store
+from msfw_redis._store.store import Store
 from msfw_redis.testing import (
     ENV_REQUIRE_REAL_REDIS,
     ENV_TEST_REDIS_URL,

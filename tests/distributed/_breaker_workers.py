@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from msfw_redis import CircuitBreakerConfig, CircuitOpenError
-from msfw_redis._breaker import BreakerHub, DistributedBreaker
-from msfw_redis._events import EventBus
-from msfw_redis._store import Store
+from msfw_redis._breaker.hub import BreakerHub, DistributedBreaker
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 
-from msfw_redis._cache import CachePolicy, ResponseCache
-from msfw_redis._cache_entry import TypeAdapterCodec
-from msfw_redis._events import EventBus
-from msfw_redis._store import Store
+from msfw_redis._cache.cache import CachePolicy, ResponseCache
+from msfw_redis._cache.entry import TypeAdapterCodec
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
 
 SERVICE = "stampede"
 SECRET = b"distributed-cache-test-secret-0123"

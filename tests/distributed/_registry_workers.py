@@ -8,10 +8,10 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from msfw_redis._events import EventBus
-from msfw_redis._health import HealthMonitor
-from msfw_redis._registry import ServiceRegistry
-from msfw_redis._store import Store
+from msfw_redis._registry.health import HealthMonitor
+from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
 
 if TYPE_CHECKING:
     from multiprocessing.queues import Queue

@@ -19,8 +19,8 @@ from typing import Any
 import psutil
 import pytest
 
-from msfw_redis._demo_plan import DemoPlan
-from msfw_redis._demo_report import Transitions
+from msfw_redis._cli.demo_plan import DemoPlan
+from msfw_redis._cli.demo_report import Transitions
 
 pytestmark = pytest.mark.slow
 

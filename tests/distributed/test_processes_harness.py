@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from msfw_redis._store import Store, reply_int
+from msfw_redis._store.store import Store, reply_int
 from msfw_redis.testing import run_in_processes
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from msfw_redis._registry import ServiceRegistry
-from msfw_redis._store import Store
+from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._store.store import Store
 from msfw_redis.testing import ScriptedService, Step, run_in_processes
 from tests.distributed._registry_workers import health_replica, registry_replica
 

@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from msfw_redis import CircuitBreakerConfig, CircuitOpenError
-from msfw_redis._breaker import BreakerHub
-from msfw_redis._events import EventBus
-from msfw_redis._store import Store
+from msfw_redis._breaker.hub import BreakerHub
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisServer, find_server_binary
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from msfw_redis import CircuitBreakerConfig, CircuitOpenError
-from msfw_redis._breaker import BreakerHub, TransitionEvent
-from msfw_redis._events import EventBus
-from msfw_redis._store import Store
+from msfw_redis._breaker.hub import BreakerHub, TransitionEvent
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -11,20 +11,20 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from msfw_redis._cache import (
+from msfw_redis._cache.cache import (
     CacheOutcome,
     CachePolicy,
     ResponseCache,
     StaleReason,
 )
-from msfw_redis._cache_entry import HttpResponseCodec, TypeAdapterCodec
-from msfw_redis._events import EventBus
+from msfw_redis._cache.entry import HttpResponseCodec, TypeAdapterCodec
 from msfw_redis._exceptions import (
     CircuitOpenError,
     ConfigurationError,
     ServiceClientError,
 )
-from msfw_redis._store import Store
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
 from msfw_redis.testing import (
     RedisServer,
     ScriptedService,
@@ -36,7 +36,7 @@ from msfw_redis.testing import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-    from msfw_redis._cache_keys import CacheKey
+    from msfw_redis._cache.keys import CacheKey
 
 SECRET = b"integration-secret-0123456789abcdef"
 T0 = 1_700_000_000_000

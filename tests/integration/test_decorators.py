@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from msfw_redis import CircuitOpenError
-from msfw_redis._decorators import circuit_breaker, function_name, retry_on_failure
+from msfw_redis._interfaces.decorators import circuit_breaker, function_name, retry_on_failure
 from tests.integration.conftest import FakeSleep
 
 

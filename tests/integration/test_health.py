@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from msfw_redis._events import EventBus
 from msfw_redis._exceptions import ConfigurationError
-from msfw_redis._health import HealthMonitor
-from msfw_redis._registry import ServiceRegistry
-from msfw_redis._store import Store
+from msfw_redis._registry.health import HealthMonitor
+from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisServer, ScriptedService, Step, find_server_binary, free_port
 
 if TYPE_CHECKING:

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from msfw_redis._events import EventBus
 from msfw_redis._exceptions import ConfigurationError, StoreError
-from msfw_redis._registry import ServiceRegistry
-from msfw_redis._store import Store
+from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisServer, find_server_binary
 
 if TYPE_CHECKING:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from msfw_redis._events import EventBus
 from msfw_redis._exceptions import StoreError
-from msfw_redis._store import Store, reply_int, translate_error
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store, reply_int, translate_error
 
 if TYPE_CHECKING:
     import pytest

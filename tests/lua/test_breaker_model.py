@@ -16,8 +16,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from msfw_redis._breaker_machine import BreakerParams, LocalBreaker
-from msfw_redis._scripts import load_scripts
+from msfw_redis._breaker.machine import BreakerParams, LocalBreaker
+from msfw_redis._store.scripts import load_scripts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

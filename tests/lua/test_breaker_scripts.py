@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from msfw_redis._breaker_machine import (
+from msfw_redis._breaker.machine import (
     ADMIT,
     APPLIED,
     PROBE,
@@ -17,7 +17,7 @@ from msfw_redis._breaker_machine import (
     Snapshot,
 )
 from msfw_redis._exceptions import ScriptError
-from msfw_redis._store import Store, reply_list
+from msfw_redis._store.store import Store, reply_list
 
 T0 = 1_700_000_000_000
 KEY_TTL_MS = 3_600_000

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from msfw_redis._exceptions import ScriptError
-from msfw_redis._store import Store, reply_int, reply_list
+from msfw_redis._store.store import Store, reply_int, reply_list
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from msfw_redis._exceptions import ScriptError
-from msfw_redis._registry_scripts import ServiceKeys
-from msfw_redis._store import Store, reply_int, reply_list, reply_str
+from msfw_redis._registry.scripts import ServiceKeys
+from msfw_redis._store.store import Store, reply_int, reply_list, reply_str
 
 SVC = "orders"
 RETENTION_MS = 3_600_000

@@ -1,4 +1,4 @@
-"""Load-balancing strategies, without Redis (msfw_redis._balancing)."""
+"""Load-balancing strategies, without Redis (msfw_redis._registry.balancing)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from msfw_redis._balancing import STRATEGIES, LoadBalancer, eligible_instances
 from msfw_redis._exceptions import ConfigurationError
-from msfw_redis._instance import InstanceStatus, ServiceInstance
+from msfw_redis._registry.balancing import STRATEGIES, LoadBalancer, eligible_instances
+from msfw_redis._registry.instance import InstanceStatus, ServiceInstance
 
 
 def make(

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
-from msfw_redis._cache_entry import (
+from msfw_redis._cache.entry import (
     ENTRY_SCHEMA_VERSION,
     CacheEntry,
     CorruptEntryError,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from msfw_redis._cache_flights import Flights
+from msfw_redis._cache.flights import Flights
 
 
 async def test_concurrent_callers_share_one_run() -> None:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from msfw_redis._cache_keys import (
+from msfw_redis._cache.keys import (
     KEY_DIGEST_CHARS,
     canonical_json,
     credential_fingerprint,
@@ -21,7 +21,7 @@ from msfw_redis._cache_keys import (
     function_field,
     request_key,
 )
-from msfw_redis._keys import KeySchema
+from msfw_redis._store.keys import KeySchema
 
 SECRET = b"s" * 32
 
@@ -87,7 +87,7 @@ def test_models_enums_sets_and_nested_mappings_are_canonical() -> None:
 def test_canonical_json_is_stable_across_hash_seeds() -> None:
     """Set order does not depend on PYTHONHASHSEED: two processes agree on the key."""
     code = (
-        "from msfw_redis._cache_keys import request_key;"
+        "from msfw_redis._cache.keys import request_key;"
         "print(request_key(service='s', method='GET', path='/p',"
         " params={'s': {'alpha', 'beta', 'gamma', 'delta'}}).digest)"
     )

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from msfw_redis import CircuitBreakerConfig, ConfigurationError, ServiceSDKConfig
-from msfw_redis._connection import resolve_url
 from msfw_redis._settings import load_settings
+from msfw_redis._store.connection import resolve_url
 
 if TYPE_CHECKING:
     from pathlib import Path

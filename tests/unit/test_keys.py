@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from msfw_redis._keys import KeySchema, validate_service_name
+from msfw_redis._store.keys import KeySchema, validate_service_name
 
 HOSTILE = [
     "",

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from msfw_redis import CircuitOpenError
-from msfw_redis._retry import (
+from msfw_redis._pipeline.retry import (
     RetryPolicy,
     backoff_delay,
     call_with_retries,

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from msfw_redis._scripts import load_scripts, lua_dir
+from msfw_redis._store.scripts import load_scripts, lua_dir
 
 SCRIPTS = load_scripts()
 

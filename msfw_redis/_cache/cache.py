@@ -1,0 +1,721 @@
+"""The shared response cache: one origin call per key across the fleet.
+
+:class:`ResponseCache` keeps entries in Redis, shared by every replica, and changes
+them only through the ``lua/cache_*.lua`` scripts. The SDK calls it like this::
+
+    cache = ResponseCache(store, bus, secret=b"32 random bytes from config......")
+    key = cache.request_key(service="user-service", method="GET",
+                            path="/users/{user_id}", params={"user_id": 7},
+                            headers=request.headers)            # None: do not cache
+    policy = CachePolicy(ttl=300.0, max_stale=60.0, lease_timeout=35.0)
+    result = await cache.get_or_fetch(key, lambda: call_origin(...),
+                                      codec=TypeAdapterCodec(User), policy=policy)
+    result.value, result.from_cache, result.stale
+
+How one call goes (``get_or_fetch``):
+
+1. **In-process coalescing.** Concurrent calls for one key in one process share one
+   resolution: the first (the leader) resolves inline and the others await its
+   outcome; only the leader talks to Redis. A cancelled leader frees its lease and
+   its followers start over.
+2. **Lookup-or-lease, one round trip** (``cache_lookup``). The script answers FRESH
+   (serve it), STALE (serve it; exactly one caller fleet-wide also gets a *refresh
+   lease*), MISS (this caller got the *fill lease*) or WAIT (another caller holds it).
+3. **Fill, fenced.** The lease holder calls the origin and stores the value with
+   ``cache_fill``, which accepts it only with the current lease token and generation.
+   A holder that will not store (origin failed, response not storable, too large)
+   releases the lease with ``cache_release``.
+4. **Waiting, not spinning.** A WAIT caller blocks on an ``asyncio`` future that the
+   process's one pub/sub connection (:class:`~msfw_redis._events.EventBus`) resolves
+   when the fill script publishes ``<digest> F`` (look again) or ``<digest> S`` (the
+   filler will not store: call the origin yourself). Scripts publish only when someone
+   waits. A waiter also wakes when the lease expires (a crashed filler), looks again
+   and may take the lease over. After ``wait_timeout`` it calls the origin itself.
+   Without a bus, waiters re-check with back-off (20 ms doubling to 0.5 s).
+5. **Stale entries** (within ``max_stale`` after ``ttl``) are served while one refresh
+   runs (in the background with ``stale_while_revalidate``), when the origin call
+   fails (any exception but a 4xx ``ServiceClientError``), including the breaker's
+   ``CircuitOpenError``, and on request through :meth:`ResponseCache.peek`.
+6. **Redis unwell.** Every store error makes the call go straight to the origin, with
+   no error to the caller, one WARNING per outage and one INFO on recovery.
+
+Negative caching: with ``cache_on_error``, a ``ServiceClientError`` that carries an
+HTTP status, or a value for which ``is_error`` is true, is stored for ``error_ttl``
+(never over a usable stale entry). A cached error is raised again as a new
+``ServiceClientError``. Timeouts and ``CircuitOpenError`` are never cached.
+
+Clearing: :meth:`ResponseCache.clear` deletes one entry (and voids a fill in flight);
+``clear_function`` and ``clear_service`` bump a generation counter, O(1), never a scan.
+Clear operations raise :class:`~msfw_redis.StoreError` when Redis is unavailable: an
+invalidation that did not happen must not look like one that did.
+
+Values handed to concurrent callers of one key in one process are decoded afresh for
+each caller when the value was stored, so callers may mutate what they get.
+
+The parts: keys in ``_cache_keys`` (sans-I/O), envelopes and codecs in
+``_cache_entry``, policy/result/metrics types in ``_cache_policy``, the Redis key
+schema and script calls in ``_cache_store``, waiting in ``_cache_wakeups``. Everything
+the SDK needs is importable from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from msfw_redis._cache.entry import (
+    CacheCodec,
+    CacheEntry,
+    DataBody,
+    EntryTooLargeError,
+    ErrorBody,
+    HttpResponseCodec,
+    ResponseBody,
+    TypeAdapterCodec,
+    decode_envelope,
+    encode_envelope,
+)
+from msfw_redis._cache.flights import Flights
+from msfw_redis._cache.keys import (
+    DEFAULT_CREDENTIAL_HEADERS,
+    CacheKey,
+    credential_fingerprint,
+    custom_key,
+    function_field,
+    request_key,
+)
+from msfw_redis._cache.policy import (
+    DEFAULT_ERROR_TTL,
+    DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+    CacheOutcome,
+    CachePolicy,
+    CacheResult,
+    CacheStats,
+    StaleReason,
+    is_negative_cacheable,
+    stale_reason_for,
+)
+from msfw_redis._cache.store import (
+    LOOKUP_MALFORMED,
+    LOOKUP_TAKEOVER,
+    CacheStore,
+    Lookup,
+    seconds_to_ms,
+)
+from msfw_redis._cache.wakeups import (
+    POLL_INITIAL,
+    POLL_MAX,
+    WAKE_DEADLINE,
+    WAKE_SKIP,
+    FillWakeups,
+)
+from msfw_redis._exceptions import (
+    ServiceClientError,
+    StoreError,
+)
+from msfw_redis._shutdown import logged
+from msfw_redis._store.keys import validate_service_name
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+
+    from msfw_redis._cache.keys import Params
+    from msfw_redis._store.events import EventBus
+    from msfw_redis._store.store import Store
+
+# The names the SDK needs, importable from this one module.
+__all__ = [
+    "DEFAULT_ERROR_TTL",
+    "DEFAULT_LEASE_TIMEOUT",
+    "DEFAULT_WAIT_TIMEOUT",
+    "CacheCodec",
+    "CacheKey",
+    "CacheOutcome",
+    "CachePolicy",
+    "CacheResult",
+    "CacheStats",
+    "HttpResponseCodec",
+    "ResponseCache",
+    "StaleReason",
+    "TypeAdapterCodec",
+]
+
+logger = logging.getLogger("msfw_redis.cache")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """A usable entry, decoded: a value, or a negative entry's error."""
+
+    value: Any
+    body: DataBody | ResponseBody | ErrorBody
+    stored_at_ms: int
+    fresh: bool
+    age: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What a resolution produced, for its caller and for coalesced followers."""
+
+    kind: CacheOutcome
+    result: CacheResult[Any] | None = None
+    error: BaseException | None = None
+    body: DataBody | ResponseBody | ErrorBody | None = None
+
+
+class ResponseCache:
+    """The shared response cache (see the module docstring for the protocol).
+
+    Args:
+        store: the started state store.
+        bus: the process's event bus, which wakes waiters; ``None`` falls back to
+            re-checking with back-off.
+        secret: HMAC secret (>= 16 bytes) for credential fingerprints; without it,
+            requests carrying Authorization or Cookie are not cached.
+        credential_headers: request headers treated as credentials.
+        now_ms: test hook; integer server-time ms passed to the scripts instead of
+            their reading ``TIME``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus | None = None,
+        *,
+        secret: bytes | None = None,
+        credential_headers: Iterable[str] = DEFAULT_CREDENTIAL_HEADERS,
+        now_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self._redis = CacheStore(store, now_ms)
+        self._secret = secret
+        self._credential_headers = tuple(h.lower() for h in credential_headers)
+        self.stats = CacheStats()
+        self._flights: Flights[_Outcome] = Flights()
+        self._wakeups = FillWakeups(bus, self._redis.channel)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._degraded = False
+        # Validates the secret now, not on the first request that carries a credential.
+        credential_fingerprint(None, secret)
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def request_key(
+        self,
+        *,
+        service: str,
+        method: str,
+        path: str,
+        params: Params | None = None,
+        vary: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        vary_headers: Iterable[str] = (),
+        function: str | None = None,
+    ) -> CacheKey | None:
+        """A request's key with this cache's secret; ``None`` means do not cache it.
+
+        See :func:`msfw_redis._cache_keys.request_key` for the arguments.
+        """
+        return request_key(
+            service=service,
+            method=method,
+            path=path,
+            params=params,
+            vary=vary,
+            headers=headers,
+            vary_headers=vary_headers,
+            secret=self._secret,
+            function=function,
+            credential_headers=self._credential_headers,
+        )
+
+    @staticmethod
+    def custom_key(*, service: str, key: str, function: str) -> CacheKey:
+        """The key for a ``key_func`` string (see :func:`msfw_redis._cache_keys.custom_key`)."""
+        return custom_key(service=service, key=key, function=function)
+
+    def entry_key(self, key: CacheKey) -> str:
+        """The Redis key of ``key``'s entry hash (for tests and operators)."""
+        return self._redis.entry_key(key)
+
+    def generation_key(self, service: str) -> str:
+        """The Redis key of ``service``'s generation hash."""
+        return self._redis.generation_key(service)
+
+    # -- the call path ------------------------------------------------------------------
+
+    async def get_or_fetch(
+        self,
+        key: CacheKey,
+        fetch: Callable[[], Awaitable[T]],
+        *,
+        codec: CacheCodec[T],
+        policy: CachePolicy,
+        force_refresh: bool = False,
+        is_error: Callable[[T], bool] | None = None,
+    ) -> CacheResult[T]:
+        """The value for ``key``: from the cache, from another caller's fill, or ``fetch()``.
+
+        Args:
+            key: the entry's key (from :meth:`request_key` or :meth:`custom_key`).
+            fetch: calls the origin; called at most once by this call.
+            codec: turns values into entry bodies and back.
+            policy: ttl, stale window, lease and wait bounds, size limit, errors.
+            force_refresh: skip the entry, call the origin and store the answer; a
+                usable entry is still served if the origin fails.
+            is_error: marks values that are errors (stored only under
+                ``cache_on_error``, for ``error_ttl``; a stale entry is preferred).
+
+        Exceptions from ``fetch`` propagate unless a stale entry stands in for them.
+        A cached negative entry raises a new ``ServiceClientError``. Store errors never
+        propagate: the call goes to the origin.
+        """
+        if force_refresh:
+            outcome = await self._resolve(key, fetch, codec, policy, is_error, force=True)
+            return self._deliver(outcome, False, codec)
+        outcome, follower = await self._flights.run(
+            (key.service, key.digest),
+            lambda: self._resolve(key, fetch, codec, policy, is_error),
+        )
+        return self._deliver(outcome, follower, codec)
+
+    def _deliver(self, outcome: _Outcome, follower: bool, codec: CacheCodec[T]) -> CacheResult[T]:
+        """Count the call and hand back its result (or raise its error)."""
+        kind = outcome.kind
+        if follower and kind in (CacheOutcome.MISS, CacheOutcome.BYPASS):
+            kind = CacheOutcome.COALESCED
+        self._count(kind)
+        body = outcome.body
+        if isinstance(body, ErrorBody) and outcome.error is None:
+            raise body.to_error()
+        if outcome.error is not None:
+            raise outcome.error
+        result = outcome.result
+        if result is None:  # pragma: no cover - every outcome without error has a result
+            raise RuntimeError("cache resolution produced neither a result nor an error")
+        if not follower:
+            return result
+        value = result.value
+        if isinstance(body, (DataBody, ResponseBody)):
+            # A follower gets its own copy, so one caller's mutation is not another's.
+            try:
+                value = codec.decode(body)
+            except Exception as exc:  # the leader decoded it; fall back to its value
+                logger.debug("re-decoding a coalesced value failed: %r", exc)
+        return CacheResult(
+            value=value,
+            outcome=kind,
+            stale_reason=result.stale_reason,
+            error=result.error,
+            age=result.age,
+        )
+
+    def _count(self, kind: CacheOutcome) -> None:
+        stats = self.stats
+        if kind is CacheOutcome.HIT:
+            stats.hits += 1
+        elif kind is CacheOutcome.STALE:
+            stats.stale_served += 1
+        elif kind is CacheOutcome.MISS:
+            stats.misses += 1
+        elif kind is CacheOutcome.COALESCED:
+            stats.coalesced_waiters += 1
+        else:
+            stats.bypasses += 1
+
+    async def _resolve(
+        self,
+        key: CacheKey,
+        fetch: Callable[[], Awaitable[Any]],
+        codec: CacheCodec[Any],
+        policy: CachePolicy,
+        is_error: Callable[[Any], bool] | None,
+        *,
+        force: bool = False,
+    ) -> _Outcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + policy.wait_timeout
+        waited = False
+        retried_corrupt = False
+        poll = POLL_INITIAL
+        waiter: asyncio.Future[str] | None = None
+        try:
+            while True:
+                if not force:
+                    # Armed before the lookup: a wake-up may arrive before its reply.
+                    waiter = self._wakeups.arm(key.service, key.digest)
+                try:
+                    lookup = await self._lookup(key, "force" if force else "get", policy)
+                except StoreError as exc:
+                    self._store_failed(exc)
+                    return await self._origin_only(fetch, CacheOutcome.BYPASS)
+                served = await self._decode_or_drop(key, lookup, codec)
+                if lookup.value and served is None and not lookup.token:
+                    # It did not decode and was dropped: look once more, then give up.
+                    if retried_corrupt:
+                        return await self._origin_only(fetch, CacheOutcome.MISS)
+                    retried_corrupt = True
+                    continue
+                if lookup.token:
+                    if (
+                        served is not None
+                        and not served.fresh
+                        and not force
+                        and policy.stale_while_revalidate
+                        and not isinstance(served.body, ErrorBody)
+                    ):
+                        self._spawn_refresh(
+                            key, fetch, codec, policy, is_error, lookup.token, served
+                        )
+                        return self._stale(served, StaleReason.REVALIDATING, None)
+                    return await self._fetch_and_fill(
+                        key, fetch, codec, policy, is_error, lookup.token, served
+                    )
+                if served is not None:
+                    if waited:
+                        return self._served(served, CacheOutcome.COALESCED)
+                    if served.fresh:
+                        return self._served(served, CacheOutcome.HIT)
+                    return self._stale(served, StaleReason.REVALIDATING, None)
+                if lookup.state != "WAIT" or waiter is None:
+                    # 'get' never answers MISS without a lease; be safe all the same.
+                    return await self._origin_only(fetch, CacheOutcome.MISS)
+                waited = True
+                wake = await self._wakeups.wait(
+                    key.service,
+                    waiter,
+                    lease_left=lookup.wait_ms / 1000.0,
+                    deadline=deadline,
+                    poll=poll,
+                )
+                poll = min(poll * 2.0, POLL_MAX)
+                if wake == WAKE_SKIP:
+                    return await self._origin_only(fetch, CacheOutcome.MISS)
+                if wake == WAKE_DEADLINE:
+                    self.stats.wait_timeouts += 1
+                    logger.debug("gave up waiting for the fill of %s", key.label)
+                    return await self._origin_only(fetch, CacheOutcome.MISS)
+        finally:
+            self._wakeups.disarm(key.service, key.digest, waiter)
+
+    async def _lookup(self, key: CacheKey, mode: str, policy: CachePolicy | None) -> Lookup:
+        token = secrets.token_hex(8) if mode != "peek" else ""
+        lease_ms = seconds_to_ms(policy.lease_timeout) if policy is not None else 1
+        lookup = await self._redis.lookup(key, mode, token, lease_ms=lease_ms)
+        self._store_ok()
+        if lookup.flags & LOOKUP_TAKEOVER:
+            self.stats.lease_expiries += 1
+            logger.info("took over an expired fill lease for %s", key.label)
+        if lookup.flags & LOOKUP_MALFORMED:
+            self.stats.corrupt_entries += 1
+            logger.warning("deleted a malformed cache entry for %s", key.label)
+        return lookup
+
+    async def _decode_or_drop(
+        self, key: CacheKey, lookup: Lookup, codec: CacheCodec[Any]
+    ) -> _Served | None:
+        """The usable entry decoded, or None after deleting one that does not decode."""
+        if not lookup.value:
+            return None
+        try:
+            body = decode_envelope(lookup.value)
+            value = None if isinstance(body, ErrorBody) else codec.decode(body)
+        except Exception as exc:  # garbage bytes, another schema, a changed model
+            self.stats.corrupt_entries += 1
+            logger.warning("cache entry for %s does not decode (%s); deleting it", key.label, exc)
+            try:
+                await self._redis.drop(key, lookup.stored_at_ms)
+            except StoreError as store_exc:
+                self._store_failed(store_exc)
+            return None
+        entry = CacheEntry(body, lookup.stored_at_ms, lookup.fresh_until_ms, lookup.stale_until_ms)
+        return _Served(
+            value=value,
+            body=body,
+            stored_at_ms=entry.stored_at_ms,
+            fresh=entry.is_fresh(lookup.now_ms),
+            age=entry.age(lookup.now_ms),
+        )
+
+    def _served(self, served: _Served, kind: CacheOutcome) -> _Outcome:
+        if isinstance(served.body, ErrorBody):
+            return _Outcome(kind, body=served.body)
+        result: CacheResult[Any] = CacheResult(value=served.value, outcome=kind, age=served.age)
+        return _Outcome(kind, result=result, body=served.body)
+
+    def _stale(self, served: _Served, reason: StaleReason, error: BaseException | None) -> _Outcome:
+        result: CacheResult[Any] = CacheResult(
+            value=served.value,
+            outcome=CacheOutcome.STALE,
+            stale_reason=reason,
+            error=error,
+            age=served.age,
+        )
+        return _Outcome(CacheOutcome.STALE, result=result, body=served.body)
+
+    async def _origin_only(
+        self, fetch: Callable[[], Awaitable[Any]], kind: CacheOutcome
+    ) -> _Outcome:
+        """Call the origin without touching the cache."""
+        self.stats.origin_calls += 1
+        try:
+            value = await fetch()
+        except Exception as exc:
+            self.stats.origin_errors += 1
+            return _Outcome(kind, error=exc)
+        return _Outcome(kind, result=CacheResult(value=value, outcome=kind))
+
+    async def _fetch_and_fill(
+        self,
+        key: CacheKey,
+        fetch: Callable[[], Awaitable[Any]],
+        codec: CacheCodec[Any],
+        policy: CachePolicy,
+        is_error: Callable[[Any], bool] | None,
+        token: str,
+        served: _Served | None,
+    ) -> _Outcome:
+        """Call the origin under a lease, then fill or release the lease."""
+        usable = served if served is not None and not isinstance(served.body, ErrorBody) else None
+        self.stats.origin_calls += 1
+        try:
+            value = await fetch()
+        except asyncio.CancelledError:
+            # The caller gave up: free the lease now so others need not wait it out.
+            self._spawn(self._release(key, token))
+            raise
+        except Exception as exc:
+            self.stats.origin_errors += 1
+            reason = stale_reason_for(exc)
+            if usable is not None and reason is not None:
+                await self._release(key, token)
+                return self._stale(usable, reason, exc)
+            if (
+                policy.cache_on_error
+                and isinstance(exc, ServiceClientError)
+                and is_negative_cacheable(exc)
+            ):
+                error_body = ErrorBody.from_error(exc)
+                if await self._fill(key, token, error_body, policy.error_ttl, 0.0, policy):
+                    self.stats.errors_cached += 1
+                return _Outcome(CacheOutcome.MISS, error=exc)
+            await self._release(key, token)
+            return _Outcome(CacheOutcome.MISS, error=exc)
+        try:
+            failed = is_error is not None and is_error(value)
+            if failed:
+                self.stats.origin_errors += 1
+                if usable is not None:
+                    await self._release(key, token)
+                    return self._stale(usable, StaleReason.ORIGIN_ERROR, None)
+            stored = False
+            body: DataBody | ResponseBody | None = None
+            if not failed or policy.cache_on_error:
+                body = self._encode(key, codec, value)
+            if body is None:
+                await self._release(key, token)
+            elif failed:
+                stored = await self._fill(key, token, body, policy.error_ttl, 0.0, policy)
+                self.stats.errors_cached += int(stored)
+            else:
+                stored = await self._fill(key, token, body, policy.ttl, policy.max_stale, policy)
+        except BaseException:
+            await self._release(key, token)
+            raise
+        result = CacheResult(value=value, outcome=CacheOutcome.MISS, stored=stored)
+        return _Outcome(CacheOutcome.MISS, result=result, body=body)
+
+    def _encode(
+        self, key: CacheKey, codec: CacheCodec[Any], value: Any
+    ) -> DataBody | ResponseBody | None:
+        try:
+            body = codec.encode(value)
+        except Exception as exc:  # a codec bug must not fail the call it caches
+            self.stats.encode_failures += 1
+            logger.warning("cannot encode the value for %s, not caching it: %r", key.label, exc)
+            return None
+        if body is None:
+            self.stats.uncacheable_skips += 1
+        return body
+
+    async def _fill(
+        self,
+        key: CacheKey,
+        token: str,
+        body: DataBody | ResponseBody | ErrorBody,
+        ttl: float,
+        max_stale: float,
+        policy: CachePolicy,
+    ) -> bool:
+        """Store ``body`` under the lease ``token``; False (lease released) if not stored."""
+        try:
+            blob = encode_envelope(body, max_bytes=policy.max_entry_bytes)
+        except EntryTooLargeError as exc:
+            self.stats.oversize_skips += 1
+            logger.debug("not caching %s: %s", key.label, exc)
+            await self._release(key, token)
+            return False
+        except (TypeError, ValueError) as exc:
+            self.stats.encode_failures += 1
+            logger.warning("cannot pack the value for %s, not caching it: %r", key.label, exc)
+            await self._release(key, token)
+            return False
+        try:
+            result = await self._redis.fill(
+                key,
+                token,
+                blob,
+                fresh_ms=seconds_to_ms(ttl),
+                stale_ms=max(0, round(max_stale * 1000.0)),
+            )
+        except StoreError as exc:
+            self._store_failed(exc)
+            return False
+        self._store_ok()
+        if result == 1:
+            self.stats.fills += 1
+            return True
+        self.stats.fill_rejections += 1
+        logger.debug("fill of %s refused (lease lost or generation changed)", key.label)
+        return False
+
+    async def _release(self, key: CacheKey, token: str) -> None:
+        try:
+            await self._redis.release(key, token)
+        except StoreError as exc:
+            # The lease then lapses on its own after lease_timeout.
+            self._store_failed(exc)
+
+    def _spawn_refresh(
+        self,
+        key: CacheKey,
+        fetch: Callable[[], Awaitable[Any]],
+        codec: CacheCodec[Any],
+        policy: CachePolicy,
+        is_error: Callable[[Any], bool] | None,
+        token: str,
+        served: _Served,
+    ) -> None:
+        self.stats.refreshes += 1
+        self._spawn(self._refresh(key, fetch, codec, policy, is_error, token, served))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(
+        self,
+        key: CacheKey,
+        fetch: Callable[[], Awaitable[Any]],
+        codec: CacheCodec[Any],
+        policy: CachePolicy,
+        is_error: Callable[[Any], bool] | None,
+        token: str,
+        served: _Served,
+    ) -> None:
+        try:
+            outcome = await self._fetch_and_fill(key, fetch, codec, policy, is_error, token, served)
+        except Exception as exc:
+            self.stats.refresh_failures += 1
+            logger.warning("background refresh of %s crashed: %r", key.label, exc)
+            return
+        if outcome.kind is not CacheOutcome.MISS or outcome.error is not None:
+            self.stats.refresh_failures += 1
+            error = outcome.error or (outcome.result.error if outcome.result else None)
+            logger.info("background refresh of %s failed: %r", key.label, error)
+
+    async def prepare(self, service: str) -> None:
+        """Subscribe to ``service``'s cache wake-ups now rather than at the first wait."""
+        validate_service_name(service)
+        await self._wakeups.subscribe(service)
+
+    # -- breaker-open fallback, clearing, lifecycle --------------------------------------
+
+    async def peek(
+        self,
+        key: CacheKey,
+        *,
+        codec: CacheCodec[T],
+        reason: StaleReason = StaleReason.BREAKER_OPEN,
+    ) -> CacheResult[T] | None:
+        """A usable entry (fresh or stale) without leasing or waiting, else ``None``.
+
+        For when the SDK knows the origin cannot be called (its breaker is OPEN): a
+        stale result carries ``reason``. Negative entries, decode failures and store
+        errors give ``None``.
+        """
+        try:
+            lookup = await self._lookup(key, "peek", None)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return None
+        served = await self._decode_or_drop(key, lookup, codec)
+        if served is None or isinstance(served.body, ErrorBody):
+            return None
+        if served.fresh:
+            outcome = self._served(served, CacheOutcome.HIT)
+        else:
+            outcome = self._stale(served, reason, None)
+        return self._deliver(outcome, False, codec)
+
+    async def clear(self, key: CacheKey) -> bool:
+        """Delete one entry and void any fill in flight for it; True if one existed.
+
+        Raises :class:`~msfw_redis.StoreError` when Redis is unavailable.
+        """
+        return await self._redis.clear(key)
+
+    async def clear_function(self, service: str, function: str) -> int:
+        """Invalidate every entry of ``function`` in ``service`` in O(1); the new generation.
+
+        Raises :class:`~msfw_redis.StoreError` when Redis is unavailable.
+        """
+        return await self._redis.invalidate(service, function_field(function))
+
+    async def clear_service(self, service: str) -> int:
+        """Invalidate every entry of ``service`` in O(1); returns the new generation.
+
+        Raises :class:`~msfw_redis.StoreError` when Redis is unavailable.
+        """
+        return await self._redis.invalidate(service, "_")
+
+    async def drain(self) -> None:
+        """Wait until the background refreshes started so far have finished."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def metrics(self) -> dict[str, int]:
+        """The counters of :attr:`stats` by name."""
+        return self.stats.as_dict()
+
+    async def aclose(self) -> None:
+        """Cancel background refreshes and subscriptions (their leases then lapse)."""
+        pending = list(self._tasks)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError), logged("cache task"):
+                await task
+        self._tasks.clear()
+        await self._wakeups.aclose()
+
+    # -- store health -------------------------------------------------------------------
+
+    def _store_failed(self, exc: StoreError) -> None:
+        self.stats.store_errors += 1
+        if not self._degraded:
+            self._degraded = True
+            logger.warning("response cache bypassed, calls go to the origin: %s", exc)
+
+    def _store_ok(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            logger.info("response cache in use again")

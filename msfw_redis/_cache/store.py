@@ -1,0 +1,195 @@
+"""The cache's Redis operations: one method per ``lua/cache_*.lua`` script.
+
+Key schema (all built by :class:`~msfw_redis._keys.KeySchema`, all carrying the
+service's ``{hash tag}``, so every script call stays in one Cluster slot)::
+
+    <prefix>:v1:{<service>}:cache:e:<digest>   entry hash: v sa fu su g + lease lt lu lg w
+    <prefix>:v1:{<service>}:cache:gen          generation hash: '_' service, f<hash> function
+    <prefix>:v1:{<service>}:cache:events       pub/sub channel for fill wake-ups
+
+Every key gets an expiry: an entry lives until its stale-until (a lease hash twice its
+lease), and the generation hash at least as long as any entry (and a week after a
+bump), so nothing outlives its use and a bump can never be undone by an expiry.
+
+Methods raise :class:`~msfw_redis.StoreError` subclasses; the cache decides what a
+failure means. Times passed to the scripts are integer ms (``0`` = the server's
+``TIME``; a ``now_ms`` callable may pin it in tests).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from msfw_redis._exceptions import StoreError
+from msfw_redis._store.store import reply_int, reply_list
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from msfw_redis._cache.keys import CacheKey
+    from msfw_redis._store.store import Store
+
+__all__ = [
+    "GENERATION_KEEP_MS",
+    "LOOKUP_MALFORMED",
+    "LOOKUP_TAKEOVER",
+    "CacheStore",
+    "Lookup",
+    "seconds_to_ms",
+]
+
+#: How long a bumped generation hash is kept at least (ms): far above any lease.
+GENERATION_KEEP_MS = 7 * 24 * 3600 * 1000
+#: cache_lookup flags: an expired lease was taken over; a malformed entry was deleted.
+LOOKUP_TAKEOVER = 1
+LOOKUP_MALFORMED = 2
+
+
+def seconds_to_ms(seconds: float) -> int:
+    """Seconds as whole milliseconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds * 1000.0))
+
+
+def _text(raw: object) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A cache_lookup reply (see the script header). ``value`` is ``b""`` unless
+    ``state`` is FRESH or STALE; ``token`` is ``""`` unless a lease was granted."""
+
+    state: str
+    token: str
+    value: bytes
+    stored_at_ms: int
+    fresh_until_ms: int
+    stale_until_ms: int
+    wait_ms: int
+    flags: int
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    entry_prefix: str
+    generations: str
+    channel: str
+
+
+class CacheStore:
+    """Runs the cache scripts for a :class:`~msfw_redis._store.Store`."""
+
+    def __init__(self, store: Store, now_ms: Callable[[], int] | None = None) -> None:
+        self._store = store
+        self._now_ms = now_ms
+        self._names: dict[str, _Names] = {}
+
+    def _for(self, service: str) -> _Names:
+        names = self._names.get(service)
+        if names is None:
+            keys = self._store.keys
+            names = _Names(
+                entry_prefix=keys.key(service, "cache", "e", ""),
+                generations=keys.key(service, "cache", "gen"),
+                channel=keys.channel(service, "cache"),
+            )
+            self._names[service] = names
+        return names
+
+    def entry_key(self, key: CacheKey) -> str:
+        """The Redis key of ``key``'s entry hash."""
+        return self._for(key.service).entry_prefix + key.digest
+
+    def generation_key(self, service: str) -> str:
+        """The Redis key of ``service``'s generation hash."""
+        return self._for(service).generations
+
+    def channel(self, service: str) -> str:
+        """The pub/sub channel on which ``service``'s fills wake waiters."""
+        return self._for(service).channel
+
+    def _now(self) -> int:
+        return self._now_ms() if self._now_ms is not None else 0
+
+    async def lookup(self, key: CacheKey, mode: str, token: str, *, lease_ms: int) -> Lookup:
+        """Serve or lease (``mode`` 'get', 'peek' or 'force'), one round trip."""
+        names = self._for(key.service)
+        reply = reply_list(
+            await self._store.run(
+                "cache_lookup",
+                [names.entry_prefix + key.digest, names.generations],
+                [mode, token, lease_ms, key.function_field, self._now()],
+            )
+        )
+        if len(reply) != 9:
+            raise StoreError(f"cache_lookup replied {len(reply)} items, expected 9")
+        raw_value = reply[2]
+        return Lookup(
+            state=_text(reply[0]),
+            token=_text(reply[1]),
+            value=raw_value if isinstance(raw_value, bytes) else _text(raw_value).encode(),
+            stored_at_ms=reply_int(reply[3]),
+            fresh_until_ms=reply_int(reply[4]),
+            stale_until_ms=reply_int(reply[5]),
+            wait_ms=reply_int(reply[6]),
+            flags=reply_int(reply[7]),
+            now_ms=reply_int(reply[8]),
+        )
+
+    async def fill(
+        self, key: CacheKey, token: str, blob: bytes, *, fresh_ms: int, stale_ms: int
+    ) -> int:
+        """Store ``blob`` under lease ``token``: 1 stored, 0 lease lost, -1 generation changed."""
+        names = self._for(key.service)
+        reply = reply_list(
+            await self._store.run(
+                "cache_fill",
+                [names.entry_prefix + key.digest, names.generations],
+                [
+                    token,
+                    blob,
+                    fresh_ms,
+                    stale_ms,
+                    key.function_field,
+                    names.channel,
+                    key.digest,
+                    self._now(),
+                ],
+            )
+        )
+        return reply_int(reply[0])
+
+    async def release(self, key: CacheKey, token: str) -> bool:
+        """Give up lease ``token`` and tell its waiters to call the origin."""
+        names = self._for(key.service)
+        reply = reply_list(
+            await self._store.run(
+                "cache_release",
+                [names.entry_prefix + key.digest],
+                [token, names.channel, key.digest],
+            )
+        )
+        return reply_int(reply[0]) == 1
+
+    async def drop(self, key: CacheKey, stored_at_ms: int) -> bool:
+        """Delete the entry stored at ``stored_at_ms`` if it is still the current one."""
+        reply = await self._store.run("cache_drop", [self.entry_key(key)], [stored_at_ms])
+        return reply_int(reply) == 1
+
+    async def clear(self, key: CacheKey) -> bool:
+        """Delete one entry and its lease; True if something was deleted."""
+        names = self._for(key.service)
+        reply = await self._store.run(
+            "cache_clear", [names.entry_prefix + key.digest], [names.channel, key.digest]
+        )
+        return reply_int(reply) > 0
+
+    async def invalidate(self, service: str, field_name: str) -> int:
+        """Bump generation ``field_name`` ('_' = whole service); the new generation."""
+        reply = await self._store.run(
+            "cache_invalidate", [self.generation_key(service)], [field_name, GENERATION_KEEP_MS]
+        )
+        return reply_int(reply)

@@ -1,0 +1,1 @@
+"""The msfw-redis command and its demo fleet."""

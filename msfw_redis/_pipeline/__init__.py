@@ -1,0 +1,1 @@
+"""The steps of one call: request building, retry decisions, the attempt loop, batches."""

@@ -1,0 +1,155 @@
+"""The per-process discovery cache, keyed by each service's registry revision.
+
+Every registry script that changes what discovery shows (membership, suspect marks,
+instance health) bumps the service's revision and PUBLISHes ``<service>\\n<revision>``.
+A cached result is used without a round trip while both hold:
+
+* no event has announced a revision newer than the cached one, and
+* it was fetched or revalidated less than ``max_staleness`` seconds ago: the safety
+  net for events lost in a reconnect (the bus's resync also expires every entry).
+
+Otherwise one ``registry_list`` call revalidates it; when the revision has not moved,
+the reply carries the revision only. Concurrent lookups of one service share that call.
+When Redis is unreachable the last known result is served and counted as stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from msfw_redis._exceptions import StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from msfw_redis._registry.instance import ServiceInstance
+    from msfw_redis._registry.registry import RegistryStats
+    from msfw_redis._registry.scripts import ListResult
+
+__all__ = ["DiscoveryCache"]
+
+logger = logging.getLogger("msfw_redis.registry")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    revision: int
+    instances: tuple[ServiceInstance, ...]
+    fetched_at: float
+
+
+class DiscoveryCache:
+    """Cached instance lists per service.
+
+    Args:
+        fetch: ``fetch(service, known_revision)`` runs ``registry_list``.
+        max_staleness: seconds an entry is trusted without asking Redis.
+        stats: counters updated here (``cache_hits``, ``list_unchanged``,
+            ``stale_serves``).
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[str, int], Awaitable[ListResult]],
+        *,
+        max_staleness: float,
+        stats: RegistryStats,
+    ) -> None:
+        self._fetch = fetch
+        self.max_staleness = max_staleness
+        self._stats = stats
+        self._entries: dict[str, _Entry] = {}
+        self._latest: dict[str, int] = {}
+        self._inflight: dict[str, asyncio.Task[_Entry]] = {}
+        self._stale: set[str] = set()
+
+    def saw_revision(self, service: str, revision: int) -> None:
+        """Note that ``service`` has reached ``revision`` (older entries become invalid)."""
+        if revision > self._latest.get(service, -1):
+            self._latest[service] = revision
+
+    def is_stale(self, service: str) -> bool:
+        """True while ``service`` is answered from cache because Redis is unreachable."""
+        return service in self._stale
+
+    def on_event(self, payload: bytes) -> None:
+        """Handler for the registry channel: ``<service>\\n<revision>``."""
+        try:
+            service, raw = payload.decode().split("\n", 1)
+            revision = int(raw)
+        except ValueError:
+            logger.warning("ignoring malformed registry event %r", payload[:100])
+            return
+        self.saw_revision(service, revision)
+
+    def resync(self) -> None:
+        """Expire every entry: events may have been lost while the subscriber was away."""
+        for service, entry in list(self._entries.items()):
+            self._entries[service] = dataclasses.replace(entry, fetched_at=float("-inf"))
+
+    def _valid(self, service: str, entry: _Entry) -> bool:
+        if entry.revision < self._latest.get(service, -1):
+            return False
+        return time.monotonic() - entry.fetched_at < self.max_staleness
+
+    async def get(self, service: str, *, fresh: bool = False) -> tuple[ServiceInstance, ...]:
+        """The instances of ``service``: cached when valid, else fetched.
+
+        ``fresh`` always reads the full list from Redis (so ``last_heartbeat`` is current).
+
+        Raises the ``StoreError`` when Redis fails and nothing is cached.
+        """
+        entry = self._entries.get(service)
+        if entry is not None and not fresh and self._valid(service, entry):
+            self._stats.cache_hits += 1
+            return entry.instances
+        task = None if fresh else self._inflight.get(service)
+        if task is None:
+            task = asyncio.create_task(self._refresh(service, full=fresh))
+            self._inflight[service] = task
+            task.add_done_callback(functools.partial(self._refresh_done, service))
+        try:
+            return (await asyncio.shield(task)).instances
+        except StoreError as exc:
+            cached = self._entries.get(service)
+            if cached is None:
+                raise
+            self._stats.stale_serves += 1
+            if service not in self._stale:
+                self._stale.add(service)
+                logger.warning(
+                    "registry unavailable; serving the last known %d instance(s) of %s "
+                    "(stale, fetched %.1fs ago): %s",
+                    len(cached.instances), service, time.monotonic() - cached.fetched_at, exc,
+                )  # fmt: skip
+            return cached.instances
+
+    def _refresh_done(self, service: str, task: asyncio.Task[_Entry]) -> None:
+        if self._inflight.get(service) is task:
+            del self._inflight[service]
+        if not task.cancelled():
+            # Retrieve the outcome so that an error whose callers were all cancelled is
+            # not reported as "never retrieved"; awaiting callers handled it already.
+            task.exception()
+
+    async def _refresh(self, service: str, *, full: bool) -> _Entry:
+        entry = self._entries.get(service)
+        known = entry.revision if entry is not None and not full else -1
+        result = await self._fetch(service, known)
+        self.saw_revision(service, result.revision)
+        if result.instances is not None or entry is None:
+            entry = _Entry(result.revision, result.instances or (), time.monotonic())
+        else:
+            self._stats.list_unchanged += 1
+            entry = dataclasses.replace(entry, fetched_at=time.monotonic())
+        self._entries[service] = entry
+        if service in self._stale:
+            self._stale.discard(service)
+            logger.info("registry reachable again; discovery of %s is fresh", service)
+        return entry

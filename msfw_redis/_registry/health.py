@@ -1,0 +1,601 @@
+"""Fleet-wide health monitoring: one prober per service per interval, events everywhere.
+
+Each enrolled service gets a loop in every replica. Each interval, the replicas race for
+the service's probe round with ``health_acquire`` (Lua): exactly one wins it. The winner
+reads the registry, probes every instance (``GET <url><health_check_path>``, a pass
+being a status below 400; a TCP connect when the instance has no path) and reports
+the results with ``health_report``, fenced by the round's token and its short lease.
+
+``health_report`` runs a hysteresis state machine per instance, kept in Redis::
+
+    healthy --failure_threshold consecutive failures--> unhealthy
+    unhealthy --a success--> recovering --success_threshold successes in all--> healthy
+    recovering --a failure--> unhealthy
+
+A service is healthy while at least one registered instance is. The first report sets
+a baseline quietly; after that every flip bumps a sequence number and is PUBLISHed once.
+Every replica subscribes, so ``on_change`` callbacks fire in every replica, once per
+change: replicas drop events whose sequence number they have already seen, and after a
+reconnect they re-read the state and fire for a flip they missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from msfw_redis._callbacks import call_logged
+from msfw_redis._exceptions import ConfigurationError, StoreError
+from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.store import reply_int, reply_list, reply_str
+
+if TYPE_CHECKING:
+    from msfw_redis._registry.instance import ServiceInstance
+    from msfw_redis._registry.registry import ServiceRegistry
+    from msfw_redis._store.events import EventBus
+    from msfw_redis._store.store import Store
+
+__all__ = [
+    "DEFAULT_HEALTH_FAILURE_THRESHOLD",
+    "DEFAULT_HEALTH_INTERVAL",
+    "DEFAULT_HEALTH_TIMEOUT",
+    "DEFAULT_SUCCESS_THRESHOLD",
+    "HealthCallback",
+    "HealthCheckSettings",
+    "HealthMonitor",
+    "HealthStats",
+    "ProbeRound",
+    "ServiceHealth",
+]
+
+logger = logging.getLogger("msfw_redis.health")
+
+DEFAULT_HEALTH_INTERVAL = 30.0
+DEFAULT_HEALTH_TIMEOUT = 5.0
+DEFAULT_HEALTH_FAILURE_THRESHOLD = 3
+DEFAULT_SUCCESS_THRESHOLD = 2
+#: Time a round's report may take beyond the probe timeout: the registry read and the
+#: report itself (s). The lease is min(interval, timeout + this).
+_REPORT_MARGIN = 1.0
+#: At most this many probes of one round run at once.
+_PROBE_CONCURRENCY = 32
+
+#: ``async def callback(service_name, is_healthy)`` (a plain function works too).
+HealthCallback = Callable[[str, bool], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckSettings:
+    """How one service is monitored.
+
+    Attributes:
+        interval: seconds between probe rounds, fleet-wide. Default 30.
+        timeout: seconds one probe may take. Default 5.
+        failure_threshold: consecutive failed probes that make an instance unhealthy.
+            Default 3.
+        success_threshold: consecutive passed probes that make it healthy again.
+            Default 2.
+    """
+
+    interval: float = DEFAULT_HEALTH_INTERVAL
+    timeout: float = DEFAULT_HEALTH_TIMEOUT
+    failure_threshold: int = DEFAULT_HEALTH_FAILURE_THRESHOLD
+    success_threshold: int = DEFAULT_SUCCESS_THRESHOLD
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "timeout"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigurationError(
+                    f"invalid health check {name} {value!r}: must be > 0 seconds", field=name
+                )
+        for name in ("failure_threshold", "success_threshold"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ConfigurationError(
+                    f"invalid health check {name} {value!r}: must be an integer >= 1",
+                    field=name,
+                )
+
+    @property
+    def lease(self) -> float:
+        """Seconds within which a round's report is accepted: min(interval, timeout + 1)."""
+        return min(self.interval, self.timeout + _REPORT_MARGIN)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceHealth:
+    """A service's health as stored in Redis (times are server ms)."""
+
+    service: str
+    healthy: bool
+    seq: int
+    changed_ms: int
+    probed_ms: int
+    members: int
+    healthy_members: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRound:
+    """One probe round this replica ran (``number`` counts the service's rounds).
+
+    ``code`` is 1 when the report was applied, -1 when another round had taken over,
+    -2 when the lease ran out first. ``transitions`` holds ``(instance_id, from, to)``.
+    """
+
+    service: str
+    number: int
+    code: int
+    healthy: bool
+    changed: bool
+    seq: int
+    results: tuple[tuple[str, bool], ...]
+    transitions: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(slots=True)
+class HealthStats:
+    """Counters for metrics."""
+
+    rounds_won: int = 0
+    rounds_skipped: int = 0
+    probes: int = 0
+    probe_failures: int = 0
+    reports_rejected: int = 0
+    changes_seen: int = 0
+    callbacks_fired: int = 0
+    callback_errors: int = 0
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+class HealthMonitor:
+    """Probes enrolled services (one replica per round) and reports health changes.
+
+    Args:
+        store: a started store.
+        registry: the registry whose instances are probed.
+        bus: the event bus; without one, only this replica's own rounds fire callbacks.
+        interval, timeout, failure_threshold, success_threshold: defaults for services
+            enrolled without their own (see :class:`HealthCheckSettings`).
+        http_client: the ``httpx.AsyncClient`` for probes; by default one is created
+            (``trust_env=False``: probes go straight to the instance, not via a proxy)
+            and closed by :meth:`aclose`.
+        monitor_registered: also enrol, with the defaults, every service in the
+            registry's global index (re-read each ``interval``). Default off: only
+            services enrolled with :meth:`enroll` are monitored.
+        now_ms: for tests: the server time (ms) to pass to scripts; default 0, so scripts
+            read Redis ``TIME``.
+        rng: random source for loop jitter.
+
+    Lifecycle: ``enroll(...)`` any time, ``await start()`` once, ``await aclose()``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: ServiceRegistry,
+        bus: EventBus | None = None,
+        *,
+        interval: float = DEFAULT_HEALTH_INTERVAL,
+        timeout: float = DEFAULT_HEALTH_TIMEOUT,
+        failure_threshold: int = DEFAULT_HEALTH_FAILURE_THRESHOLD,
+        success_threshold: int = DEFAULT_SUCCESS_THRESHOLD,
+        http_client: httpx.AsyncClient | None = None,
+        monitor_registered: bool = False,
+        now_ms: Callable[[], int] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.bus = bus
+        self.defaults = HealthCheckSettings(interval, timeout, failure_threshold, success_threshold)
+        self.stats = HealthStats()
+        #: ``(service, round)`` of the latest rounds this replica won, for tests and debugging.
+        self.won_rounds: collections.deque[tuple[str, int]] = collections.deque(maxlen=1024)
+        self.health_channel = store.keys.global_channel("health")
+        self._http = http_client
+        self._owns_http = http_client is None
+        self._monitor_registered = monitor_registered
+        self._now_ms = now_ms
+        self._rng = rng or random.Random()
+        self._enrolled: dict[str, HealthCheckSettings] = {}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._callbacks: list[HealthCallback] = []
+        self._mirror: dict[str, tuple[int, bool]] = {}
+        self._queue: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closing = asyncio.Event()
+        self._started = False
+
+    # -- configuration ----------------------------------------------------------------
+
+    def enroll(
+        self,
+        service_name: str,
+        *,
+        interval: float | None = None,
+        timeout: float | None = None,
+        failure_threshold: int | None = None,
+        success_threshold: int | None = None,
+    ) -> HealthCheckSettings:
+        """Monitor ``service_name``; unset settings take the monitor's defaults.
+
+        Enrolling again replaces the settings (the loop picks them up next round).
+        """
+        service = validate_service_name(service_name)
+        d = self.defaults
+        settings = HealthCheckSettings(
+            d.interval if interval is None else interval,
+            d.timeout if timeout is None else timeout,
+            d.failure_threshold if failure_threshold is None else failure_threshold,
+            d.success_threshold if success_threshold is None else success_threshold,
+        )
+        self._enrolled[service] = settings
+        if self._started and service not in self._loops:
+            self._start_loop(service)
+        return settings
+
+    def unenroll(self, service_name: str) -> None:
+        """Stop monitoring ``service_name`` (its loop ends after the current round)."""
+        self._enrolled.pop(service_name, None)
+
+    def enrolled(self) -> dict[str, HealthCheckSettings]:
+        """The monitored services and their settings."""
+        return dict(self._enrolled)
+
+    def on_change(self, callback: HealthCallback) -> HealthCallback:
+        """Call ``callback(service_name, is_healthy)`` on every change; usable as decorator.
+
+        Callbacks run one at a time, in order, outside the event reader; an exception is
+        logged and does not stop later callbacks.
+        """
+        self._callbacks.append(callback)
+        return callback
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe to health events, read current states and start the loops."""
+        if self._started:
+            return
+        self._started = True
+        if self._http is None:
+            self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self._spawn(self._dispatch(), "msfw-health-callbacks")
+        if self.bus is not None:
+            await self.bus.subscribe(self.health_channel, self._on_event, on_resync=self._resync)
+        await self._read_states(list(self._enrolled))
+        for service in list(self._enrolled):
+            self._start_loop(service)
+        if self._monitor_registered:
+            self._spawn(self._follow_registry(), "msfw-health-registry")
+
+    async def aclose(self) -> None:
+        """Finish rounds in flight, deliver queued callbacks, stop, close the HTTP client."""
+        self._closing.set()
+        loops = list(self._loops.values())
+        grace = max([s.lease for s in self._enrolled.values()] + [self.defaults.lease]) + 1.0
+        if loops:
+            _, pending = await asyncio.wait(loops, timeout=grace)
+            for task in pending:
+                task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._queue.join()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*loops, *self._background, return_exceptions=True)
+        self._loops.clear()
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # -- queries ----------------------------------------------------------------------
+
+    async def state(self, service_name: str) -> ServiceHealth | None:
+        """The stored health of ``service_name``, or ``None`` if it was never probed."""
+        service = validate_service_name(service_name)
+        raw = await self.store.hgetall(self.registry.scripts.keys(service).health_service)
+        if not raw:
+            return None
+        fields = {k.decode(): int(v) for k, v in raw.items()}
+        return ServiceHealth(
+            service=service,
+            healthy=fields.get("healthy", 0) == 1,
+            seq=fields.get("seq", 0),
+            changed_ms=fields.get("changed_ms", 0),
+            probed_ms=fields.get("probed_ms", 0),
+            members=fields.get("members", 0),
+            healthy_members=fields.get("healthy_members", 0),
+        )
+
+    async def check(self, service_name: str) -> bool:
+        """Whether ``service_name`` is healthy now.
+
+        The stored state answers when its last probe is at most two intervals old;
+        otherwise this replica runs a probe round (if the round is due). When nobody has
+        probed the service yet, it is healthy if discovery shows a healthy instance.
+        While Redis is down, the last state seen here answers, else a direct probe of
+        the last known instances.
+        """
+        service = validate_service_name(service_name)
+        settings = self._enrolled.get(service, self.defaults)
+        try:
+            state = await self.state(service)
+            if state is not None and self._server_ms() - state.probed_ms <= _ms(
+                2 * settings.interval
+            ):
+                return state.healthy
+            probe = await self.probe_round(service, settings)
+            if probe is not None and probe.code == 1:
+                return probe.healthy
+            state = await self.state(service)
+            if state is not None:
+                return state.healthy
+            instances = await self.registry.discover(service)
+            return any(inst.status == "healthy" for inst in instances)
+        except StoreError as exc:
+            seen = self._mirror.get(service)
+            if seen is not None:
+                return seen[1]
+            logger.info("health of %s from a direct probe; Redis unavailable: %s", service, exc)
+            return await self._direct_check(service, settings)
+
+    async def all_health(self) -> dict[str, bool]:
+        """``{service: healthy}`` for enrolled services and every service in the index."""
+        names = set(self._enrolled) | set(self._mirror)
+        try:
+            names.update(await self.registry.services())
+        except StoreError as exc:
+            logger.info("service index unavailable; reporting known services only: %s", exc)
+        ordered = sorted(names)
+        results = await asyncio.gather(*(self.check(name) for name in ordered))
+        return dict(zip(ordered, results, strict=True))
+
+    # -- probing ----------------------------------------------------------------------
+
+    async def probe_round(
+        self, service_name: str, settings: HealthCheckSettings | None = None
+    ) -> ProbeRound | None:
+        """Run one probe round now if it is due; ``None`` when another replica has it."""
+        service = validate_service_name(service_name)
+        cfg = settings or self._enrolled.get(service, self.defaults)
+        token, round_no, _ = await self._acquire(service, cfg, secrets.token_hex(8))
+        if token is None:
+            return None
+        return await self._run_round(service, cfg, token, round_no)
+
+    async def _acquire(
+        self, service: str, cfg: HealthCheckSettings, token: str
+    ) -> tuple[str | None, int, int]:
+        keys = self.registry.scripts.keys(service)
+        reply = reply_list(
+            await self.store.run(
+                "health_acquire",
+                [keys.health_probe],
+                [
+                    self._script_ms(), token, _ms(cfg.interval), _ms(cfg.lease),
+                    self.registry.scripts.retention_ms,
+                ],
+            )
+        )  # fmt: skip
+        won = reply_int(reply[0]) == 1
+        if won:
+            self.stats.rounds_won += 1
+        else:
+            self.stats.rounds_skipped += 1
+        return (token if won else None), reply_int(reply[1]), reply_int(reply[2])
+
+    async def _run_round(
+        self, service: str, cfg: HealthCheckSettings, token: str, round_no: int
+    ) -> ProbeRound:
+        self.won_rounds.append((service, round_no))
+        instances = await self.registry.discover(service, fresh=True)
+        gate = asyncio.Semaphore(_PROBE_CONCURRENCY)
+
+        async def one(inst: ServiceInstance) -> tuple[str, bool]:
+            async with gate:
+                return inst.instance_id, await self._probe(inst, cfg.timeout)
+
+        results = tuple(await asyncio.gather(*(one(inst) for inst in instances)))
+        keys = self.registry.scripts.keys(service)
+        args: list[object] = [
+            self._script_ms(), token, cfg.failure_threshold, cfg.success_threshold,
+            self.registry.scripts.retention_ms, self.health_channel,
+            self.registry.scripts.channel, service, len(results),
+        ]  # fmt: skip
+        for instance_id, ok in results:
+            args += [instance_id, 1 if ok else 0]
+        reply = reply_list(
+            await self.store.run(
+                "health_report",
+                [keys.health_probe, keys.health_instances, keys.health_service, keys.members,
+                 keys.revision],
+                args,
+            )
+        )  # fmt: skip
+        code, healthy, changed = reply_int(reply[0]), reply_int(reply[1]), reply_int(reply[2])
+        seq, revision, count = reply_int(reply[3]), reply_int(reply[4]), reply_int(reply[5])
+        transitions = tuple(
+            (reply_str(reply[6 + 3 * i]), reply_str(reply[7 + 3 * i]), reply_str(reply[8 + 3 * i]))
+            for i in range(count)
+        )
+        probe = ProbeRound(
+            service, round_no, code, healthy == 1, changed == 1, seq, results, transitions
+        )
+        if code != 1:
+            self.stats.reports_rejected += 1
+            logger.info(
+                "probe round %d of %s was not applied (%s)", round_no, service,
+                "lease ran out" if code == -2 else "another round took over",
+            )  # fmt: skip
+            return probe
+        self.registry.cache.saw_revision(service, revision)
+        for instance_id, before, after in transitions:
+            logger.info("instance %s/%s: %s -> %s", service, instance_id, before, after)
+        if probe.changed:
+            log = logger.info if probe.healthy else logger.warning
+            log("service %s is now %s", service, "healthy" if probe.healthy else "unhealthy")
+            self._apply(service, seq, probe.healthy, is_event=True)
+        return probe
+
+    async def _probe(self, inst: ServiceInstance, timeout: float) -> bool:
+        self.stats.probes += 1
+        try:
+            if inst.health_check_path is None:
+                async with asyncio.timeout(timeout):
+                    _, writer = await asyncio.open_connection(inst.host, inst.port)
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                return True
+            if self._http is None:
+                raise RuntimeError("HealthMonitor.start() was not called")
+            response = await self._http.get(inst.url + inst.health_check_path, timeout=timeout)
+        except (httpx.HTTPError, OSError, TimeoutError) as exc:
+            self.stats.probe_failures += 1
+            logger.debug("probe of %s/%s failed: %r", inst.name, inst.instance_id, exc)
+            return False
+        if response.status_code >= 400:
+            self.stats.probe_failures += 1
+            logger.debug(
+                "probe of %s/%s answered %d", inst.name, inst.instance_id, response.status_code
+            )
+            return False
+        return True
+
+    async def _direct_check(self, service: str, cfg: HealthCheckSettings) -> bool:
+        try:
+            instances = await self.registry.discover(service)
+        except StoreError:
+            return False
+        results = await asyncio.gather(*(self._probe(inst, cfg.timeout) for inst in instances))
+        return any(results)
+
+    # -- loops ------------------------------------------------------------------------
+
+    def _start_loop(self, service: str) -> None:
+        task = asyncio.create_task(self._service_loop(service), name=f"msfw-health-{service}")
+        self._loops[service] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._loops.get(service) is done:
+                del self._loops[service]
+
+        task.add_done_callback(forget)
+
+    async def _service_loop(self, service: str) -> None:
+        while not self._closing.is_set():
+            cfg = self._enrolled.get(service)
+            if cfg is None:
+                return
+            started = time.monotonic()
+            wait = cfg.interval
+            try:
+                token, round_no, wait_ms = await self._acquire(service, cfg, secrets.token_hex(8))
+                wait = wait_ms / 1000.0
+                if token is not None:
+                    await self._run_round(service, cfg, token, round_no)
+            except StoreError as exc:
+                # The store logs the outage; retry soon so recovery is picked up quickly.
+                wait = min(cfg.interval, 1.0)
+                logger.debug("health round of %s skipped: %s", service, exc)
+            except Exception:
+                logger.exception("health round of %s crashed", service)
+            # Small jitter so that replicas do not all ask at the same millisecond.
+            delay = wait - (time.monotonic() - started) + self._rng.uniform(0, 0.02 * cfg.interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(delay, 0.0)):
+                    await self._closing.wait()
+
+    async def _follow_registry(self) -> None:
+        while not self._closing.is_set():
+            try:
+                for service in await self.registry.services():
+                    if service not in self._enrolled:
+                        self.enroll(service)
+            except StoreError as exc:
+                logger.debug("could not read the service index: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.defaults.interval):
+                    await self._closing.wait()
+
+    # -- events and callbacks ---------------------------------------------------------
+
+    def _on_event(self, payload: bytes) -> None:
+        try:
+            service, seq, healthy = payload.decode().split("\n")
+            self._apply(service, int(seq), healthy == "1", is_event=True)
+        except ValueError:
+            logger.warning("ignoring malformed health event %r", payload[:100])
+
+    def _apply(self, service: str, seq: int, healthy: bool, *, is_event: bool) -> None:
+        previous = self._mirror.get(service)
+        if previous is not None and seq <= previous[0]:
+            return
+        self._mirror[service] = (seq, healthy)
+        if previous is None and not is_event:
+            return  # a first read is a baseline, not a change
+        if previous is None or previous[1] != healthy:
+            self.stats.changes_seen += 1
+            self._queue.put_nowait((service, healthy))
+
+    def _resync(self) -> None:
+        # Changes may have been missed while disconnected; read states off the reader.
+        services = list(set(self._mirror) | set(self._enrolled))
+        self._spawn(self._read_states(services), "msfw-health-resync")
+
+    async def _read_states(self, services: list[str]) -> None:
+        for service in services:
+            try:
+                state = await self.state(service)
+            except StoreError as exc:
+                logger.debug("could not read the health of %s: %s", service, exc)
+                continue
+            if state is not None:
+                self._apply(service, state.seq, state.healthy, is_event=False)
+
+    async def _dispatch(self) -> None:
+        while True:
+            service, healthy = await self._queue.get()
+            try:
+                for callback in list(self._callbacks):
+                    ok = await call_logged(
+                        callback, service, healthy, log=logger, what="health change callback"
+                    )
+                    if ok:
+                        self.stats.callbacks_fired += 1
+                    else:
+                        self.stats.callback_errors += 1
+            finally:
+                self._queue.task_done()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _script_ms(self) -> int:
+        return self._now_ms() if self._now_ms is not None else 0
+
+    def _server_ms(self) -> int:
+        if self._now_ms is not None:
+            injected = self._now_ms()
+            if injected > 0:
+                return injected
+        return self.store.clock.now_ms()

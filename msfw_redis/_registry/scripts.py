@@ -1,0 +1,313 @@
+"""Typed calls to ``lua/registry_*.lua``: which keys, which arguments, what the reply means.
+
+State, per service (every key carries the ``{service}`` hash tag)::
+
+    registry:members     zset  instance id -> heartbeat deadline, server ms (+inf: external)
+    registry:records     hash  instance id -> JSON record (host, port, metadata, ttl ...)
+    registry:tokens      hash  instance id -> fencing token of the current registration
+    registry:suspects    hash  instance id -> server ms when self-preservation kept it
+    registry:tombstones  zset  instance id -> server ms until which heartbeats are refused
+    registry:revision    str   revision counter, bumped by every change discovery can see
+    health:instances     hash  instance id -> probe state (written by health_report)
+
+plus ``global:registry:services``, a zset of service names kept by separate single-key
+calls (``registry_index``), never inside a per-service script.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from msfw_redis._registry.instance import InstanceStatus, ServiceInstance
+from msfw_redis._store.store import reply_int, reply_list, reply_str
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from msfw_redis._store.keys import KeySchema
+    from msfw_redis._store.store import Reply, Store
+
+__all__ = [
+    "HeartbeatResult",
+    "ListResult",
+    "RegistryScripts",
+    "ServiceKeys",
+    "encode_record",
+    "parse_instance",
+]
+
+logger = logging.getLogger("msfw_redis.registry")
+
+#: registry_heartbeat / registry_deregister reply codes.
+RENEWED = 1
+UNKNOWN = 0
+FENCED = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKeys:
+    """Every key of one service that the registry and the health monitor use."""
+
+    members: str
+    records: str
+    tokens: str
+    suspects: str
+    tombstones: str
+    revision: str
+    health_instances: str
+    health_service: str
+    health_probe: str
+
+    @classmethod
+    def build(cls, keys: KeySchema, service: str) -> ServiceKeys:
+        return cls(
+            members=keys.key(service, "registry", "members"),
+            records=keys.key(service, "registry", "records"),
+            tokens=keys.key(service, "registry", "tokens"),
+            suspects=keys.key(service, "registry", "suspects"),
+            tombstones=keys.key(service, "registry", "tombstones"),
+            revision=keys.key(service, "registry", "revision"),
+            health_instances=keys.key(service, "health", "instances"),
+            health_service=keys.key(service, "health", "service"),
+            health_probe=keys.key(service, "health", "probe"),
+        )
+
+    @property
+    def registry(self) -> list[str]:
+        """KEYS[1..6] of the registry scripts, in their order."""
+        return [
+            self.members,
+            self.records,
+            self.tokens,
+            self.suspects,
+            self.tombstones,
+            self.revision,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    """One heartbeat: ``code`` 1 renewed, 0 unknown (register again), -1 fenced (stop).
+
+    ``deadline_ms`` is the new deadline in server ms (0 unless renewed, and for external
+    instances).
+    """
+
+    code: int
+    revision: int
+    deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    """One ``registry_list`` reply. ``instances`` is ``None`` when ``changed`` is False."""
+
+    revision: int
+    changed: bool
+    evicted: int
+    newly_suspect: int
+    suspects: int
+    preserving: bool
+    now_ms: int
+    instances: tuple[ServiceInstance, ...] | None
+
+
+def encode_record(instance: ServiceInstance, ttl_ms: int) -> str:
+    """The JSON record stored for ``instance`` (``ttl_ms`` 0 for external instances)."""
+    return json.dumps(
+        {
+            "host": instance.host,
+            "port": instance.port,
+            "protocol": instance.protocol,
+            "version": instance.version,
+            "health_check_path": instance.health_check_path,
+            "weight": instance.weight,
+            "metadata": instance.metadata,
+            "ttl_ms": ttl_ms,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _status(health: str, suspect: bool) -> InstanceStatus:
+    state = health.split("|", 1)[0] if health else "healthy"
+    if state == "unhealthy":
+        return "unhealthy"
+    if state == "recovering":
+        return "recovering"
+    return "suspect" if suspect else "healthy"
+
+
+def parse_instance(
+    service: str, instance_id: str, deadline: str, record: str, suspect: bool, health: str
+) -> ServiceInstance | None:
+    """A :class:`ServiceInstance` from one listed entry; ``None`` (logged) if corrupt."""
+    try:
+        data: dict[str, Any] = json.loads(record)
+        external = deadline in ("inf", "+inf")
+        ttl_ms = int(data.get("ttl_ms", 0))
+        last_beat = None if external else (int(float(deadline)) - ttl_ms) / 1000.0
+        return ServiceInstance(
+            name=service,
+            host=data["host"],
+            port=data["port"],
+            protocol=data.get("protocol", "http"),
+            status=_status(health, suspect),
+            version=data.get("version"),
+            metadata=data.get("metadata") or {},
+            instance_id=instance_id,
+            last_heartbeat=last_beat,
+            weight=data.get("weight", 1),
+            health_check_path=data.get("health_check_path"),
+            external=external,
+        )
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        # One corrupt record must not hide the service's other instances.
+        logger.warning("skipping unreadable registry record %s/%s: %s", service, instance_id, exc)
+        return None
+
+
+def _parse_list(service: str, reply: list[Reply]) -> ListResult:
+    changed = reply_int(reply[1]) == 1
+    instances: tuple[ServiceInstance, ...] | None = None
+    if changed:
+        parsed = []
+        for i in range(reply_int(reply[7])):
+            base = 8 + i * 5
+            inst = parse_instance(
+                service,
+                reply_str(reply[base]),
+                reply_str(reply[base + 1]),
+                reply_str(reply[base + 2]),
+                reply_int(reply[base + 3]) == 1,
+                reply_str(reply[base + 4]),
+            )
+            if inst is not None:
+                parsed.append(inst)
+        instances = tuple(parsed)
+    return ListResult(
+        revision=reply_int(reply[0]),
+        changed=changed,
+        evicted=reply_int(reply[2]),
+        newly_suspect=reply_int(reply[3]),
+        suspects=reply_int(reply[4]),
+        preserving=reply_int(reply[5]) == 1,
+        now_ms=reply_int(reply[6]),
+        instances=instances,
+    )
+
+
+class RegistryScripts:
+    """Stateless wrappers, one per registry script, for one store.
+
+    Args:
+        store: the store to run the scripts on.
+        retention_ms: expiry set on every key the scripts write.
+        now_ms: returns the server time (ms) to pass to scripts; 0 lets each script
+            read ``TIME``. Tests inject a clock here.
+    """
+
+    def __init__(self, store: Store, *, retention_ms: int, now_ms: Callable[[], int]) -> None:
+        self.store = store
+        self.retention_ms = retention_ms
+        self.now_ms = now_ms
+        self.channel = store.keys.global_channel("registry")
+        self.index_key = store.keys.global_key("registry", "services")
+        self._keys: dict[str, ServiceKeys] = {}
+
+    def keys(self, service: str) -> ServiceKeys:
+        """The keys of ``service`` (validated and built once, then reused)."""
+        keys = self._keys.get(service)
+        if keys is None:
+            keys = self._keys[service] = ServiceKeys.build(self.store.keys, service)
+        return keys
+
+    async def register(
+        self, service: str, instance_id: str, token: str, ttl_ms: int, record: str
+    ) -> int:
+        """Add or replace an instance (``ttl_ms`` 0: external); returns the new revision."""
+        reply = reply_list(
+            await self.store.run(
+                "registry_register",
+                self.keys(service).registry,
+                [
+                    self.now_ms(), instance_id, token, ttl_ms, record, self.retention_ms,
+                    self.channel, service,
+                ],
+            )
+        )  # fmt: skip
+        return reply_int(reply[0])
+
+    async def heartbeat(
+        self, service: str, instance_id: str, token: str, ttl_ms: int
+    ) -> HeartbeatResult:
+        """Renew an instance's lease, fenced by ``token``."""
+        reply = reply_list(
+            await self.store.run(
+                "registry_heartbeat",
+                self.keys(service).registry,
+                [
+                    self.now_ms(), instance_id, token, ttl_ms, self.retention_ms,
+                    self.channel, service,
+                ],
+            )
+        )  # fmt: skip
+        return HeartbeatResult(reply_int(reply[0]), reply_int(reply[1]), reply_int(reply[2]))
+
+    async def deregister(
+        self, service: str, instance_id: str, token: str, tombstone_ms: int
+    ) -> tuple[int, int]:
+        """Remove an instance (``token`` '' = whoever owns it); returns (code, revision)."""
+        keys = self.keys(service)
+        reply = reply_list(
+            await self.store.run(
+                "registry_deregister",
+                [*keys.registry, keys.health_instances],
+                [
+                    self.now_ms(), instance_id, token, tombstone_ms, self.retention_ms,
+                    self.channel, service,
+                ],
+            )
+        )  # fmt: skip
+        return reply_int(reply[0]), reply_int(reply[1])
+
+    async def list_instances(
+        self,
+        service: str,
+        *,
+        known_revision: int,
+        share_permille: int,
+        hold_ms: int,
+        min_instances: int,
+    ) -> ListResult:
+        """Reap and list ``service``; instances only when the revision differs from known."""
+        keys = self.keys(service)
+        reply = reply_list(
+            await self.store.run(
+                "registry_list",
+                [*keys.registry, keys.health_instances],
+                [
+                    self.now_ms(), known_revision, share_permille, hold_ms, min_instances,
+                    self.retention_ms, self.channel, service,
+                ],
+            )
+        )  # fmt: skip
+        return _parse_list(service, reply)
+
+    async def touch_index(self, service: str) -> None:
+        """Record ``service`` in the global index (a separate single-key call)."""
+        await self.store.run(
+            "registry_index", [self.index_key], [self.now_ms(), service, self.retention_ms]
+        )
+
+    async def services(self) -> list[str]:
+        """Every name in the global index, sorted."""
+        reply = await self.store.run(
+            "registry_services", [self.index_key], [self.now_ms(), self.retention_ms]
+        )
+        return [reply_str(name) for name in reply_list(reply)]

@@ -1,0 +1,788 @@
+"""``ServiceSDK``: the object applications hold, and the module-level shortcuts.
+
+The SDK owns one store connection pool, one pub/sub connection, one breaker hub and one
+``httpx.AsyncClient`` connection pool shared by every service. It starts lazily on first
+use (construction never does I/O, so invalid settings fail at once and nothing else
+does), and it is an async context manager; ``await sdk.close()`` also works.
+
+The first SDK constructed becomes the default used by :func:`call_service` and by typed
+interfaces built without ``sdk=``; :func:`set_default_sdk` changes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from msfw_redis._breaker.hub import BreakerHub, TransitionListener
+from msfw_redis._cache.cache import ResponseCache
+from msfw_redis._callbacks import call_logged
+from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
+from msfw_redis._exceptions import (
+    ConfigurationError,
+    InvalidRequestError,
+    ServiceClientError,
+    ServiceNotFoundError,
+    StoreError,
+)
+from msfw_redis._interfaces.cached import HttpCacheRunner
+from msfw_redis._interfaces.decorators import forget_sdk, track_sdk
+from msfw_redis._models import HTTPMethod, ServiceResult
+from msfw_redis._pipeline.batch import run_batch
+from msfw_redis._pipeline.client import (
+    UNSET,
+    CallOutcome,
+    CallPolicy,
+    Middleware,
+    ServiceClient,
+    error_for_response,
+    parse_body,
+)
+from msfw_redis._pipeline.retry import RetryPolicy
+from msfw_redis._registry.health import HealthMonitor
+from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._settings import AppSettings, load_settings
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from msfw_redis._registry.instance import ServiceInstance
+
+__all__ = ["ServiceSDK", "call_service", "get_default_sdk", "set_default_sdk"]
+
+logger = logging.getLogger("msfw_redis.sdk")
+
+F = TypeVar("F", bound=Callable[..., Any])
+ErrorHandler = Callable[[BaseException, dict[str, Any]], Awaitable[None] | None]
+
+_default_sdk: ServiceSDK | None = None
+
+
+def get_default_sdk() -> ServiceSDK:
+    """The default SDK: the first one constructed, or a new one on the default store."""
+    global _default_sdk
+    if _default_sdk is None:
+        _default_sdk = ServiceSDK()
+    return _default_sdk
+
+
+def set_default_sdk(sdk: ServiceSDK | None) -> None:
+    """Make ``sdk`` the default for :func:`call_service` and typed interfaces."""
+    global _default_sdk
+    _default_sdk = sdk
+
+
+class _Metrics(Counter[str]):
+    def __init__(self, enabled: bool) -> None:
+        super().__init__()
+        self.enabled = enabled
+
+    def __setitem__(self, key: str, value: int) -> None:
+        if self.enabled:
+            super().__setitem__(key, value)
+
+
+def _json_or_content(data: Any, json: Any) -> dict[str, Any]:
+    if data is not None and json is not UNSET:
+        raise InvalidRequestError("pass either data= or json=, not both")
+    if json is not UNSET:
+        return {"json": json}
+    if data is None:
+        return {}
+    if isinstance(data, (str, bytes)):
+        return {"content": data}
+    return {"json": data}
+
+
+class ServiceSDK:
+    """Resilient calls to other services, with state shared by every replica.
+
+    Args:
+        config: the application's settings holding ``[services.<name>]`` sections: a
+            TOML file path, a dict, or a settings object with a ``services`` attribute.
+        sdk_config: the SDK's own settings; defaults to ``ServiceSDKConfig()``.
+        redis: a ready-made ``redis.asyncio.Redis`` client to use (and not close)
+            instead of ``sdk_config.redis_url``.
+        http_client: an ``httpx.AsyncClient`` to send with (the SDK will not close it).
+        sleep: the coroutine used to wait between retries (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        config: Any = None,
+        sdk_config: ServiceSDKConfig | None = None,
+        redis: aioredis.Redis | None = None,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        global _default_sdk
+        if sdk_config is not None and not isinstance(sdk_config, ServiceSDKConfig):
+            raise ConfigurationError(
+                f"sdk_config must be a ServiceSDKConfig, got {type(sdk_config).__name__}",
+                field="sdk_config",
+            )
+        self.config = sdk_config if sdk_config is not None else ServiceSDKConfig()
+        self.settings: AppSettings = load_settings(config)
+        cfg = self.config
+        if redis is not None:
+            self._store = Store.from_client(
+                redis, op_timeout=cfg.redis_op_timeout, key_prefix=cfg.key_prefix
+            )
+        else:
+            self._store = Store.from_url(
+                cfg.redis_url, op_timeout=cfg.redis_op_timeout, key_prefix=cfg.key_prefix
+            )
+        self._bus = EventBus(self._store)
+        self._hub = BreakerHub(self._store, self._bus, failure_policy=cfg.store_failure_policy)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self._registry = ServiceRegistry(self._store, self._bus, default_ttl=cfg.instance_ttl)
+        secret = cfg.cache_key_secret.encode() if cfg.cache_key_secret else None
+        self._cache = ResponseCache(self._store, self._bus, secret=secret)
+        self._health = HealthMonitor(
+            self._store,
+            self._registry,
+            self._bus,
+            interval=cfg.health_check_interval,
+            timeout=cfg.health_check_timeout,
+            failure_threshold=cfg.health_failure_threshold,
+            success_threshold=cfg.health_success_threshold,
+            http_client=self._http,
+            monitor_registered=cfg.monitor_registered_services,
+        )
+        self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
+        self._middlewares: list[Middleware] = []
+        self._error_handlers: list[ErrorHandler] = []
+        self._metrics = _Metrics(cfg.metrics_enabled)
+        self._started = False
+        self._closed = False
+        self._start_lock: asyncio.Lock | None = None
+        self._signal_tasks: set[asyncio.Task[None]] = set()
+        self._breaker_configs: dict[str, CircuitBreakerConfig] = {}
+        if _default_sdk is None:
+            _default_sdk = self
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def store_url(self) -> str | None:
+        """The store's URL (``None`` when a ready-made client was given)."""
+        return self._store.url
+
+    @property
+    def started(self) -> bool:
+        """True once the SDK has connected (or tried to) to its store."""
+        return self._started
+
+    async def start(self) -> None:
+        """Connect to the store and load the scripts (done for you on first use).
+
+        An unreachable store is logged and tolerated under ``fail_open``; calls then use
+        local breakers until Redis answers.
+        """
+        await self._ensure_started()
+
+    async def _ensure_started(self) -> None:
+        if self._started:
+            return
+        if self._closed:
+            raise RuntimeError("this ServiceSDK is closed")
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self.started:  # another task started it while this one waited
+                return
+            try:
+                await self._store.start()
+            except StoreError as exc:
+                logger.warning(
+                    "store %s unavailable at start-up (%s); continuing with local state",
+                    self._store.url,
+                    exc,
+                )
+            self._bus.start()
+            await self._registry.start()
+            track_sdk(self)
+            await self._health.start()
+            self._started = True
+
+    async def close(self) -> None:
+        """Flush batched reports and close every connection the SDK opened."""
+        global _default_sdk
+        if self._closed:
+            return
+        self._closed = True
+        forget_sdk(self)
+        if self._started:
+            await self._health.aclose()
+            await self._registry.aclose()
+        await self._cache.aclose()
+        with contextlib.suppress(StoreError):
+            await self._hub.aclose()
+        await self._bus.aclose()
+        await self._store.aclose()
+        if self._owns_http:
+            await self._http.aclose()
+        if _default_sdk is self:
+            _default_sdk = None
+
+    async def __aenter__(self) -> ServiceSDK:
+        await self._ensure_started()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- registration of hooks ------------------------------------------------------------------
+
+    def middleware(self, fn: F) -> F:
+        """Decorator: run ``async def mw(request, call_next)`` around every call.
+
+        Middleware run in registration order. ``request`` is an ``httpx.Request`` with
+        mutable ``headers``, ``url``, ``method`` and ``extensions``; returning a response
+        without calling ``call_next`` short-circuits the call.
+        """
+        self._middlewares.append(fn)
+        return fn
+
+    def error_handler(self, fn: F) -> F:
+        """Decorator: call ``async def h(error, context)`` once per failed call.
+
+        ``context`` has ``service_name``, ``endpoint``, ``method``, ``attempts``,
+        ``instance`` and ``status_code``. A handler that raises is logged; it never
+        hides the original error.
+        """
+        self._error_handlers.append(fn)
+        return fn
+
+    def on_circuit_state_change(self, fn: TransitionListener) -> TransitionListener:
+        """Decorator: call ``fn(event)`` in this replica on every breaker transition."""
+        self._hub.add_listener(fn)
+        return fn
+
+    # -- clients and calls ----------------------------------------------------------------------
+
+    def get_client(
+        self,
+        service_name: str,
+        circuit_config: CircuitBreakerConfig | None = None,
+        *,
+        version: str | None = None,
+    ) -> ServiceClient:
+        """A client for ``service_name``; ``circuit_config`` overrides its breaker policy."""
+        return ServiceClient(self, service_name, circuit_config=circuit_config, version=version)
+
+    def service_client(
+        self,
+        service_name: str,
+        circuit_config: CircuitBreakerConfig | None = None,
+        *,
+        version: str | None = None,
+    ) -> ServiceClient:
+        """Like :meth:`get_client`, for ``async with sdk.service_client(name) as client``."""
+        return self.get_client(service_name, circuit_config, version=version)
+
+    async def call_service(
+        self,
+        service: str,
+        endpoint: str,
+        method: str | HTTPMethod = "GET",
+        timeout: float | None = None,
+        retry_attempts: int | None = None,
+        params: Any = None,
+        data: Any = None,
+        json: Any = UNSET,
+        headers: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> ServiceResult:
+        """Call ``service`` and return a :class:`ServiceResult`; never raises for HTTP,
+        network or breaker failures. Bad arguments raise InvalidRequestError before I/O.
+        """
+        client = self.get_client(service)
+        try:
+            outcome = await client.execute(
+                method,
+                endpoint,
+                params=params,
+                headers=headers,
+                timeout=timeout,
+                retry_attempts=retry_attempts,
+                **_json_or_content(data, json),
+                **options,
+            )
+        except InvalidRequestError:
+            raise
+        return _result_from(outcome, service)
+
+    async def _verb(self, method: str, service_name: str, path: str, **kwargs: Any) -> Any:
+        response = await self.get_client(service_name).request(method, path, **kwargs)
+        return parse_body(response)
+
+    async def get_from_service(
+        self, service_name: str, path: str, params: Any = None, **kwargs: Any
+    ) -> Any:
+        """GET and return the parsed body; raises ServiceClientError and friends."""
+        return await self._verb("GET", service_name, path, params=params, **kwargs)
+
+    async def post_to_service(
+        self, service_name: str, path: str, data: Any = None, params: Any = None, **kwargs: Any
+    ) -> Any:
+        """POST ``data`` as JSON and return the parsed body."""
+        body = _json_or_content(data, kwargs.pop("json", UNSET))
+        return await self._verb("POST", service_name, path, params=params, **body, **kwargs)
+
+    async def put_to_service(
+        self, service_name: str, path: str, data: Any = None, params: Any = None, **kwargs: Any
+    ) -> Any:
+        """PUT ``data`` as JSON and return the parsed body."""
+        body = _json_or_content(data, kwargs.pop("json", UNSET))
+        return await self._verb("PUT", service_name, path, params=params, **body, **kwargs)
+
+    async def patch_to_service(
+        self, service_name: str, path: str, data: Any = None, params: Any = None, **kwargs: Any
+    ) -> Any:
+        """PATCH ``data`` as JSON and return the parsed body."""
+        body = _json_or_content(data, kwargs.pop("json", UNSET))
+        return await self._verb("PATCH", service_name, path, params=params, **body, **kwargs)
+
+    async def delete_from_service(
+        self, service_name: str, path: str, params: Any = None, **kwargs: Any
+    ) -> Any:
+        """DELETE and return the parsed body (``None`` when empty)."""
+        return await self._verb("DELETE", service_name, path, params=params, **kwargs)
+
+    async def batch_call(
+        self,
+        calls: Iterable[tuple[str, Awaitable[Any]]],
+        concurrency: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, ServiceResult]:
+        """Run named awaitables concurrently; ``{name: ServiceResult}`` in input order.
+
+        One failure never cancels the others. ``concurrency`` bounds how many run at
+        once; ``timeout`` (seconds) bounds each item. Duplicate names are an error.
+        """
+        return await run_batch(calls, concurrency=concurrency, timeout=timeout)
+
+    def metrics(self) -> dict[str, int]:
+        """In-process counters (empty when ``metrics_enabled`` is off)."""
+        counters = dict(self._metrics)
+        if self._metrics.enabled:
+            counters.update({f"cache_{k}": v for k, v in self._cache.metrics().items()})
+            stats = self._store.stats
+            counters.update(
+                store_outages=stats.outages,
+                store_recoveries=stats.recoveries,
+                store_fast_failures=stats.fast_failures,
+                script_reloads=stats.script_reloads,
+            )
+        return counters
+
+    # -- registry, discovery and health -----------------------------------------------------------
+
+    async def register_current_service(
+        self,
+        service_name: str,
+        version: str | None = None,
+        host: str = "localhost",
+        port: int = 8000,
+        health_check_path: str | None = "/health",
+        metadata: dict[str, Any] | None = None,
+        weight: int = 1,
+        ttl: float | None = None,
+        *,
+        protocol: str = "http",
+        instance_id: str | None = None,
+    ) -> ServiceInstance:
+        """Register this process's instance and keep it alive with heartbeats.
+
+        Heartbeats go out about every ``ttl / 3`` seconds (``ttl`` defaults to
+        ``instance_ttl``), with jitter; without one for ``ttl`` seconds of Redis server
+        time the instance is evicted. :meth:`close` deregisters it at once. A host of
+        ``0.0.0.0`` or ``::`` is refused (``ConfigurationError`` naming ``host``). With
+        ``store_failure_policy="fail_open"`` an unreachable Redis does not fail this
+        call: the heartbeat task registers as soon as Redis answers.
+        """
+        await self._ensure_started()
+        return await self._registry.register(
+            service_name,
+            host=host,
+            port=port,
+            protocol=protocol,
+            version=version,
+            health_check_path=health_check_path,
+            metadata=metadata,
+            weight=weight,
+            ttl=ttl,
+            instance_id=instance_id,
+            background_retry=self.config.store_failure_policy == "fail_open",
+        )
+
+    async def register_external_service(
+        self,
+        service_name: str,
+        host: str,
+        port: int,
+        protocol: str = "http",
+        health_check_path: str | None = None,
+        version: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ServiceInstance:
+        """Register an instance this process does not run; it stays until deregistered
+        and is health-probed like the others."""
+        await self._ensure_started()
+        return await self._registry.register_external(
+            service_name,
+            host=host,
+            port=port,
+            protocol=protocol,
+            health_check_path=health_check_path,
+            version=version,
+            metadata=metadata,
+        )
+
+    async def deregister_service(self, service_name: str, instance_id: str | None = None) -> int:
+        """Remove an instance (by default this process's instances of the service);
+        returns how many were removed."""
+        await self._ensure_started()
+        return await self._registry.deregister(service_name, instance_id)
+
+    async def discover_services(
+        self, service_name: str, version: str | None = None
+    ) -> list[ServiceInstance]:
+        """Every registered instance of ``service_name`` (only ``version`` when given).
+
+        Usually answered from a per-process cache kept current by revision events (no
+        round trip). While Redis is down the last known instances are returned.
+        """
+        await self._ensure_started()
+        return await self._registry.discover(service_name, version=version)
+
+    async def get_service_instance(
+        self,
+        service_name: str,
+        strategy: str | None = None,
+        version: str | None = None,
+    ) -> ServiceInstance | None:
+        """One instance chosen by ``strategy`` (default ``load_balancing_strategy``):
+        unhealthy instances are skipped. ``None`` when there is none."""
+        await self._ensure_started()
+        return await self._registry.get_instance(
+            service_name,
+            strategy=strategy or self.config.load_balancing_strategy,
+            version=version,
+        )
+
+    async def health_check_service(self, service_name: str) -> bool:
+        """Whether ``service_name`` is healthy (fleet-wide state, probing if stale)."""
+        await self._ensure_started()
+        return await self._health.check(service_name)
+
+    async def get_all_service_health(self) -> dict[str, bool]:
+        """``{service: healthy}`` for every monitored or registered service."""
+        await self._ensure_started()
+        return await self._health.all_health()
+
+    def on_service_health_change(self, fn: F) -> F:
+        """Decorator: ``async def cb(service_name, is_healthy)`` runs in every replica,
+        once per change of a service's health."""
+        self._health.on_change(fn)
+        return fn
+
+    def deregister_on_signal(self, *signals: int) -> None:
+        """Deregister this process's instances when one of ``signals`` (default SIGTERM)
+        arrives, then let the signal do what it would have done.
+
+        Call it from inside the running loop. Frameworks that own signal handling
+        (uvicorn, gunicorn) should call ``await sdk.close()`` from their shutdown hook
+        instead.
+        """
+        import os
+        import signal as signal_module
+
+        loop = asyncio.get_running_loop()
+        chosen = signals or (signal_module.SIGTERM,)
+
+        def handler(signum: int) -> None:
+            async def shutdown() -> None:
+                try:
+                    await self._registry.aclose()
+                finally:
+                    loop.remove_signal_handler(signum)
+                    os.kill(os.getpid(), signum)
+
+            task = loop.create_task(shutdown())
+            self._signal_tasks.add(task)
+
+        for signum in chosen:
+            loop.add_signal_handler(signum, handler, signum)
+
+    # -- internals used by ServiceClient ------------------------------------------------------
+
+    def _call_policy(
+        self,
+        service: str,
+        circuit_config: CircuitBreakerConfig | None,
+        overrides: Mapping[str, Any],
+    ) -> CallPolicy:
+        cfg = self.config
+        svc = self.settings.for_service(service)
+        breaker = circuit_config or self._service_breaker_config(service)
+
+        def pick(name: str, call: Any, client_value: Any, service_value: Any, default: Any) -> Any:
+            for value in (call, client_value, service_value):
+                if value is not None:
+                    return value
+            return default
+
+        timeout = pick(
+            "timeout",
+            overrides.get("timeout"),
+            circuit_config.request_timeout if circuit_config else None,
+            svc.timeout if svc else None,
+            cfg.default_timeout,
+        )
+        attempts = pick(
+            "retry_attempts",
+            overrides.get("retry_attempts"),
+            circuit_config.retry_attempts if circuit_config else None,
+            svc.retry_attempts if svc else None,
+            cfg.default_retry_attempts,
+        )
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise InvalidRequestError(
+                f"timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+            raise InvalidRequestError(f"retry_attempts must be an integer >= 0, got {attempts!r}")
+        deadline = overrides.get("deadline")
+        if deadline is None:
+            deadline = cfg.total_timeout
+        elif not isinstance(deadline, (int, float)) or deadline <= 0:
+            raise InvalidRequestError(
+                f"deadline must be a positive number of seconds, got {deadline!r}"
+            )
+        non_idempotent = overrides.get("retry_non_idempotent")
+        retry = RetryPolicy(
+            attempts=max(1, attempts),
+            delay=breaker.retry_delay
+            if svc is None or svc.retry_delay is None
+            else svc.retry_delay,
+            backoff=breaker.retry_backoff
+            if svc is None or svc.retry_backoff is None
+            else svc.retry_backoff,
+            max_delay=cfg.retry_max_delay,
+            deadline=float(deadline) if deadline is not None else None,
+            retry_statuses=cfg.retry_statuses,
+            retry_non_idempotent=cfg.retry_non_idempotent
+            if non_idempotent is None
+            else bool(non_idempotent),
+        )
+        use_cache = overrides.get("use_cache")
+        service_cache = svc.cache_enabled if svc is not None else None
+        cache_enabled = cfg.cache_enabled and bool(
+            use_cache if use_cache is not None else service_cache
+        )
+        ttl = overrides.get("cache_ttl") or (
+            svc.cache_ttl if svc and svc.cache_ttl else cfg.cache_default_ttl
+        )
+        breaker_enabled = cfg.default_circuit_breaker_enabled
+        if svc is not None and svc.circuit_breaker_enabled is not None:
+            breaker_enabled = svc.circuit_breaker_enabled
+        return CallPolicy(
+            timeout=float(timeout),
+            retry=retry,
+            breaker_enabled=breaker_enabled,
+            breaker_config=breaker,
+            cache_enabled=cache_enabled,
+            cache_ttl=float(ttl),
+            headers=dict(svc.headers) if svc else {},
+            base_path=svc.base_path if svc else "",
+        )
+
+    def _service_breaker_config(self, service: str) -> CircuitBreakerConfig:
+        """The default breaker policy with the service's settings applied, built once.
+
+        The hot path asks for it on every call; building (and validating) a new model
+        each time would also make the breaker re-derive its parameters per call.
+        """
+        cached = self._breaker_configs.get(service)
+        if cached is not None:
+            return cached
+        base = self.config.circuit_breaker
+        svc = self.settings.for_service(service)
+        update = {}
+        if svc is not None:
+            update = {
+                "failure_threshold": svc.failure_threshold,
+                "success_threshold": svc.success_threshold,
+                "timeout": svc.recovery_timeout,
+            }
+            update = {k: v for k, v in update.items() if v is not None}
+        config = CircuitBreakerConfig(**{**base.model_dump(), **update}) if update else base
+        self._breaker_configs[service] = config
+        return config
+
+    def _discovery_active(self, service: str) -> bool:
+        return self.config.service_discovery_enabled
+
+    async def _resolve(
+        self, service: str, version: str | None
+    ) -> tuple[str, str | None, ServiceInstance | None]:
+        """``(base_url, instance label, instance)`` for a call to ``service``.
+
+        The registry answers first when discovery is on (and usually from its cache);
+        the ``[services.<name>]`` settings answer otherwise.
+        """
+        if self.config.service_discovery_enabled:
+            try:
+                instance = await self._registry.get_instance(
+                    service,
+                    strategy=self.config.load_balancing_strategy,
+                    version=version,
+                    is_open=lambda inst: self._hub.is_open(service, f"instance:{inst.instance_id}"),
+                )
+            except StoreError as exc:
+                logger.debug("discovery of %s unavailable: %s", service, exc)
+                instance = None
+            if instance is not None:
+                return instance.url, instance.instance_id, instance
+        svc = self.settings.for_service(service)
+        if svc is not None and svc.base_url is not None:
+            return svc.base_url, svc.base_url, None
+        places = []
+        if self.config.service_discovery_enabled:
+            places.append("the service registry")
+        places.append(f"[services.{service}] in the settings ({self.settings.source})")
+        raise ServiceNotFoundError(
+            f"no address known for service {service!r}; looked in {' and '.join(places)}",
+            service_name=service,
+        )
+
+    def _cache_for(
+        self, service: str, request: httpx.Request, policy: CallPolicy
+    ) -> HttpCacheRunner | None:
+        return HttpCacheRunner.for_request(self, service, request, policy)
+
+    async def clear_service_cache(self, service_name: str) -> None:
+        """Invalidate every cached entry of ``service_name`` fleet-wide, in O(1)."""
+        await self._ensure_started()
+        await self._cache.clear_service(service_name)
+
+    async def _run_middleware(
+        self, request: httpx.Request, terminal: Callable[[httpx.Request], Awaitable[httpx.Response]]
+    ) -> httpx.Response:
+        handler = terminal
+        for mw in reversed(self._middlewares):
+            handler = _bind(mw, handler)
+        return await handler(request)
+
+    def _count_outcome(self, service: str, outcome: CallOutcome) -> None:
+        self._metrics["calls"] += 1
+        self._metrics["successes" if outcome.ok else "failures"] += 1
+        if outcome.from_cache:
+            self._metrics["cache_hits"] += 1
+
+    async def _handle_error(self, service: str, method: str, outcome: CallOutcome) -> None:
+        if not self._error_handlers:
+            return
+        error: BaseException
+        status = None
+        if outcome.exception is not None:
+            error = outcome.exception
+            status = getattr(error, "status_code", None)
+        elif outcome.response is not None:
+            error = error_for_response(outcome.response, service, outcome.endpoint)
+            error.attempts = outcome.attempts
+            status = outcome.response.status_code
+        else:  # pragma: no cover - an outcome has one or the other
+            return
+        context = {
+            "service_name": service,
+            "endpoint": outcome.endpoint,
+            "method": method,
+            "attempts": outcome.attempts,
+            "instance": outcome.instance,
+            "status_code": status,
+        }
+        for handler in list(self._error_handlers):
+            # A handler that raises is logged; the original error stands.
+            await call_logged(handler, error, dict(context), log=logger, what="error handler")
+
+
+def _bind(
+    mw: Middleware, nxt: Callable[[httpx.Request], Awaitable[httpx.Response]]
+) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    async def run(request: httpx.Request) -> httpx.Response:
+        return await mw(request, nxt)
+
+    return run
+
+
+def _result_from(outcome: CallOutcome, service: str) -> ServiceResult:
+    if outcome.exception is not None:
+        exc = outcome.exception
+        return ServiceResult(
+            success=False,
+            error=str(exc) or type(exc).__name__,
+            status_code=getattr(exc, "status_code", None),
+            attempts=outcome.attempts,
+            elapsed=outcome.elapsed,
+            exception=exc,
+        )
+    response = outcome.response
+    if response is None:  # pragma: no cover
+        return ServiceResult(success=False, error="no response", attempts=outcome.attempts)
+    ok = response.status_code < 400
+    error_exc: ServiceClientError | None = None
+    if not ok:
+        error_exc = error_for_response(response, service, outcome.endpoint)
+        error_exc.attempts = outcome.attempts
+    return ServiceResult(
+        success=ok,
+        data=parse_body(response),
+        error=None if error_exc is None else str(error_exc),
+        status_code=response.status_code,
+        headers=dict(response.headers),
+        attempts=outcome.attempts,
+        elapsed=outcome.elapsed,
+        from_cache=outcome.from_cache,
+        stale=outcome.stale,
+        exception=error_exc,
+    )
+
+
+async def call_service(
+    service: str,
+    endpoint: str,
+    method: str | HTTPMethod = "GET",
+    timeout: float | None = None,
+    retry_attempts: int | None = None,
+    params: Any = None,
+    data: Any = None,
+    json: Any = UNSET,
+    headers: Mapping[str, str] | None = None,
+    **options: Any,
+) -> ServiceResult:
+    """Call ``service`` through the default SDK (see :meth:`ServiceSDK.call_service`)."""
+    return await get_default_sdk().call_service(
+        service,
+        endpoint,
+        method=method,
+        timeout=timeout,
+        retry_attempts=retry_attempts,
+        params=params,
+        data=data,
+        json=json,
+        headers=headers,
+        **options,
+    )

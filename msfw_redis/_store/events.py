@@ -1,0 +1,195 @@
+"""The process's one pub/sub connection, shared by every component.
+
+Transition scripts PUBLISH what changed; components subscribe here to keep their local
+mirrors fresh. Pub/sub is a notification channel, never the source of truth: a message
+can be lost during a reconnect, so after every (re)subscription the bus calls each
+channel's ``on_resync`` callback, and the component re-reads its state from Redis.
+
+The reader task reconnects with full-jitter exponential back-off, so a fleet does not
+reconnect in lock-step after a Redis restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redis import exceptions as rexc
+
+from msfw_redis._callbacks import call_logged
+from msfw_redis._shutdown import logged
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from msfw_redis._store.store import Store
+
+__all__ = ["EventBus", "Handler", "Resync"]
+
+logger = logging.getLogger("msfw_redis.events")
+
+Handler = Callable[[bytes], Awaitable[None] | None]
+Resync = Callable[[], Awaitable[None] | None]
+
+_BACKOFF_INITIAL = 0.05
+_BACKOFF_MAX = 5.0
+_POLL_TIMEOUT = 1.0
+
+
+@dataclass(slots=True)
+class _Channel:
+    handlers: list[Handler] = field(default_factory=list)
+    resyncs: list[Resync] = field(default_factory=list)
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class EventBus:
+    """Routes pub/sub messages to handlers; one subscriber connection per process."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._channels: dict[str, _Channel] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._pubsub: Any = None
+        self._client: aioredis.Redis | None = None
+        self._closed = False
+        self._connected = asyncio.Event()
+        self.reconnects = 0
+        self.messages = 0
+
+    @property
+    def connected(self) -> bool:
+        """True while the subscriber connection is up."""
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Start the reader task (idempotent)."""
+        if self._task is None and not self._closed:
+            self._task = asyncio.create_task(self._run(), name="msfw-redis-events")
+
+    async def subscribe(
+        self,
+        channel: str,
+        handler: Handler,
+        *,
+        on_resync: Resync | None = None,
+        wait: bool = True,
+    ) -> None:
+        """Deliver every message on ``channel`` to ``handler``.
+
+        With ``wait`` (the default) this returns once Redis has confirmed the
+        subscription, or after the store's operation timeout when Redis is unwell, so a
+        caller can read state afterwards knowing no later change will be missed.
+        """
+        self.start()
+        entry = self._channels.get(channel)
+        new = entry is None
+        if entry is None:
+            entry = self._channels[channel] = _Channel()
+        entry.handlers.append(handler)
+        if on_resync is not None:
+            entry.resyncs.append(on_resync)
+        if new and self._pubsub is not None and self._connected.is_set():
+            try:
+                async with asyncio.timeout(self._store.op_timeout):
+                    await self._pubsub.subscribe(channel)
+            except (rexc.RedisError, OSError, TimeoutError) as exc:
+                logger.debug("subscribe to %s deferred to reconnect: %r", channel, exc)
+        if wait and self._store.available:
+            # While the store is known to be down the confirmation cannot come; the
+            # subscription is made (and on_resync called) when the bus reconnects.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._store.op_timeout * 4):
+                    await entry.confirmed.wait()
+
+    async def publish(self, channel: str, message: bytes) -> int:
+        """Publish through the command connection; returns the number of receivers."""
+        return await self._store.publish(channel, message)
+
+    async def aclose(self) -> None:
+        """Stop the reader and close the subscriber connection."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError), logged("events task"):
+                await self._task
+            self._task = None
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        self._connected.clear()
+        for entry in self._channels.values():
+            entry.confirmed.clear()
+        pubsub, self._pubsub = self._pubsub, None
+        client, self._client = self._client, None
+        if pubsub is not None:
+            with logged("events close"):
+                await pubsub.aclose()
+        if client is not None and client is not self._store.client:
+            with logged("events close"):
+                await client.aclose()
+
+    async def _run(self) -> None:
+        backoff = _BACKOFF_INITIAL
+        first = True
+        while not self._closed:
+            try:
+                self._client = self._store.pubsub_client()
+                self._pubsub = self._client.pubsub()
+                # A throwaway channel keeps the connection in subscribed mode even when no
+                # component has subscribed yet, so get_message() has a socket to read.
+                await self._pubsub.subscribe(self._store.keys.global_key("events", "bus"))
+                if self._channels:
+                    await self._pubsub.subscribe(*self._channels)
+                self._connected.set()
+                if not first:
+                    self.reconnects += 1
+                    logger.info("event bus resubscribed to %d channels", len(self._channels))
+                backoff = _BACKOFF_INITIAL
+                await self._read_loop(resync=not first)
+            except asyncio.CancelledError:
+                raise
+            except (rexc.RedisError, OSError, TimeoutError) as exc:
+                logger.debug("event bus connection lost: %r", exc)
+            except Exception:
+                logger.exception("event bus reader failed; reconnecting")
+            first = False
+            await self._teardown()
+            await asyncio.sleep(random.uniform(0, backoff))
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _read_loop(self, *, resync: bool) -> None:
+        pending_resync = resync
+        while not self._closed:
+            message = await self._pubsub.get_message(
+                ignore_subscribe_messages=False, timeout=_POLL_TIMEOUT
+            )
+            if message is None:
+                continue
+            kind = message.get("type")
+            channel_raw = message.get("channel")
+            channel = channel_raw.decode() if isinstance(channel_raw, bytes) else str(channel_raw)
+            entry = self._channels.get(channel)
+            if kind == "subscribe":
+                if entry is not None:
+                    entry.confirmed.set()
+                    if pending_resync:
+                        await self._call_all(entry.resyncs, None)
+                continue
+            if kind != "message" or entry is None:
+                continue
+            self.messages += 1
+            data = message.get("data")
+            payload = data if isinstance(data, bytes) else str(data).encode()
+            await self._call_all(entry.handlers, payload)
+
+    @staticmethod
+    async def _call_all(callbacks: list[Any], payload: bytes | None) -> None:
+        args = () if payload is None else (payload,)
+        for callback in list(callbacks):
+            await call_logged(callback, *args, log=logger, what="event handler")

@@ -1,0 +1,386 @@
+"""The state store: the only module that talks to Redis for commands.
+
+It owns three things:
+
+* **Script calls.** Every state change is a Lua script from ``lua/``, called by
+  EVALSHA with a locally computed SHA1. On NOSCRIPT (after a restart, failover or
+  ``SCRIPT FLUSH``) the script is loaded again and the call retried once.
+* **Error translation.** redis-py and socket errors become :class:`StoreError`
+  subclasses here, once. ``NoScriptError`` is caught before any broad catch, since it
+  is itself a ``RedisError``.
+* **Outage gating.** Each operation has its own timeout (``op_timeout``). After a
+  failure the store is marked down and further operations fail at once, without
+  touching the network, until a growing back-off window passes; so a dead Redis costs
+  a caller at most one ``op_timeout`` per window, never one per call. One WARNING is
+  logged per outage and one INFO on recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
+from msfw_redis._config import DEFAULT_REDIS_OP_TIMEOUT
+from msfw_redis._exceptions import (
+    ScriptError,
+    StoreConnectionError,
+    StoreError,
+    StoreTimeoutError,
+)
+from msfw_redis._store.clock import ServerClock
+from msfw_redis._store.connection import create_client, create_pubsub_client, resolve_url
+from msfw_redis._store.keys import DEFAULT_KEY_PREFIX, KeySchema
+from msfw_redis._store.scripts import LuaScript, load_scripts
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+__all__ = [
+    "Reply",
+    "Store",
+    "StoreStats",
+    "reply_int",
+    "reply_list",
+    "reply_str",
+    "translate_error",
+]
+
+logger = logging.getLogger("msfw_redis.store")
+
+#: Back-off between attempts to reach a store that is down: first window, cap (s).
+_OUTAGE_BACKOFF_INITIAL = 0.5
+_OUTAGE_BACKOFF_MAX = 5.0
+_MEMORY_OP_TIMEOUT = 5.0
+
+Reply = int | bytes | str | list[Any] | None
+T = TypeVar("T")
+
+
+def translate_error(exc: BaseException, *, what: str) -> StoreError:
+    """The library error for a redis-py / socket / timeout error raised by ``what``."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, (TimeoutError, rexc.TimeoutError)):
+        return StoreTimeoutError(f"Redis did not answer {what} in time")
+    if isinstance(exc, (rexc.ConnectionError, OSError)):
+        return StoreConnectionError(f"Redis connection failed during {what}: {exc}")
+    if isinstance(exc, rexc.ResponseError):
+        message = str(exc)
+        if message.startswith("MSFW_"):
+            return ScriptError(f"{what}: {message}", code=message.split(" ", 1)[0])
+        return StoreError(f"Redis rejected {what}: {message}")
+    return StoreError(f"Redis error during {what}: {exc!r}")
+
+
+def _is_outage(err: StoreError) -> bool:
+    return isinstance(err, (StoreConnectionError, StoreTimeoutError))
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """Counters about the store's health, for metrics."""
+
+    outages: int = 0
+    recoveries: int = 0
+    fast_failures: int = 0
+    script_reloads: int = 0
+
+
+class Store:
+    """Async access to the shared Redis state, with timeouts and outage gating.
+
+    Build one with :meth:`from_url` or :meth:`from_client`, then ``await start()``.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        url: str | None = None,
+        op_timeout: float = DEFAULT_REDIS_OP_TIMEOUT,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        owns_client: bool = False,
+        pubsub_client_factory: Callable[[], aioredis.Redis] | None = None,
+    ) -> None:
+        if not op_timeout > 0:
+            raise ValueError(f"invalid redis_op_timeout {op_timeout!r}: must be > 0 seconds")
+        self.client = client
+        self.url = url
+        self.op_timeout = op_timeout
+        self.keys = KeySchema(key_prefix)
+        self.clock = ServerClock()
+        self.stats = StoreStats()
+        self._owns_client = owns_client
+        self._pubsub_client_factory = pubsub_client_factory
+        self._scripts: dict[str, LuaScript] = load_scripts()
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._backoff = _OUTAGE_BACKOFF_INITIAL
+        self._recovery_listeners: list[Callable[[], Awaitable[None] | None]] = []
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        op_timeout: float = DEFAULT_REDIS_OP_TIMEOUT,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+    ) -> Store:
+        """A store for ``url`` (default ``$MSFW_REDIS_URL``, else ``memory://``)."""
+        resolved = resolve_url(url)
+        if resolved.startswith("memory://"):
+            # The embedded store runs in this process and cannot hang or drop; a short
+            # timeout would only misread a busy event loop as an outage.
+            op_timeout = max(op_timeout, _MEMORY_OP_TIMEOUT)
+        client = create_client(resolved, op_timeout=op_timeout)
+        return cls(
+            client,
+            url=resolved,
+            op_timeout=op_timeout,
+            key_prefix=key_prefix,
+            owns_client=True,
+            pubsub_client_factory=lambda: create_pubsub_client(resolved, op_timeout=op_timeout),
+        )
+
+    @classmethod
+    def from_client(
+        cls,
+        client: aioredis.Redis,
+        *,
+        op_timeout: float = DEFAULT_REDIS_OP_TIMEOUT,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+    ) -> Store:
+        """A store over a ready-made client, which the caller keeps owning.
+
+        The client's own timeouts and retry settings are the caller's; each operation is
+        still bounded by ``op_timeout`` here.
+        """
+        return cls(client, op_timeout=op_timeout, key_prefix=key_prefix, owns_client=False)
+
+    def pubsub_client(self) -> aioredis.Redis:
+        """A client for the subscriber connection (see ``msfw_redis._store.events``)."""
+        if self._pubsub_client_factory is not None:
+            return self._pubsub_client_factory()
+        return self.client
+
+    @property
+    def scripts(self) -> dict[str, LuaScript]:
+        return self._scripts
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every script (checking each SHA) and measure the server clock offset.
+
+        Raises :class:`StoreError` when Redis cannot be reached; callers decide by their
+        failure policy whether to go on degraded.
+        """
+        await self.load_scripts()
+        await self.sync_clock()
+
+    async def load_scripts(self) -> None:
+        """``SCRIPT LOAD`` every script and check that Redis agrees on its SHA1."""
+        for script in self._scripts.values():
+            got = await self._load(script)
+            if got != script.sha:
+                raise StoreError(
+                    f"Redis returned SHA {got} for script {script.name!r}, expected {script.sha}"
+                )
+
+    async def _load(self, script: LuaScript) -> str:
+        sha: Any = await self._op(
+            lambda: self.client.script_load(script.source), what=f"SCRIPT LOAD {script.name}"
+        )
+        return sha.decode() if isinstance(sha, bytes) else str(sha)
+
+    async def sync_clock(self) -> None:
+        """Measure this process's offset to Redis server time."""
+
+        async def read() -> int:
+            return reply_int(await self.run("clock_now", [], []))
+
+        await self.clock.sync(read)
+
+    async def aclose(self) -> None:
+        """Close the connection pool if this store created it."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    # -- availability -----------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        """False while the store is considered down (inside an outage window)."""
+        return self._down_since is None
+
+    @property
+    def retry_due(self) -> bool:
+        """True when an operation would reach Redis (up, or its outage window passed)."""
+        return self._down_since is None or time.monotonic() >= self._retry_at
+
+    def on_recovery(self, callback: Callable[[], Awaitable[None] | None]) -> None:
+        """Call ``callback`` each time the store comes back after an outage."""
+        self._recovery_listeners.append(callback)
+
+    def _gate(self, what: str) -> None:
+        if self._down_since is not None and time.monotonic() < self._retry_at:
+            self.stats.fast_failures += 1
+            raise StoreConnectionError(
+                f"Redis is unavailable (down for {time.monotonic() - self._down_since:.1f}s); "
+                f"{what} skipped"
+            )
+
+    def _mark_failure(self, err: StoreError) -> None:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            self._backoff = _OUTAGE_BACKOFF_INITIAL
+            self.stats.outages += 1
+            logger.warning("Redis store %s is unavailable: %s", self._label(), err)
+        else:
+            self._backoff = min(self._backoff * 2.0, _OUTAGE_BACKOFF_MAX)
+        # Jitter spreads the probes of many replicas after a shared outage.
+        self._retry_at = now + self._backoff * random.uniform(0.5, 1.0)
+
+    def _mark_success(self) -> None:
+        if self._down_since is None:
+            return
+        downtime = time.monotonic() - self._down_since
+        self._down_since = None
+        self.stats.recoveries += 1
+        logger.info("Redis store %s recovered after %.1fs", self._label(), downtime)
+        for callback in list(self._recovery_listeners):
+            try:
+                result = callback()
+                if asyncio.iscoroutine(result):
+                    task = asyncio.ensure_future(result)
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+            except Exception:
+                logger.exception("store recovery listener failed")
+
+    def _label(self) -> str:
+        return self.url or "(client)"
+
+    async def _op(self, make: Callable[[], Awaitable[T]], *, what: str) -> T:
+        self._gate(what)
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                result = await make()
+        except rexc.NoScriptError:
+            raise
+        except (rexc.RedisError, OSError, TimeoutError) as exc:
+            err = translate_error(exc, what=what)
+            if _is_outage(err):
+                self._mark_failure(err)
+            else:
+                self._mark_success()
+            raise err from exc
+        self._mark_success()
+        return result
+
+    # -- operations -------------------------------------------------------------------
+
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Reply:
+        """Run script ``name`` by EVALSHA; on NOSCRIPT, load it and retry once."""
+        script = self._scripts[name]
+        argv = [_encode_arg(a) for a in args]
+        what = f"script {name}"
+
+        def call() -> Awaitable[Any]:
+            return self.client.evalsha(script.sha, len(keys), *keys, *argv)
+
+        try:
+            return cast("Reply", await self._op(call, what=what))
+        except rexc.NoScriptError:
+            self.stats.script_reloads += 1
+            logger.info("script %s missing on the server (restart or flush); reloading", name)
+        await self._load(script)
+        try:
+            return cast("Reply", await self._op(call, what=what))
+        except rexc.NoScriptError as exc:
+            raise StoreError(f"script {name} vanished again right after loading") from exc
+
+    async def get(self, key: str) -> bytes | None:
+        """Read a string value (reads need no script)."""
+        return cast("bytes | None", await self._op(lambda: self.client.get(key), what="GET"))
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        """Read a whole hash."""
+        return cast(
+            "dict[bytes, bytes]", await self._op(lambda: self.client.hgetall(key), what="HGETALL")
+        )
+
+    async def smembers(self, key: str) -> set[bytes]:
+        """Read a set's members."""
+        return cast(
+            "set[bytes]", await self._op(lambda: self.client.smembers(key), what="SMEMBERS")
+        )
+
+    async def zmembers(self, key: str) -> list[str]:
+        """Read a sorted set's members, lowest score first, decoded as UTF-8."""
+        raw = cast(
+            "list[bytes]", await self._op(lambda: self.client.zrange(key, 0, -1), what="ZRANGE")
+        )
+        return [m.decode("utf-8", "replace") if isinstance(m, bytes) else str(m) for m in raw]
+
+    async def publish(self, channel: str, message: bytes) -> int:
+        """Publish an event (events are notifications, never state)."""
+        return cast(
+            "int", await self._op(lambda: self.client.publish(channel, message), what="PUBLISH")
+        )
+
+    async def ping(self) -> bool:
+        """True when Redis answers a PING within the operation timeout."""
+        return bool(await self._op(lambda: self.client.ping(), what="PING"))
+
+
+def _encode_arg(value: object) -> bytes | str | int | float:
+    if isinstance(value, bool):
+        return 1 if value else 0
+    if isinstance(value, (bytes, str, int)):
+        return value
+    if isinstance(value, float):
+        # repr() keeps full precision and never uses a locale; Lua's tonumber reads it.
+        return repr(value)
+    raise TypeError(f"cannot pass {type(value).__name__} to a Lua script")
+
+
+def reply_int(reply: Reply) -> int:
+    """A script's integer reply, or a StoreError if it is not one."""
+    if isinstance(reply, int):
+        return reply
+    if isinstance(reply, (bytes, str)):
+        try:
+            return int(reply)
+        except ValueError:
+            pass
+    raise StoreError(f"expected an integer reply, got {reply!r}")
+
+
+def reply_list(reply: Reply) -> list[Any]:
+    """A script's array reply, or a StoreError if it is not one."""
+    if isinstance(reply, list):
+        return reply
+    raise StoreError(f"expected an array reply, got {reply!r}")
+
+
+def reply_str(reply: Reply) -> str:
+    """A script's string reply, decoded as UTF-8."""
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", "replace")
+    if isinstance(reply, str):
+        return reply
+    if isinstance(reply, int):
+        return str(reply)
+    raise StoreError(f"expected a string reply, got {reply!r}")
