@@ -33,7 +33,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from msfw_redis._exceptions import InvalidRequestError
 from msfw_redis._interfaces.decorators import meta_of
-from msfw_redis._pipeline.client import UNSET, parse_body, validate_method
+from msfw_redis._pipeline.request import UNSET, parse_body, validate_method
 from msfw_redis._store.keys import validate_service_name
 
 if typing.TYPE_CHECKING:
@@ -218,8 +218,13 @@ def service_call(
             circuit = meta.get("circuit")
             owner = type(self).__name__
             client = sdk.get_client(service_name, circuit_config=circuit, version=version)
-            call = functools.partial(
-                client.request,
+            cache = meta.get("cache")
+            function_cache = None
+            if cache is not None:
+                function_cache = cache.for_call(
+                    sdk, service_name, verb, base + path_template, bound
+                )
+            response = await client.request(
                 verb,
                 base + path,
                 params=query or None,
@@ -227,12 +232,10 @@ def service_call(
                 endpoint_template=base + path_template,
                 retry_policy=meta.get("retry"),
                 breaker_endpoint=f"{owner}.{fn.__name__}" if circuit is not None else None,
+                function_cache=function_cache,
+                force_refresh=force_refresh and function_cache is not None,
             )
-            cache = meta.get("cache")
-            if cache is not None:
-                data = await cache.fetch(self, wrapper, bound, call, force_refresh=force_refresh)
-            else:
-                data = parse_body(await call())
+            data = parse_body(response)
             if return_adapter is None:
                 return None  # type: ignore[return-value]
             result: R = return_adapter.validate_python(data)
