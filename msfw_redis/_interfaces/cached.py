@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from msfw_redis._cache.cache import CacheKey, CachePolicy, TypeAdapterCodec
 from msfw_redis._cache.keys import credential_fingerprint
-from msfw_redis._interfaces.decorators import function_name, meta_of
+from msfw_redis._interfaces.decorators import function_name, meta_of, sdk_of
 from msfw_redis._pipeline.steps import FunctionCache
 
 if TYPE_CHECKING:
@@ -185,10 +185,9 @@ class _CachedMethod:
 
 
 async def _clear(method: Any, owner: Any, key: str | None, sdk: ServiceSDK | None) -> int:
-    from msfw_redis._interfaces.typed import _sdk_of
     from msfw_redis._sdk.sdk import get_default_sdk
 
-    chosen = sdk or (_sdk_of(owner) if owner is not None else get_default_sdk())
+    chosen = sdk or (sdk_of(owner) if owner is not None else get_default_sdk())
     await chosen.start()
     cache = chosen.components.cache
     cached: _CachedCall = meta_of(method)["cache"]

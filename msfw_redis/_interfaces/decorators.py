@@ -38,6 +38,7 @@ __all__ = [
     "health_check",
     "meta_of",
     "retry_on_failure",
+    "sdk_of",
 ]
 
 P = ParamSpec("P")
@@ -69,6 +70,14 @@ def _sdk_for(explicit: ServiceSDK | None) -> ServiceSDK:
     from msfw_redis._sdk.sdk import get_default_sdk
 
     return explicit if explicit is not None else get_default_sdk()
+
+
+def sdk_of(obj: Any) -> ServiceSDK:
+    """The SDK a typed-interface object was built with, or the default SDK."""
+    from msfw_redis._sdk.sdk import get_default_sdk
+
+    sdk: ServiceSDK | None = getattr(obj, "_msfw_sdk", None)
+    return sdk if sdk is not None else get_default_sdk()
 
 
 def _copy_meta(src: Any, dst: Any) -> None:

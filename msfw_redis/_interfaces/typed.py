@@ -32,7 +32,8 @@ from urllib.parse import quote
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from msfw_redis._exceptions import InvalidRequestError
-from msfw_redis._interfaces.decorators import meta_of
+from msfw_redis._interfaces.cached import _CachedMethod
+from msfw_redis._interfaces.decorators import meta_of, sdk_of
 from msfw_redis._pipeline.request import UNSET, parse_body, validate_method
 from msfw_redis._store.keys import validate_service_name
 
@@ -213,7 +214,7 @@ def service_call(
             interface: InterfaceInfo | None = getattr(type(self), INTERFACE_ATTR, None)
             base = interface.base_path if interface is not None else ""
             version = interface.version if interface is not None else None
-            sdk = _sdk_of(self)
+            sdk = sdk_of(self)
             meta = meta_of(wrapper)
             circuit = meta.get("circuit")
             owner = type(self).__name__
@@ -249,8 +250,6 @@ def service_call(
         if cached is not None:
             # @cached_service_call sat below @service_call: it saw a plain function, so
             # name its entries after this method and service instead.
-            from msfw_redis._interfaces.cached import _CachedMethod
-
             cached.service = ""
             cached.function = fn.__qualname__
             return typing.cast("Callable[Concatenate[S, P], Awaitable[R]]", _CachedMethod(wrapper))
@@ -258,10 +257,3 @@ def service_call(
         return typing.cast("Callable[Concatenate[S, P], Awaitable[R]]", wrapper)
 
     return decorate
-
-
-def _sdk_of(obj: Any) -> ServiceSDK:
-    from msfw_redis._sdk.sdk import get_default_sdk
-
-    sdk: ServiceSDK | None = getattr(obj, "_msfw_sdk", None)
-    return sdk if sdk is not None else get_default_sdk()

@@ -312,7 +312,7 @@ class Pipeline:
                 metrics["cache_hits"] += 1
         if ctx.record is not None:
             record = ctx.record
-            record.attempts = outcome.attempts
+            record.attempts = ctx.attempts  # 0 when the cache answered
             record.instance = outcome.instance
             if outcome.response is not None:
                 record.status_code = outcome.response.status_code
