@@ -8,6 +8,7 @@ the library's errors at this one boundary (as httpx's ``map_httpcore_exceptions`
 from __future__ import annotations
 
 import json as jsonlib
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -54,6 +55,10 @@ def validate_method(method: str | HTTPMethod) -> str:
     return name
 
 
+# Whitespace (Unicode included, as str.isspace) and control characters, DEL included.
+_BAD_ENDPOINT_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def validate_endpoint(endpoint: str) -> str:
     """An endpoint path such as ``/orders/1?x=2``; absolute URLs and junk are refused."""
     if not isinstance(endpoint, str):
@@ -62,8 +67,7 @@ def validate_endpoint(endpoint: str) -> str:
         raise InvalidRequestError(f"endpoint {endpoint!r} must start with '/'")
     if "://" in endpoint.split("?", 1)[0] or endpoint.startswith("//"):
         raise InvalidRequestError(f"endpoint {endpoint!r} must be a path, not a URL")
-    bad = [ch for ch in endpoint if ch.isspace() or ord(ch) < 32 or ord(ch) == 127]
-    if bad:
+    if _BAD_ENDPOINT_CHAR.search(endpoint) is not None:
         raise InvalidRequestError(
             f"endpoint {endpoint!r} contains whitespace or control characters"
         )
