@@ -43,6 +43,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.bench_overhead",
         "SDK vs raw httpx over one in-process MockTransport at 1, 10 and 50 tasks",
     ),
+    "scale": (
+        "benchmarks.bench_scale",
+        "1 / 100 / 10,000 breakers: hot path, first use, bytes in process and in Redis",
+    ),
     "registry": (
         "benchmarks.bench_registry",
         "round trips per discovery, heartbeat cost, SIGKILL-to-eviction time",
