@@ -26,19 +26,18 @@ from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
 from msfw_redis._exceptions import (
     ConfigurationError,
     InvalidRequestError,
-    ServiceClientError,
     ServiceNotFoundError,
     StoreError,
 )
-from msfw_redis._models import HTTPMethod, ServiceResult
 from msfw_redis._pipeline.batch import run_batch
 from msfw_redis._pipeline.client import ServiceClient
-from msfw_redis._pipeline.pipeline import CallOutcome, Pipeline
+from msfw_redis._pipeline.pipeline import Pipeline
 from msfw_redis._pipeline.policy import PolicyBook
-from msfw_redis._pipeline.request import UNSET, Middleware, error_for_response, parse_body
+from msfw_redis._pipeline.request import UNSET, Middleware, parse_body
 from msfw_redis._registry.enrollment import ENROLLMENTS, HealthEnrollment
 from msfw_redis._registry.health import HealthMonitor
 from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._sdk.results import json_or_content, result_from
 from msfw_redis._settings import AppSettings, load_settings
 from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
@@ -46,6 +45,7 @@ from msfw_redis._store.store import Store
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from msfw_redis._models import HTTPMethod, ServiceResult
     from msfw_redis._pipeline.observe import CallObserver
     from msfw_redis._registry.instance import ServiceInstance
 
@@ -84,18 +84,6 @@ class Components:
     registry: ServiceRegistry
     health: HealthMonitor
     sleep: Callable[[float], Awaitable[None]]
-
-
-def _json_or_content(data: Any, json: Any) -> dict[str, Any]:
-    if data is not None and json is not UNSET:
-        raise InvalidRequestError("pass either data= or json=, not both")
-    if json is not UNSET:
-        return {"json": json}
-    if data is None:
-        return {}
-    if isinstance(data, (str, bytes)):
-        return {"content": data}
-    return {"json": data}
 
 
 class ServiceSDK:
@@ -378,12 +366,12 @@ class ServiceSDK:
                 headers=headers,
                 timeout=timeout,
                 retry_attempts=retry_attempts,
-                **_json_or_content(data, json),
+                **json_or_content(data, json),
                 **options,
             )
         except InvalidRequestError:
             raise
-        return _result_from(outcome, service)
+        return result_from(outcome, service)
 
     async def _verb(self, method: str, service_name: str, path: str, **kwargs: Any) -> Any:
         response = await self.get_client(service_name).request(method, path, **kwargs)
@@ -399,21 +387,21 @@ class ServiceSDK:
         self, service_name: str, path: str, data: Any = None, params: Any = None, **kwargs: Any
     ) -> Any:
         """POST ``data`` as JSON and return the parsed body."""
-        body = _json_or_content(data, kwargs.pop("json", UNSET))
+        body = json_or_content(data, kwargs.pop("json", UNSET))
         return await self._verb("POST", service_name, path, params=params, **body, **kwargs)
 
     async def put_to_service(
         self, service_name: str, path: str, data: Any = None, params: Any = None, **kwargs: Any
     ) -> Any:
         """PUT ``data`` as JSON and return the parsed body."""
-        body = _json_or_content(data, kwargs.pop("json", UNSET))
+        body = json_or_content(data, kwargs.pop("json", UNSET))
         return await self._verb("PUT", service_name, path, params=params, **body, **kwargs)
 
     async def patch_to_service(
         self, service_name: str, path: str, data: Any = None, params: Any = None, **kwargs: Any
     ) -> Any:
         """PATCH ``data`` as JSON and return the parsed body."""
-        body = _json_or_content(data, kwargs.pop("json", UNSET))
+        body = json_or_content(data, kwargs.pop("json", UNSET))
         return await self._verb("PATCH", service_name, path, params=params, **body, **kwargs)
 
     async def delete_from_service(
@@ -628,39 +616,6 @@ class ServiceSDK:
         """Invalidate every cached entry of ``service_name`` fleet-wide, in O(1)."""
         await self._ensure_started()
         await self._cache.clear_service(service_name)
-
-
-def _result_from(outcome: CallOutcome, service: str) -> ServiceResult:
-    if outcome.exception is not None:
-        exc = outcome.exception
-        return ServiceResult(
-            success=False,
-            error=str(exc) or type(exc).__name__,
-            status_code=getattr(exc, "status_code", None),
-            attempts=outcome.attempts,
-            elapsed=outcome.elapsed,
-            exception=exc,
-        )
-    response = outcome.response
-    if response is None:  # pragma: no cover
-        return ServiceResult(success=False, error="no response", attempts=outcome.attempts)
-    ok = response.status_code < 400
-    error_exc: ServiceClientError | None = None
-    if not ok:
-        error_exc = error_for_response(response, service, outcome.endpoint)
-        error_exc.attempts = outcome.attempts
-    return ServiceResult(
-        success=ok,
-        data=parse_body(response),
-        error=None if error_exc is None else str(error_exc),
-        status_code=response.status_code,
-        headers=dict(response.headers),
-        attempts=outcome.attempts,
-        elapsed=outcome.elapsed,
-        from_cache=outcome.from_cache,
-        stale=outcome.stale,
-        exception=error_exc,
-    )
 
 
 async def call_service(
