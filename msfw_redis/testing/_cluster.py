@@ -36,9 +36,7 @@ def _binary(binary: ServerBinary | None) -> ServerBinary:
 
 
 def _cli_for(binary: ServerBinary) -> str | None:
-    sibling = Path(binary.path).with_name(
-        "valkey-cli" if binary.kind == "valkey" else "redis-cli"
-    )
+    sibling = Path(binary.path).with_name("valkey-cli" if binary.kind == "valkey" else "redis-cli")
     if sibling.is_file():
         return str(sibling)
     return shutil.which("redis-cli") or shutil.which("valkey-cli")
@@ -78,8 +76,12 @@ def _cluster_port(taken: set[int]) -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def _conn(port: int) -> redis.Redis:
+def _conn(port: int) -> Any:
     return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
+
+
+def _cmd(port: int, *args: object) -> Any:
+    return _conn(port).execute_command(*args)
 
 
 class RedisClusterSetup:
@@ -155,7 +157,9 @@ class RedisClusterSetup:
             check=False,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout!r} {done.stderr!r}")
+            raise RuntimeError(
+                f"redis-cli --cluster create failed: {done.stdout!r} {done.stderr!r}"
+            )
 
     def _create_by_hand(self) -> None:
         first = _conn(self.ports[0])
@@ -165,17 +169,16 @@ class RedisClusterSetup:
         for i in range(self._masters):
             lo = i * per
             hi = _SLOTS - 1 if i == self._masters - 1 else lo + per - 1
-            _conn(self.ports[i]).execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
-        ids = [_conn(p).execute_command("CLUSTER", "MYID") for p in self.ports[: self._masters]]
+            _cmd(self.ports[i], "CLUSTER", "ADDSLOTSRANGE", lo, hi)
+        ids = [_cmd(p, "CLUSTER", "MYID") for p in self.ports[: self._masters]]
         for i, port in enumerate(self.ports[self._masters :]):
             master_id = ids[i].decode() if isinstance(ids[i], bytes) else ids[i]
-            replica = _conn(port)
-            _wait(
-                "the replica to learn its master",
-                lambda r=replica, m=master_id: m.encode() in r.execute_command("CLUSTER", "NODES"),
-                20,
-            )
-            replica.execute_command("CLUSTER", "REPLICATE", master_id)
+
+            def knows(port: int = port, master: str = master_id) -> bool:
+                return master.encode() in _cmd(port, "CLUSTER", "NODES")
+
+            _wait("the replica to learn its master", knows, 20)
+            _cmd(port, "CLUSTER", "REPLICATE", master_id)
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Wait until every running node reports ``cluster_state:ok`` and full coverage."""
@@ -184,7 +187,7 @@ class RedisClusterSetup:
             for server in self.servers:
                 if not server.running:
                     continue
-                info = _conn(server.port).execute_command("CLUSTER", "INFO")
+                info = _cmd(server.port, "CLUSTER", "INFO")
                 text = info.decode() if isinstance(info, bytes) else str(info)
                 if "cluster_state:ok" not in text or "cluster_slots_ok:16384" not in text:
                     return False
@@ -196,7 +199,7 @@ class RedisClusterSetup:
         for server in self.servers:
             if server.running:
                 try:
-                    return list(_conn(server.port).execute_command("CLUSTER", "SLOTS"))
+                    return list(_cmd(server.port, "CLUSTER", "SLOTS"))
                 except (redis.RedisError, OSError):
                     continue
         raise RuntimeError("no cluster node answers CLUSTER SLOTS")
@@ -225,7 +228,7 @@ class RedisClusterSetup:
 
     def failover_to(self, replica: RedisServer, timeout: float = 20.0) -> None:
         """Make ``replica`` take over its master's slots (``CLUSTER FAILOVER``)."""
-        _conn(replica.port).execute_command("CLUSTER", "FAILOVER")
+        _cmd(replica.port, "CLUSTER", "FAILOVER")
         _wait(
             "the replica to become master",
             lambda: _conn(replica.port).info("replication").get("role") == "master",
@@ -307,7 +310,9 @@ class SentinelSetup:
                 )
                 sentinel.start()
             _wait("the replica to sync", self._replica_synced, timeout)
-            _wait("every sentinel to see the replica and the others", self._sentinels_ready, timeout)
+            _wait(
+                "every sentinel to see the replica and the others", self._sentinels_ready, timeout
+            )
         except BaseException:
             self.stop()
             raise
@@ -331,8 +336,8 @@ class SentinelSetup:
             if not sentinel.running:
                 continue
             try:
-                host_port = _conn(sentinel.port).execute_command(
-                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
+                host_port = _cmd(
+                    sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
                 )
             except (redis.RedisError, OSError):
                 continue
@@ -345,8 +350,12 @@ class SentinelSetup:
     def failover(self, timeout: float = 30.0) -> RedisServer:
         """``SENTINEL FAILOVER`` and wait until the old primary replicates the new one."""
         old = self.current_primary()
-        _conn(self.sentinels[0].port).execute_command("SENTINEL", "FAILOVER", self.master_name)
-        _wait("the sentinels to name a new primary", lambda: self.current_primary() is not old, timeout)
+        _cmd(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.master_name)
+        _wait(
+            "the sentinels to name a new primary",
+            lambda: self.current_primary() is not old,
+            timeout,
+        )
         _wait("the old primary to replicate the new one", self._replica_synced, timeout)
         return self.current_primary()
 

@@ -95,7 +95,8 @@ class RedisServer:
     @property
     def pid(self) -> int | None:
         """The server process id while it runs."""
-        return self._proc.pid if self.running else None
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     @property
     def url(self) -> str:
