@@ -68,6 +68,7 @@ logger = logging.getLogger("msfw_redis.store")
 _OUTAGE_BACKOFF_INITIAL = 0.2
 _OUTAGE_BACKOFF_MAX = 0.8
 _ONE_GATE = "*"
+_CLUSTER_DISCOVERY_TIMEOUT = 2.0
 _MEMORY_OP_TIMEOUT = 5.0
 
 Reply = int | bytes | str | list[Any] | None
@@ -212,6 +213,14 @@ class Store:
         failure policy whether to go on degraded.
         """
         await self.check_topology()
+        if isinstance(self.client, RedisCluster):
+            # Discovering the slot table takes a few round trips to several nodes: give it
+            # more than one op timeout, once, rather than fail the first operations.
+            try:
+                async with asyncio.timeout(max(self.op_timeout * 8, _CLUSTER_DISCOVERY_TIMEOUT)):
+                    await self.client.initialize()
+            except (rexc.RedisError, OSError, TimeoutError) as exc:
+                raise translate_error(exc, what="cluster discovery") from exc
         await self.load_scripts()
         await self.sync_clock()
 
