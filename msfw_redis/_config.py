@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from msfw_redis._exceptions import ConfigurationError
+from msfw_redis._store.connection import check_url
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
@@ -44,7 +45,10 @@ def config_error_from(exc: ValidationError, model: str) -> ConfigurationError:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         first_field = first_field or loc
-        problems.append(f"{model}.{loc}: {err['msg']} (got {err.get('input')!r})")
+        # The URL check already shows the (redacted) URL; repeating the input would leak
+        # its password into the message.
+        got = "" if loc == "redis_url" else f" (got {err.get('input')!r})"
+        problems.append(f"{model}.{loc}: {err['msg']}{got}")
     return ConfigurationError("invalid configuration: " + "; ".join(problems), field=first_field)
 
 
@@ -215,6 +219,16 @@ class ServiceSDKConfig(_ConfigModel):
     health_failure_threshold: int = Field(default=3, ge=1)
     health_success_threshold: int = Field(default=2, ge=1)
     monitor_registered_services: bool = True
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_url(value)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("retry_statuses")
     @classmethod

@@ -17,8 +17,10 @@ from msfw_redis._store.store import Store
 from msfw_redis.testing import (
     ENV_REQUIRE_REAL_REDIS,
     ENV_TEST_REDIS_URL,
+    RedisClusterSetup,
     RedisServer,
     ScriptedService,
+    SentinelSetup,
     find_server_binary,
 )
 
@@ -63,16 +65,60 @@ def real_redis_url(real_redis_url_or_none: str | None) -> str:
     return real_redis_url_or_none
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("fakeredis", id="fakeredis"),
-        pytest.param("real", id="real", marks=pytest.mark.real_redis),
-    ]
-)
+@pytest.fixture(scope="session")
+def cluster_setup() -> Iterator[RedisClusterSetup]:
+    """A real 3-master, 3-replica Redis Cluster, started once per session on first use."""
+    if find_server_binary() is None:
+        _no_real_server("no redis-server/valkey-server binary for a cluster")
+    with RedisClusterSetup() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def sentinel_setup() -> Iterator[SentinelSetup]:
+    """A real primary, replica and 3 sentinels, started once per session on first use."""
+    if find_server_binary() is None:
+        _no_real_server("no redis-server/valkey-server binary for Sentinel")
+    with SentinelSetup() as setup:
+        yield setup
+
+
+_BASE_STORES = [
+    pytest.param("fakeredis", id="fakeredis"),
+    pytest.param("real", id="real", marks=pytest.mark.real_redis),
+]
+_ALL_STORES = [
+    *_BASE_STORES,
+    pytest.param("cluster", id="cluster", marks=pytest.mark.real_redis),
+    pytest.param("sentinel", id="sentinel", marks=pytest.mark.real_redis),
+]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using ``redis_url`` runs on fakeredis and a real server; in modules
+    marked ``topologies`` also on a real Cluster and a real Sentinel setup."""
+    if "redis_url" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        if "redis_url" in str(mark.args[0]):
+            return  # the test chose its own stores
+    everywhere = metafunc.definition.get_closest_marker("topologies") is not None
+    metafunc.parametrize("redis_url", _ALL_STORES if everywhere else _BASE_STORES, indirect=True)
+
+
+@pytest.fixture
 def redis_url(request: pytest.FixtureRequest, real_redis_url_or_none: str | None) -> str:
-    """A store URL: a private in-process fakeredis, then a real server."""
+    """A store URL: a private in-process fakeredis, then a real server (and, in modules
+    marked ``topologies``, a real Cluster and a real Sentinel setup; the key prefix per
+    test keeps tests on these shared servers apart)."""
     if request.param == "fakeredis":
         return f"memory://test-{uuid.uuid4().hex}"
+    if request.param == "cluster":
+        cluster: RedisClusterSetup = request.getfixturevalue("cluster_setup")
+        return cluster.url
+    if request.param == "sentinel":
+        sentinel: SentinelSetup = request.getfixturevalue("sentinel_setup")
+        return sentinel.url
     if real_redis_url_or_none is None:
         _no_real_server("no redis-server/valkey-server binary and no MSFW_TEST_REDIS_URL")
     assert real_redis_url_or_none is not None

@@ -387,7 +387,8 @@ def _common(*, suppress: bool) -> argparse.ArgumentParser:
         metavar="URL",
         default=default,
         help=(
-            f"the store: redis://, rediss://, unix:// (default ${ENV_REDIS_URL}, else the "
+            "the store: redis://, rediss://, unix://, redis+cluster://h:p[,h:p...], "
+            f"redis+sentinel://h:p[,h:p...]/<master> (default ${ENV_REDIS_URL}, else the "
             "embedded store: for the demo a fakeredis TCP server its processes share; for "
             "the other commands memory://, a store private to this process, so they "
             "show nothing)"

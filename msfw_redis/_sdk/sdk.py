@@ -44,6 +44,7 @@ from msfw_redis._store.store import Store
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
 
     from msfw_redis._models import HTTPMethod, ServiceResult
     from msfw_redis._pipeline.observe import CallObserver
@@ -93,7 +94,8 @@ class ServiceSDK:
         config: the application's settings holding ``[services.<name>]`` sections: a
             TOML file path, a dict, or a settings object with a ``services`` attribute.
         sdk_config: the SDK's own settings; defaults to ``ServiceSDKConfig()``.
-        redis: a ready-made ``redis.asyncio.Redis`` client to use (and not close)
+        redis: a ready-made ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
+            client to use (and not close)
             instead of ``sdk_config.redis_url``.
         http_client: an ``httpx.AsyncClient`` to send with (the SDK will not close it).
         sleep: the coroutine used to wait between retries (tests pass a fake).
@@ -103,7 +105,7 @@ class ServiceSDK:
         self,
         config: Any = None,
         sdk_config: ServiceSDKConfig | None = None,
-        redis: aioredis.Redis | None = None,
+        redis: aioredis.Redis | RedisCluster | None = None,
         *,
         http_client: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,

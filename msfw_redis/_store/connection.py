@@ -1,22 +1,34 @@
 """Turning a store URL (or a ready-made client) into ``redis.asyncio`` clients.
 
-Supported URLs: ``redis://``, ``rediss://`` (TLS), ``unix://`` and ``memory://[name]``.
+Supported URLs: ``redis://``, ``rediss://`` (TLS), ``unix://``, ``memory://[name]``, and,
+following the ``limits`` library's conventions,
+``redis+cluster://[user:password@]host:port[,host:port...]`` (``rediss+cluster://`` for
+TLS) and ``redis+sentinel://[user:password@]host:port[,host:port...]/<master>[/db]``
+(``rediss+sentinel://``).
 ``memory://`` is fakeredis with Lua, in this process: the zero-setup default. Every
 ``memory://`` URL with the same name shares one in-process server, so two SDKs in one
 process see the same breakers, as two replicas would on a real Redis.
 
 Clients are built with a per-operation socket timeout and **no** client-side retries:
 a dead or hung Redis must cost one ``redis_op_timeout``, never seconds of hidden retries.
+The exception is Cluster, whose client gets a socket timeout well below the op timeout
+and one retry, so that redis-py itself sees a node time out, refreshes its slot table
+and reaches the promoted replica inside the same operation.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from msfw_redis._exceptions import ConfigurationError
@@ -24,29 +36,143 @@ from msfw_redis._exceptions import ConfigurationError
 __all__ = [
     "DEFAULT_STORE_URL",
     "ENV_REDIS_URL",
+    "StoreClient",
+    "StoreURL",
+    "check_url",
+    "close_client",
     "create_client",
     "create_pubsub_client",
+    "parse_url",
+    "redact",
     "resolve_url",
 ]
 
+#: A command client: one server (or Sentinel-managed primary), or a Cluster.
+StoreClient = aioredis.Redis | RedisCluster
+
 ENV_REDIS_URL = "MSFW_REDIS_URL"
 DEFAULT_STORE_URL = "memory://"
-_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
+_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "memory://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+)
+#: Fraction of the op timeout a Cluster socket read may take: redis-py must time out,
+#: refresh its topology and retry once, all before the store's own op timeout fires.
+_CLUSTER_SOCKET_SHARE = 0.4
 
 _memory_servers: dict[str, Any] = {}
+#: The Sentinel manager behind each Sentinel-managed client, closed with it.
+_sentinels: weakref.WeakKeyDictionary[Any, Sentinel] = weakref.WeakKeyDictionary()
 _memory_lock = threading.Lock()
+
+
+def _bad_url(url: object, why: str) -> ConfigurationError:
+    shown = redact(url) if isinstance(url, str) else repr(url)
+    return ConfigurationError(f"invalid redis_url {shown}: {why}", field="redis_url")
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs and errors."""
+    head, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return repr(url)
+    creds, _, tail = rest.partition("@")
+    user = creds.split(":", 1)[0]
+    return repr(f"{head}://{user}:***@{tail}" if ":" in creds else f"{head}://***@{tail}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreURL:
+    """A parsed ``redis+cluster://`` or ``redis+sentinel://`` URL."""
+
+    kind: str
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    master_name: str | None = None
+    db: int = 0
+    options: tuple[tuple[str, str], ...] = ()
+
+
+_OPTIONS = {
+    "cluster": frozenset(),
+    "sentinel": frozenset({"sentinel_username", "sentinel_password"}),
+}
+
+
+def parse_url(url: str) -> StoreURL | None:
+    """The parts of a Cluster or Sentinel URL (None for the other schemes).
+
+    Raises :class:`ConfigurationError` naming ``redis_url`` when the URL is malformed.
+    """
+    scheme, sep, _ = url.partition("://")
+    if not sep or "+" not in scheme:
+        return None
+    base, _, kind = scheme.partition("+")
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    creds, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = creds.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise _bad_url(url, f"expected host:port[,host:port...], got {item.strip()!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    master_name = None
+    db = 0
+    if kind == "sentinel":
+        if not path:
+            raise _bad_url(url, "a Sentinel URL needs the master name: .../<master_name>[/db]")
+        master_name = unquote(path[0])
+        rest = path[1:]
+        if len(rest) > 1 or (rest and not rest[0].isdigit()):
+            raise _bad_url(url, "after the master name only a database number may follow")
+        db = int(rest[0]) if rest else 0
+    elif path not in ([], ["0"]):
+        raise _bad_url(url, "a Cluster URL has no database (Cluster only has db 0)")
+    options = tuple(parse_qsl(parts.query, keep_blank_values=True))
+    for name, _value in options:
+        if name not in _OPTIONS[kind]:
+            allowed = ", ".join(sorted(_OPTIONS[kind])) or "none"
+            raise _bad_url(url, f"unknown option {name!r} (allowed: {allowed})")
+    return StoreURL(
+        kind=kind,
+        nodes=tuple(nodes),
+        tls=base == "rediss",
+        username=username,
+        password=password,
+        master_name=master_name,
+        db=db,
+        options=options,
+    )
+
+
+def check_url(url: object) -> str:
+    """``url`` if it is a valid store URL, else :class:`ConfigurationError` naming it."""
+    if not isinstance(url, str) or not url.startswith(_SCHEMES):
+        raise _bad_url(url, f"expected one of {', '.join(_SCHEMES)}")
+    parse_url(url)
+    return url
 
 
 def resolve_url(url: str | None) -> str:
     """The store URL to use: the explicit one, else ``$MSFW_REDIS_URL``, else ``memory://``."""
     if url is None:
         url = os.environ.get(ENV_REDIS_URL) or DEFAULT_STORE_URL
-    if not isinstance(url, str) or not url.startswith(_SCHEMES):
-        raise ConfigurationError(
-            f"invalid redis_url {url!r}: expected one of {', '.join(_SCHEMES)}",
-            field="redis_url",
-        )
-    return url
+    return check_url(url)
 
 
 def _memory_server(url: str) -> Any:
@@ -65,14 +191,98 @@ def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
-def create_client(url: str, *, op_timeout: float) -> aioredis.Redis:
+def _cluster(
+    parsed: StoreURL, *, socket_timeout: float | None, connect: float, name: str
+) -> RedisCluster:
+    return RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in parsed.nodes],
+        username=parsed.username,
+        password=parsed.password,
+        ssl=parsed.tls,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect,
+        # One retry after a topology refresh: enough to follow a failover, and still
+        # inside the store's op timeout (the socket timeout is a share of it).
+        retry=Retry(NoBackoff(), 1),
+        # A shard that is down must not stop the others from serving.
+        require_full_coverage=False,
+        client_name=name,
+    )
+
+
+def _sentinel(parsed: StoreURL, *, connect: float) -> Sentinel:
+    opts = dict(parsed.options)
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": connect,
+        "socket_connect_timeout": connect,
+        "ssl": parsed.tls,
+    }
+    if "sentinel_username" in opts:
+        sentinel_kwargs["username"] = opts["sentinel_username"]
+    if "sentinel_password" in opts:
+        sentinel_kwargs["password"] = opts["sentinel_password"]
+    make: Any = Sentinel
+    sentinel: Sentinel = make(list(parsed.nodes), sentinel_kwargs=sentinel_kwargs)
+    return sentinel
+
+
+def _sentinel_primary(
+    sentinel: Sentinel, parsed: StoreURL, *, socket_timeout: float | None, connect: float, name: str
+) -> aioredis.Redis:
+    assert parsed.master_name is not None
+    client: aioredis.Redis = sentinel.master_for(
+        parsed.master_name,
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        ssl=parsed.tls,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect,
+        retry=_no_retry(),
+        client_name=name,
+    )
+    _sentinels[client] = sentinel
+    return client
+
+
+async def close_client(client: StoreClient) -> None:
+    """Close ``client`` and, for Sentinel, the connections to the sentinels too."""
+    await client.aclose()
+    sentinel = _sentinels.pop(client, None)
+    if sentinel is not None:
+        for conn in sentinel.sentinels:
+            await conn.aclose()
+
+
+def _from_url(url: str, **kwargs: Any) -> aioredis.Redis:
+    client: aioredis.Redis = aioredis.Redis.from_url(url, **kwargs)
+    return client
+
+
+def create_client(url: str, *, op_timeout: float) -> StoreClient:
     """A command client for ``url`` whose every operation gives up after ``op_timeout`` s."""
+    parsed = parse_url(url)
+    if parsed is not None and parsed.kind == "cluster":
+        return _cluster(
+            parsed,
+            socket_timeout=op_timeout * _CLUSTER_SOCKET_SHARE,
+            connect=op_timeout * _CLUSTER_SOCKET_SHARE,
+            name="msfw-redis",
+        )
+    if parsed is not None:
+        return _sentinel_primary(
+            _sentinel(parsed, connect=op_timeout),
+            parsed,
+            socket_timeout=op_timeout,
+            connect=op_timeout,
+            name="msfw-redis",
+        )
     if url.startswith("memory://"):
         import fakeredis
 
         client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=_memory_server(url))
         return client
-    return aioredis.Redis.from_url(
+    return _from_url(
         url,
         socket_timeout=op_timeout,
         socket_connect_timeout=op_timeout,
@@ -83,15 +293,26 @@ def create_client(url: str, *, op_timeout: float) -> aioredis.Redis:
     )
 
 
-def create_pubsub_client(url: str, *, op_timeout: float) -> aioredis.Redis:
+def create_pubsub_client(url: str, *, op_timeout: float) -> StoreClient:
     """A client for the one long-lived subscriber connection of a process.
 
     Reads on it block for as long as no event arrives, so it has no socket read
     timeout; connecting is still bounded, and a periodic PING finds dead peers.
     """
+    parsed = parse_url(url)
+    if parsed is not None and parsed.kind == "cluster":
+        return _cluster(parsed, socket_timeout=None, connect=op_timeout, name="msfw-redis-events")
+    if parsed is not None:
+        return _sentinel_primary(
+            _sentinel(parsed, connect=op_timeout),
+            parsed,
+            socket_timeout=None,
+            connect=op_timeout,
+            name="msfw-redis-events",
+        )
     if url.startswith("memory://"):
         return create_client(url, op_timeout=op_timeout)
-    return aioredis.Redis.from_url(
+    return _from_url(
         url,
         socket_timeout=None,
         socket_connect_timeout=op_timeout,

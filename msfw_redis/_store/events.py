@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 
 from msfw_redis._callbacks import call_logged
 from msfw_redis._shutdown import logged
+from msfw_redis._store.connection import close_client
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
+    from msfw_redis._store.connection import StoreClient
     from msfw_redis._store.store import Store
 
 __all__ = ["EventBus", "Handler", "Resync"]
@@ -56,7 +57,7 @@ class EventBus:
         self._channels: dict[str, _Channel] = {}
         self._task: asyncio.Task[None] | None = None
         self._pubsub: Any = None
-        self._client: aioredis.Redis | None = None
+        self._client: StoreClient | None = None
         self._closed = False
         self._connected = asyncio.Event()
         self.reconnects = 0
@@ -132,7 +133,7 @@ class EventBus:
                 await pubsub.aclose()
         if client is not None and client is not self._store.client:
             with logged("events close"):
-                await client.aclose()
+                await close_client(client)
 
     async def _run(self) -> None:
         backoff = _BACKOFF_INITIAL
@@ -140,6 +141,11 @@ class EventBus:
         while not self._closed:
             try:
                 self._client = self._store.pubsub_client()
+                if isinstance(self._client, RedisCluster):
+                    # Classic pub/sub on Cluster: PUBLISH reaches every node, so one
+                    # subscriber connection to a node picked from the slot table hears all.
+                    async with asyncio.timeout(self._store.op_timeout * 4):
+                        await self._client.initialize()
                 self._pubsub = self._client.pubsub()
                 # A throwaway channel keeps the connection in subscribed mode even when no
                 # component has subscribed yet, so get_message() has a socket to read.

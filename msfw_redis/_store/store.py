@@ -24,18 +24,26 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 
 from msfw_redis._config import DEFAULT_REDIS_OP_TIMEOUT
 from msfw_redis._exceptions import (
+    ConfigurationError,
     ScriptError,
     StoreConnectionError,
     StoreError,
     StoreTimeoutError,
 )
 from msfw_redis._store.clock import ServerClock
-from msfw_redis._store.connection import create_client, create_pubsub_client, resolve_url
+from msfw_redis._store.connection import (
+    StoreClient,
+    close_client,
+    create_client,
+    create_pubsub_client,
+    redact,
+    resolve_url,
+)
 from msfw_redis._store.keys import DEFAULT_KEY_PREFIX, KeySchema
 from msfw_redis._store.scripts import LuaScript, load_scripts
 
@@ -54,9 +62,13 @@ __all__ = [
 
 logger = logging.getLogger("msfw_redis.store")
 
-#: Back-off between attempts to reach a store that is down: first window, cap (s).
-_OUTAGE_BACKOFF_INITIAL = 0.5
-_OUTAGE_BACKOFF_MAX = 5.0
+#: Back-off between attempts to reach a store (or shard) that is down: first window and
+#: cap (s). The cap stays under 1 s so that shared state is back within a second of a
+#: failover completing; a fleet probing a dead Redis about once a second is cheap.
+_OUTAGE_BACKOFF_INITIAL = 0.2
+_OUTAGE_BACKOFF_MAX = 0.8
+_ONE_GATE = "*"
+_CLUSTER_DISCOVERY_TIMEOUT = 2.0
 _MEMORY_OP_TIMEOUT = 5.0
 
 Reply = int | bytes | str | list[Any] | None
@@ -71,6 +83,14 @@ def translate_error(exc: BaseException, *, what: str) -> StoreError:
         return StoreTimeoutError(f"Redis did not answer {what} in time")
     if isinstance(exc, (rexc.ConnectionError, OSError)):
         return StoreConnectionError(f"Redis connection failed during {what}: {exc}")
+    if isinstance(exc, (rexc.ClusterError, rexc.ClusterDownError, rexc.TryAgainError)):
+        # Minimal mapping until the faults branch's errors module lands: a shard in the
+        # middle of a failover or reshard is an outage of that shard.
+        return StoreConnectionError(f"Redis Cluster unavailable during {what}: {exc}")
+    if isinstance(exc, rexc.ReadOnlyError):
+        return StoreConnectionError(f"Redis replica answered {what} (READONLY): {exc}")
+    if isinstance(exc, AttributeError):
+        return StoreConnectionError(f"Redis connection dropped during {what}: {exc!r}")
     if isinstance(exc, rexc.ResponseError):
         message = str(exc)
         if message.startswith("MSFW_"):
@@ -81,6 +101,15 @@ def translate_error(exc: BaseException, *, what: str) -> StoreError:
 
 def _is_outage(err: StoreError) -> bool:
     return isinstance(err, (StoreConnectionError, StoreTimeoutError))
+
+
+@dataclass(slots=True)
+class _Gate:
+    """Outage state of one shard (or of the whole store on a single node)."""
+
+    down_since: float | None = None
+    retry_at: float = 0.0
+    backoff: float = _OUTAGE_BACKOFF_INITIAL
 
 
 @dataclass(slots=True)
@@ -101,13 +130,13 @@ class Store:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: StoreClient,
         *,
         url: str | None = None,
         op_timeout: float = DEFAULT_REDIS_OP_TIMEOUT,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         owns_client: bool = False,
-        pubsub_client_factory: Callable[[], aioredis.Redis] | None = None,
+        pubsub_client_factory: Callable[[], StoreClient] | None = None,
     ) -> None:
         if not op_timeout > 0:
             raise ValueError(f"invalid redis_op_timeout {op_timeout!r}: must be > 0 seconds")
@@ -120,9 +149,7 @@ class Store:
         self._owns_client = owns_client
         self._pubsub_client_factory = pubsub_client_factory
         self._scripts: dict[str, LuaScript] = load_scripts()
-        self._down_since: float | None = None
-        self._retry_at = 0.0
-        self._backoff = _OUTAGE_BACKOFF_INITIAL
+        self._gates: dict[str, _Gate] = {}
         self._recovery_listeners: list[Callable[[], Awaitable[None] | None]] = []
         self._background: set[asyncio.Future[Any]] = set()
 
@@ -155,7 +182,7 @@ class Store:
     @classmethod
     def from_client(
         cls,
-        client: aioredis.Redis,
+        client: StoreClient,
         *,
         op_timeout: float = DEFAULT_REDIS_OP_TIMEOUT,
         key_prefix: str = DEFAULT_KEY_PREFIX,
@@ -167,7 +194,7 @@ class Store:
         """
         return cls(client, op_timeout=op_timeout, key_prefix=key_prefix, owns_client=False)
 
-    def pubsub_client(self) -> aioredis.Redis:
+    def pubsub_client(self) -> StoreClient:
         """A client for the subscriber connection (see ``msfw_redis._store.events``)."""
         if self._pubsub_client_factory is not None:
             return self._pubsub_client_factory()
@@ -185,8 +212,42 @@ class Store:
         Raises :class:`StoreError` when Redis cannot be reached; callers decide by their
         failure policy whether to go on degraded.
         """
+        await self.check_topology()
+        if isinstance(self.client, RedisCluster):
+            # Discovering the slot table takes a few round trips to several nodes: give it
+            # more than one op timeout, once, rather than fail the first operations.
+            try:
+                async with asyncio.timeout(max(self.op_timeout * 8, _CLUSTER_DISCOVERY_TIMEOUT)):
+                    await self.client.initialize()
+            except (rexc.RedisError, OSError, TimeoutError) as exc:
+                raise translate_error(exc, what="cluster discovery") from exc
         await self.load_scripts()
         await self.sync_clock()
+
+    async def check_topology(self) -> None:
+        """Refuse a plain URL that reaches a Cluster node or a replica.
+
+        Through such a URL only some services (or none) would share state, silently:
+        the others' scripts get MOVED or READONLY. The error names the URL to use.
+        """
+        if self.url is None or not self.url.startswith(("redis://", "rediss://", "unix://")):
+            return
+        info: Any = await self._op(lambda: self.client.info("server"), what="INFO server")
+        if str(info.get("redis_mode", "")) == "cluster":
+            raise ConfigurationError(
+                f"redis_url {self._label()} reaches a Redis Cluster node: only the services "
+                "whose slots live on that node would share state. Use "
+                "redis+cluster://host:port[,host:port...] instead",
+                field="redis_url",
+            )
+        repl: Any = await self._op(lambda: self.client.info("replication"), what="INFO replication")
+        if str(repl.get("role", "")) in ("slave", "replica"):
+            raise ConfigurationError(
+                f"redis_url {self._label()} reaches a read-only replica: every state change "
+                "would fail with READONLY. Point it at the primary, or, with Sentinel, use "
+                "redis+sentinel://host:port[,host:port...]/<master_name>",
+                field="redis_url",
+            )
 
     async def load_scripts(self) -> None:
         """``SCRIPT LOAD`` every script and check that Redis agrees on its SHA1."""
@@ -214,49 +275,76 @@ class Store:
     async def aclose(self) -> None:
         """Close the connection pool if this store created it."""
         if self._owns_client:
-            await self.client.aclose()
+            await close_client(self.client)
 
     # -- availability -----------------------------------------------------------------
 
     @property
     def available(self) -> bool:
-        """False while the store is considered down (inside an outage window)."""
-        return self._down_since is None
+        """False while any shard of the store is considered down (inside an outage)."""
+        return all(g.down_since is None for g in self._gates.values())
 
     @property
     def retry_due(self) -> bool:
-        """True when an operation would reach Redis (up, or its outage window passed)."""
-        return self._down_since is None or time.monotonic() >= self._retry_at
+        """True when an operation would reach Redis (up, or an outage window passed)."""
+        now = time.monotonic()
+        down = [g for g in self._gates.values() if g.down_since is not None]
+        return not down or any(now >= g.retry_at for g in down)
+
+    def available_for(self, key: str) -> bool:
+        """False while the shard holding ``key`` is considered down."""
+        gate = self._gates.get(self._shard_of(key))
+        return gate is None or gate.down_since is None
 
     def on_recovery(self, callback: Callable[[], Awaitable[None] | None]) -> None:
-        """Call ``callback`` each time the store comes back after an outage."""
+        """Call ``callback`` each time the store (or one shard of it) comes back."""
         self._recovery_listeners.append(callback)
 
-    def _gate(self, what: str) -> None:
-        if self._down_since is not None and time.monotonic() < self._retry_at:
+    def _shard_of(self, key: str | None) -> str:
+        """The gate an operation on ``key`` passes: its slot's master on Cluster.
+
+        Keyless operations and single-node stores share one gate. After a failover the
+        cluster client names the promoted replica, whose gate is fresh, so a service's
+        state is back as soon as redis-py has refreshed its slot table.
+        """
+        if key is None or not isinstance(self.client, RedisCluster):
+            return _ONE_GATE
+        try:
+            node = self.client.get_node_from_key(key)
+        except Exception:  # an uninitialised or refreshing slot table
+            return _ONE_GATE
+        return node.name if node is not None else _ONE_GATE
+
+    def _gate(self, what: str, shard: str) -> None:
+        gate = self._gates.get(shard)
+        if gate is not None and gate.down_since is not None and time.monotonic() < gate.retry_at:
             self.stats.fast_failures += 1
+            where = "" if shard == _ONE_GATE else f" (shard {shard})"
             raise StoreConnectionError(
-                f"Redis is unavailable (down for {time.monotonic() - self._down_since:.1f}s); "
-                f"{what} skipped"
+                f"Redis{where} is unavailable (down for "
+                f"{time.monotonic() - gate.down_since:.1f}s); {what} skipped"
             )
 
-    def _mark_failure(self, err: StoreError) -> None:
+    def _mark_failure(self, err: StoreError, shard: str) -> None:
         now = time.monotonic()
-        if self._down_since is None:
-            self._down_since = now
-            self._backoff = _OUTAGE_BACKOFF_INITIAL
+        gate = self._gates.setdefault(shard, _Gate())
+        if gate.down_since is None:
+            gate.down_since = now
+            gate.backoff = _OUTAGE_BACKOFF_INITIAL
             self.stats.outages += 1
-            logger.warning("Redis store %s is unavailable: %s", self._label(), err)
+            where = "" if shard == _ONE_GATE else f" shard {shard}"
+            logger.warning("Redis store %s%s is unavailable: %s", self._label(), where, err)
         else:
-            self._backoff = min(self._backoff * 2.0, _OUTAGE_BACKOFF_MAX)
+            gate.backoff = min(gate.backoff * 2.0, _OUTAGE_BACKOFF_MAX)
         # Jitter spreads the probes of many replicas after a shared outage.
-        self._retry_at = now + self._backoff * random.uniform(0.5, 1.0)
+        gate.retry_at = now + gate.backoff * random.uniform(0.5, 1.0)
 
-    def _mark_success(self) -> None:
-        if self._down_since is None:
+    def _mark_success(self, shard: str) -> None:
+        gate = self._gates.get(shard)
+        if gate is None or gate.down_since is None:
             return
-        downtime = time.monotonic() - self._down_since
-        self._down_since = None
+        downtime = time.monotonic() - gate.down_since
+        gate.down_since = None
         self.stats.recoveries += 1
         logger.info("Redis store %s recovered after %.1fs", self._label(), downtime)
         for callback in list(self._recovery_listeners):
@@ -270,23 +358,28 @@ class Store:
                 logger.exception("store recovery listener failed")
 
     def _label(self) -> str:
-        return self.url or "(client)"
+        return redact(self.url) if self.url else "(client)"
 
-    async def _op(self, make: Callable[[], Awaitable[T]], *, what: str) -> T:
-        self._gate(what)
+    async def _op(
+        self, make: Callable[[], Awaitable[T]], *, what: str, key: str | None = None
+    ) -> T:
+        shard = self._shard_of(key)
+        self._gate(what, shard)
         try:
             async with asyncio.timeout(self.op_timeout):
                 result = await make()
         except rexc.NoScriptError:
             raise
-        except (rexc.RedisError, OSError, TimeoutError) as exc:
+        except (rexc.RedisError, OSError, TimeoutError, AttributeError) as exc:
+            # AttributeError: redis-py's cluster client can trip over a connection it
+            # closed itself during a reshard or failover; that is an outage, not a bug here.
             err = translate_error(exc, what=what)
             if _is_outage(err):
-                self._mark_failure(err)
+                self._mark_failure(err, shard)
             else:
-                self._mark_success()
+                self._mark_success(shard)
             raise err from exc
-        self._mark_success()
+        self._mark_success(shard)
         return result
 
     # -- operations -------------------------------------------------------------------
@@ -296,48 +389,57 @@ class Store:
         script = self._scripts[name]
         argv = [_encode_arg(a) for a in args]
         what = f"script {name}"
+        shard_key = keys[0] if keys else None
 
         def call() -> Awaitable[Any]:
             return self.client.evalsha(script.sha, len(keys), *keys, *argv)
 
         try:
-            return cast("Reply", await self._op(call, what=what))
+            return cast("Reply", await self._op(call, what=what, key=shard_key))
         except rexc.NoScriptError:
             self.stats.script_reloads += 1
             logger.info("script %s missing on the server (restart or flush); reloading", name)
         await self._load(script)
         try:
-            return cast("Reply", await self._op(call, what=what))
+            return cast("Reply", await self._op(call, what=what, key=shard_key))
         except rexc.NoScriptError as exc:
             raise StoreError(f"script {name} vanished again right after loading") from exc
 
     async def get(self, key: str) -> bytes | None:
         """Read a string value (reads need no script)."""
-        return cast("bytes | None", await self._op(lambda: self.client.get(key), what="GET"))
+        return cast(
+            "bytes | None", await self._op(lambda: self.client.get(key), what="GET", key=key)
+        )
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
         """Read a whole hash."""
         return cast(
-            "dict[bytes, bytes]", await self._op(lambda: self.client.hgetall(key), what="HGETALL")
+            "dict[bytes, bytes]",
+            await self._op(lambda: self.client.hgetall(key), what="HGETALL", key=key),
         )
 
     async def smembers(self, key: str) -> set[bytes]:
         """Read a set's members."""
         return cast(
-            "set[bytes]", await self._op(lambda: self.client.smembers(key), what="SMEMBERS")
+            "set[bytes]",
+            await self._op(lambda: self.client.smembers(key), what="SMEMBERS", key=key),
         )
 
     async def zmembers(self, key: str) -> list[str]:
         """Read a sorted set's members, lowest score first, decoded as UTF-8."""
         raw = cast(
-            "list[bytes]", await self._op(lambda: self.client.zrange(key, 0, -1), what="ZRANGE")
+            "list[bytes]",
+            await self._op(lambda: self.client.zrange(key, 0, -1), what="ZRANGE", key=key),
         )
         return [m.decode("utf-8", "replace") if isinstance(m, bytes) else str(m) for m in raw]
 
     async def publish(self, channel: str, message: bytes) -> int:
         """Publish an event (events are notifications, never state)."""
         return cast(
-            "int", await self._op(lambda: self.client.publish(channel, message), what="PUBLISH")
+            "int",
+            await self._op(
+                lambda: self.client.publish(channel, message), what="PUBLISH", key=channel
+            ),
         )
 
     async def ping(self) -> bool:

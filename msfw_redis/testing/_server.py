@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -12,6 +13,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "ENV_REQUIRE_REAL_REDIS",
@@ -64,14 +69,34 @@ class RedisServer:
     port stays the same, so clients reconnect to the same URL.
     """
 
-    def __init__(self, binary: ServerBinary | None = None, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        binary: ServerBinary | None = None,
+        *,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        config_file: str | None = None,
+    ) -> None:
         found = binary or find_server_binary()
         if found is None:
             raise RuntimeError("no redis-server or valkey-server binary found")
         self.binary = found
         self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.config_file = config_file
         self._dir = tempfile.mkdtemp(prefix="msfw-redis-test-")
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dir(self) -> str:
+        """The server's working directory (its cluster or sentinel config lives here)."""
+        return self._dir
+
+    @property
+    def pid(self) -> int | None:
+        """The server process id while it runs."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     @property
     def url(self) -> str:
@@ -87,6 +112,7 @@ class RedisServer:
             return self
         args = [
             self.binary.path,
+            *([self.config_file] if self.config_file else []),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -94,6 +120,7 @@ class RedisServer:
             "--dir", self._dir,
             "--protected-mode", "no",
             "--loglevel", "warning",
+            *self.extra_args,
         ]  # fmt: skip
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
@@ -120,6 +147,9 @@ class RedisServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        # A paused (SIGSTOPped) server only acts on SIGTERM once it runs again.
+        with contextlib.suppress(OSError):
+            os.kill(proc.pid, signal.SIGCONT)
         proc.terminate()
         try:
             proc.wait(timeout=5)
@@ -138,13 +168,27 @@ class RedisServer:
                 self._proc.stderr.close()
             self._proc = None
 
+    def pause(self) -> None:
+        """SIGSTOP the server: it keeps its sockets open but answers nothing (a hang)."""
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGCONT)
+
+    def cleanup(self) -> None:
+        """Stop the server and remove its working directory."""
+        self.stop()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self._dir, ignore_errors=True)
+
     def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self._dir, ignore_errors=True)
+        self.cleanup()
 
 
 class SilentServer:

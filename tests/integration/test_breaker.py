@@ -18,6 +18,8 @@ from msfw_redis._store.store import Store
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+pytestmark = pytest.mark.topologies
+
 Replica = tuple[Store, EventBus, BreakerHub]
 
 

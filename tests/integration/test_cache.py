@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
     from msfw_redis._cache.keys import CacheKey
 
+pytestmark = pytest.mark.topologies
+
 SECRET = b"integration-secret-0123456789abcdef"
 T0 = 1_700_000_000_000
 ANY = TypeAdapterCodec(Any)

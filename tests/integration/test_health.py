@@ -19,6 +19,8 @@ from msfw_redis.testing import RedisServer, ScriptedService, Step, find_server_b
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+pytestmark = pytest.mark.topologies
+
 SVC = "orders"
 
 

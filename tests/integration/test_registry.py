@@ -18,6 +18,8 @@ from msfw_redis.testing import RedisServer, find_server_binary
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+pytestmark = pytest.mark.topologies
+
 SVC = "orders"
 
 

@@ -1,0 +1,126 @@
+"""Cluster faults under load from 3 processes: a master killed or hung, and a reshard."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from msfw_redis._store.store import Store
+from msfw_redis.testing import RedisClusterSetup, ScriptedService, Step, run_in_processes
+from tests.faults._cluster_workers import call_through_fault
+
+pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
+
+_SECONDS = 7.0
+
+
+def _two_shards(cluster: RedisClusterSetup, prefix: str) -> tuple[str, str]:
+    keys = Store.from_url("memory://", key_prefix=prefix).keys
+    master = cluster.master_of(keys.key("sick0", "breaker"))
+    for i in range(200):
+        if cluster.master_of(keys.key(f"healthy{i}", "breaker")) is not master:
+            return "sick0", f"healthy{i}"
+    raise AssertionError("no two services on different shards")
+
+
+def _figures(
+    kind: str, results: list[dict[str, Any]], fault_at: float, sick: str, healthy: str
+) -> dict[str, Any]:
+    failed = [t for r in results for t in r["sick_failed_at"] if t >= fault_at]
+    figures = {
+        "fault": kind,
+        "caller_errors": sum(sum(r["caller_errors"].values()) for r in results),
+        "calls": sum(sum(r["calls"].values()) for r in results),
+        "healthy_gated": sum(r["gated"][healthy] for r in results),
+        "healthy_read_errors": sum(r["read_errors"][healthy] for r in results),
+        "healthy_reads": sum(r["reads"][healthy] for r in results),
+        "sick_read_errors": sum(r["read_errors"][sick] for r in results),
+        "sick_back_after_s": round(max(failed) - fault_at, 2) if failed else 0.0,
+    }
+    print(f"\ncluster fault figures: {figures}")
+    return figures
+
+
+def _run(
+    cluster: RedisClusterSetup, prefix: str, fault: Any
+) -> tuple[list[dict[str, Any]], float, str, str]:
+    sick, healthy = _two_shards(cluster, prefix)
+    with ScriptedService() as svc:
+        svc.script("/ok", Step(200, json={"ok": True}))
+        fault_at: list[float] = []
+
+        ready = mp.get_context("spawn").Barrier(4)
+
+        def inject() -> None:
+            ready.wait(60)
+            time.sleep(1.0)
+            fault_at.append(time.time())
+            fault(
+                cluster.master_of(
+                    Store.from_url("memory://", key_prefix=prefix).keys.key(sick, "breaker")
+                )
+            )
+
+        thread = threading.Thread(target=inject)
+        thread.start()
+        try:
+            results = run_in_processes(
+                call_through_fault,
+                [(cluster.url, prefix, svc.host, svc.port, sick, healthy, _SECONDS, ready)] * 3,
+                timeout=90,
+            )
+        finally:
+            thread.join()
+    return results, fault_at[0], sick, healthy
+
+
+def _recover(cluster: RedisClusterSetup) -> None:
+    for server in cluster.servers:
+        if not server.running:
+            server.start()
+    cluster.wait_ok(60)
+
+
+async def test_sigkill_of_a_master_costs_no_caller_errors(
+    cluster_setup: RedisClusterSetup, key_prefix: str
+) -> None:
+    """SIGKILL of a service's master: 0 caller errors, 0 gated reads on another shard."""
+    try:
+        results, at, sick, healthy = await asyncio.to_thread(
+            _run, cluster_setup, key_prefix, lambda server: server.kill()
+        )
+    finally:
+        await asyncio.to_thread(_recover, cluster_setup)
+    figures = _figures("sigkill", results, at, sick, healthy)
+    assert figures["caller_errors"] == 0
+    assert figures["healthy_gated"] == 0
+    assert figures["healthy_read_errors"] == 0
+    assert figures["sick_read_errors"] > 0  # the fault did hit the sick shard
+
+
+async def test_sigstop_of_a_master_costs_no_caller_errors(
+    cluster_setup: RedisClusterSetup, key_prefix: str
+) -> None:
+    """A hung (SIGSTOPped) master: 0 caller errors, 0 gated reads on another shard."""
+    paused: list[Any] = []
+
+    def hang(server: Any) -> None:
+        server.pause()
+        paused.append(server)
+
+    try:
+        results, at, sick, healthy = await asyncio.to_thread(_run, cluster_setup, key_prefix, hang)
+    finally:
+        for server in paused:
+            server.resume()
+        await asyncio.to_thread(_recover, cluster_setup)
+    figures = _figures("sigstop", results, at, sick, healthy)
+    assert figures["caller_errors"] == 0
+    assert figures["healthy_gated"] == 0
+    assert figures["healthy_read_errors"] == 0
+    assert figures["sick_read_errors"] > 0
