@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from msfw_redis._exceptions import ConfigurationError
+from msfw_redis._store.errors import redact_url
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
@@ -215,6 +216,11 @@ class ServiceSDKConfig(_ConfigModel):
     health_failure_threshold: int = Field(default=3, ge=1)
     health_success_threshold: int = Field(default=2, ge=1)
     monitor_registered_services: bool = True
+
+    def __repr_args__(self) -> Any:
+        # The store URL may carry a password: show it redacted, as every log does.
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "redis_url" and value else value)
 
     @field_validator("retry_statuses")
     @classmethod

@@ -20,6 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from msfw_redis._exceptions import ConfigurationError
+from msfw_redis._store.errors import redact_url
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -42,8 +43,9 @@ def resolve_url(url: str | None) -> str:
     if url is None:
         url = os.environ.get(ENV_REDIS_URL) or DEFAULT_STORE_URL
     if not isinstance(url, str) or not url.startswith(_SCHEMES):
+        shown = redact_url(url) if isinstance(url, str) else url
         raise ConfigurationError(
-            f"invalid redis_url {url!r}: expected one of {', '.join(_SCHEMES)}",
+            f"invalid redis_url {shown!r}: expected one of {', '.join(_SCHEMES)}",
             field="redis_url",
         )
     return url

@@ -6,13 +6,19 @@ It owns three things:
   EVALSHA with a locally computed SHA1. On NOSCRIPT (after a restart, failover or
   ``SCRIPT FLUSH``) the script is loaded again and the call retried once.
 * **Error translation.** redis-py and socket errors become :class:`StoreError`
-  subclasses here, once. ``NoScriptError`` is caught before any broad catch, since it
-  is itself a ``RedisError``.
+  subclasses in ``msfw_redis._store.errors``, once. ``NoScriptError`` is caught before
+  any broad catch, since it is itself a ``RedisError``.
 * **Outage gating.** Each operation has its own timeout (``op_timeout``). After a
   failure the store is marked down and further operations fail at once, without
   touching the network, until a growing back-off window passes; so a dead Redis costs
   a caller at most one ``op_timeout`` per window, never one per call. One WARNING is
-  logged per outage and one INFO on recovery.
+  logged per outage and one INFO on recovery. Only connection failures and timeouts
+  close the gate; a timeout while the event loop itself was starved does not (see
+  ``msfw_redis._store.loop``), since Redis may well have answered in time.
+* **Refusals.** READONLY, NOPERM and OOM mean Redis answered: they do not close the
+  gate, and each kind is logged once as a WARNING naming the cause and the back-off
+  callers should use before writing again (:meth:`Store.refusal_backoff`).
+* **No credential in a log, error or repr:** the URL is shown redacted.
 """
 
 from __future__ import annotations
@@ -29,14 +35,17 @@ from redis import exceptions as rexc
 
 from msfw_redis._config import DEFAULT_REDIS_OP_TIMEOUT
 from msfw_redis._exceptions import (
-    ScriptError,
+    StoreClusterError,
     StoreConnectionError,
     StoreError,
+    StorePermissionError,
     StoreTimeoutError,
 )
 from msfw_redis._store.clock import ServerClock
 from msfw_redis._store.connection import create_client, create_pubsub_client, resolve_url
+from msfw_redis._store.errors import is_outage, is_refusal, redact_url, translate_error
 from msfw_redis._store.keys import DEFAULT_KEY_PREFIX, KeySchema
+from msfw_redis._store.loop import LoopLagMonitor
 from msfw_redis._store.scripts import LuaScript, load_scripts
 
 if TYPE_CHECKING:
@@ -49,7 +58,7 @@ __all__ = [
     "reply_int",
     "reply_list",
     "reply_str",
-    "translate_error",
+    "translate_error",  # re-exported from msfw_redis._store.errors
 ]
 
 logger = logging.getLogger("msfw_redis.store")
@@ -58,29 +67,13 @@ logger = logging.getLogger("msfw_redis.store")
 _OUTAGE_BACKOFF_INITIAL = 0.5
 _OUTAGE_BACKOFF_MAX = 5.0
 _MEMORY_OP_TIMEOUT = 5.0
+#: How long to wait before writing again after a refusal (s): a permission error only
+#: goes away when an operator changes the ACL; READONLY and OOM may pass in seconds.
+PERMISSION_BACKOFF = 60.0
+REFUSAL_BACKOFF = 2.0
 
 Reply = int | bytes | str | list[Any] | None
 T = TypeVar("T")
-
-
-def translate_error(exc: BaseException, *, what: str) -> StoreError:
-    """The library error for a redis-py / socket / timeout error raised by ``what``."""
-    if isinstance(exc, StoreError):
-        return exc
-    if isinstance(exc, (TimeoutError, rexc.TimeoutError)):
-        return StoreTimeoutError(f"Redis did not answer {what} in time")
-    if isinstance(exc, (rexc.ConnectionError, OSError)):
-        return StoreConnectionError(f"Redis connection failed during {what}: {exc}")
-    if isinstance(exc, rexc.ResponseError):
-        message = str(exc)
-        if message.startswith("MSFW_"):
-            return ScriptError(f"{what}: {message}", code=message.split(" ", 1)[0])
-        return StoreError(f"Redis rejected {what}: {message}")
-    return StoreError(f"Redis error during {what}: {exc!r}")
-
-
-def _is_outage(err: StoreError) -> bool:
-    return isinstance(err, (StoreConnectionError, StoreTimeoutError))
 
 
 @dataclass(slots=True)
@@ -91,6 +84,8 @@ class StoreStats:
     recoveries: int = 0
     fast_failures: int = 0
     script_reloads: int = 0
+    refusals: int = 0
+    starved_timeouts: int = 0
 
 
 class Store:
@@ -125,6 +120,12 @@ class Store:
         self._backoff = _OUTAGE_BACKOFF_INITIAL
         self._recovery_listeners: list[Callable[[], Awaitable[None] | None]] = []
         self._background: set[asyncio.Future[Any]] = set()
+        self._refusals_logged: set[type[StoreError]] = set()
+        self._loop_lag = LoopLagMonitor(threshold=max(0.05, op_timeout * 0.25))
+
+    def __repr__(self) -> str:
+        label, prefix = self._label(), self.keys.prefix
+        return f"Store({label!r}, op_timeout={self.op_timeout}, prefix={prefix!r})"
 
     # -- construction ---------------------------------------------------------------
 
@@ -213,6 +214,7 @@ class Store:
 
     async def aclose(self) -> None:
         """Close the connection pool if this store created it."""
+        self._loop_lag.stop()
         if self._owns_client:
             await self.client.aclose()
 
@@ -246,7 +248,8 @@ class Store:
             self._down_since = now
             self._backoff = _OUTAGE_BACKOFF_INITIAL
             self.stats.outages += 1
-            logger.warning("Redis store %s is unavailable: %s", self._label(), err)
+            state = "is failing" if isinstance(err, StoreClusterError) else "is unavailable"
+            logger.warning("Redis store %s %s: %s", self._label(), state, err)
         else:
             self._backoff = min(self._backoff * 2.0, _OUTAGE_BACKOFF_MAX)
         # Jitter spreads the probes of many replicas after a shared outage.
@@ -270,20 +273,63 @@ class Store:
                 logger.exception("store recovery listener failed")
 
     def _label(self) -> str:
-        return self.url or "(client)"
+        return redact_url(self.url) if self.url else "(client)"
+
+    @property
+    def key_pattern(self) -> str:
+        """The key pattern every key of this store matches (for ACL grants)."""
+        return f"{self.keys.prefix}:*"
+
+    def refusal_backoff(self, err: StoreError) -> float:
+        """Seconds to wait before writing again after ``err`` refused a write."""
+        return PERMISSION_BACKOFF if isinstance(err, StorePermissionError) else REFUSAL_BACKOFF
+
+    def _note_refusal(self, err: StoreError) -> None:
+        self.stats.refusals += 1
+        kind = type(err)
+        if kind in self._refusals_logged:
+            return
+        self._refusals_logged.add(kind)
+        logger.warning(
+            "Redis store %s refuses writes: %s; breakers run locally and retry writing "
+            "every %.0fs (logged once)",
+            self._label(),
+            err,
+            self.refusal_backoff(err),
+        )
+
+    def _timed_out_starved(self, started: float) -> bool:
+        # The deadline callback itself ran late, or a monitor tick saw the loop stall.
+        late = time.monotonic() - started - self.op_timeout
+        if late > self._loop_lag.threshold:
+            self._loop_lag.note_lag(late, time.monotonic())
+        return self._loop_lag.starved_since(started)
 
     async def _op(self, make: Callable[[], Awaitable[T]], *, what: str) -> T:
         self._gate(what)
+        self._loop_lag.ensure_running()
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.op_timeout):
                 result = await make()
         except rexc.NoScriptError:
             raise
-        except (rexc.RedisError, OSError, TimeoutError) as exc:
-            err = translate_error(exc, what=what)
-            if _is_outage(err):
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # redis-py can raise AttributeError & co.; translate all
+            err = translate_error(exc, what=what, key_pattern=self.key_pattern)
+            if isinstance(err, StoreTimeoutError) and self._timed_out_starved(started):
+                # Not Redis's fault: the reply may have sat unread behind a busy loop.
+                self.stats.starved_timeouts += 1
+                raise StoreTimeoutError(
+                    f"{what} timed out while this process's event loop was blocked "
+                    f"(lag > {self._loop_lag.threshold * 1000:.0f} ms); Redis not marked down"
+                ) from exc
+            if is_outage(err):
                 self._mark_failure(err)
             else:
+                if is_refusal(err):
+                    self._note_refusal(err)
                 self._mark_success()
             raise err from exc
         self._mark_success()
