@@ -54,6 +54,9 @@ __all__ = [
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I)
 # redis-py: "User x has no permissions to run the 'hset' command"; scripts add "script: ...".
 _NOPERM_COMMAND = re.compile(r"run the '([^']+)' command")
+# Inside a script Redis 7.0 replies "ERR The user executing the script can't run this
+# command or subcommand", naming no command; the script's own command list then helps.
+_NOPERM_TEXTS = ("NOPERM", "no permissions to", "can't run this command")
 _CLUSTER_CODES = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN")
 
 
@@ -67,24 +70,30 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
-def translate_error(exc: BaseException, *, what: str, key_pattern: str | None = None) -> StoreError:
+def translate_error(
+    exc: BaseException,
+    *,
+    what: str,
+    key_pattern: str | None = None,
+    commands: tuple[str, ...] = (),
+) -> StoreError:
     """The library error for an exception raised by redis-py while running ``what``.
 
-    ``key_pattern`` (e.g. ``"msfw:*"``) is named in permission errors, so the message
-    says which ACL grant is missing.
+    ``key_pattern`` (e.g. ``"msfw:*"``) and ``commands`` (those a script calls) are
+    named in permission errors, so the message says which ACL grant is missing.
     """
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, (TimeoutError, rexc.TimeoutError)):
         return StoreTimeoutError(f"Redis did not answer {what} in time")
     message = redact(str(exc))
-    if isinstance(exc, rexc.ReadOnlyError) or message.startswith("READONLY"):
+    if isinstance(exc, rexc.ReadOnlyError) or "READONLY" in message:
         return StoreReadOnlyError(
             f"Redis refused {what}: the server is a read-only replica ({message})"
         )
-    if isinstance(exc, rexc.NoPermissionError) or message.startswith("NOPERM"):
-        return _permission_error(message, what=what, key_pattern=key_pattern)
-    if isinstance(exc, rexc.OutOfMemoryError) or message.startswith("OOM"):
+    if isinstance(exc, rexc.NoPermissionError) or any(t in message for t in _NOPERM_TEXTS):
+        return _permission_error(message, what=what, key_pattern=key_pattern, commands=commands)
+    if isinstance(exc, rexc.OutOfMemoryError) or "OOM command not allowed" in message:
         return StoreOutOfMemoryError(
             f"Redis refused {what}: out of memory (maxmemory reached; {message})"
         )
@@ -104,11 +113,15 @@ def translate_error(exc: BaseException, *, what: str, key_pattern: str | None = 
     return StoreClientError(f"redis-py failed during {what}: {type(exc).__name__}: {message}")
 
 
-def _permission_error(message: str, *, what: str, key_pattern: str | None) -> StoreError:
+def _permission_error(
+    message: str, *, what: str, key_pattern: str | None, commands: tuple[str, ...]
+) -> StoreError:
     found = _NOPERM_COMMAND.search(message)
     command = found.group(1) if found else None
     if command is not None:
         cause = f"the ACL user may not run {command.upper()}"
+    elif commands:
+        cause = f"the ACL user may not run one of {', '.join(commands)} (called by it)"
     elif "key" in message.lower():
         cause = "the ACL user may not access a key"
     else:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -305,7 +306,9 @@ class Store:
             self._loop_lag.note_lag(late, time.monotonic())
         return self._loop_lag.starved_since(started)
 
-    async def _op(self, make: Callable[[], Awaitable[T]], *, what: str) -> T:
+    async def _op(
+        self, make: Callable[[], Awaitable[T]], *, what: str, commands: tuple[str, ...] = ()
+    ) -> T:
         self._gate(what)
         self._loop_lag.ensure_running()
         started = time.monotonic()
@@ -317,7 +320,7 @@ class Store:
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # redis-py can raise AttributeError & co.; translate all
-            err = translate_error(exc, what=what, key_pattern=self.key_pattern)
+            err = translate_error(exc, what=what, key_pattern=self.key_pattern, commands=commands)
             if isinstance(err, StoreTimeoutError) and self._timed_out_starved(started):
                 # Not Redis's fault: the reply may have sat unread behind a busy loop.
                 self.stats.starved_timeouts += 1
@@ -342,18 +345,19 @@ class Store:
         script = self._scripts[name]
         argv = [_encode_arg(a) for a in args]
         what = f"script {name}"
+        commands = script_commands(script)
 
         def call() -> Awaitable[Any]:
             return self.client.evalsha(script.sha, len(keys), *keys, *argv)
 
         try:
-            return cast("Reply", await self._op(call, what=what))
+            return cast("Reply", await self._op(call, what=what, commands=commands))
         except rexc.NoScriptError:
             self.stats.script_reloads += 1
             logger.info("script %s missing on the server (restart or flush); reloading", name)
         await self._load(script)
         try:
-            return cast("Reply", await self._op(call, what=what))
+            return cast("Reply", await self._op(call, what=what, commands=commands))
         except rexc.NoScriptError as exc:
             raise StoreError(f"script {name} vanished again right after loading") from exc
 
@@ -389,6 +393,19 @@ class Store:
     async def ping(self) -> bool:
         """True when Redis answers a PING within the operation timeout."""
         return bool(await self._op(lambda: self.client.ping(), what="PING"))
+
+
+_SCRIPT_CALL = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
+_script_commands: dict[str, tuple[str, ...]] = {}
+
+
+def script_commands(script: LuaScript) -> tuple[str, ...]:
+    """The Redis commands ``script`` calls, upper case and sorted (named in NOPERM errors)."""
+    found = _script_commands.get(script.sha)
+    if found is None:
+        found = tuple(sorted({c.upper() for c in _SCRIPT_CALL.findall(script.source)}))
+        _script_commands[script.sha] = found
+    return found
 
 
 def _encode_arg(value: object) -> bytes | str | int | float:
