@@ -129,7 +129,7 @@ def _permission_error(
     if key_pattern is not None:
         cause += f" (the library needs its commands on keys ~{key_pattern})"
     return StorePermissionError(
-        f"Redis refused {what}: {cause}; see README 'Minimal ACL' ({message})",
+        f"Redis refused {what}: {cause}; grant it to the ACL user ({message})",
         command=command,
         key_pattern=key_pattern,
     )
