@@ -58,7 +58,7 @@ from msfw_redis._store.store import reply_list
 
 if TYPE_CHECKING:
     from msfw_redis._store.events import EventBus
-    from msfw_redis._store.store import Store
+    from msfw_redis._store.store import Reply, Store
 
 __all__ = [
     "SERVICE_SCOPE",
@@ -213,6 +213,7 @@ class DistributedBreaker:
         self._refreshing = False
         self._local: LocalBreaker | None = None
         self._episode: LocalEpisode | None = None
+        self._corrupt_logged = False
         self._pending: dict[int, int] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._probes_busy_until_ms = 0
@@ -244,10 +245,22 @@ class DistributedBreaker:
         self._probes_busy_until_ms = 0
         self._apply(Snapshot(0, state, gen, 0, 0, opened_at, open_until, now))
 
+    def _decode(self, reply: Reply) -> Snapshot:
+        snap = Snapshot.from_reply(reply_list(reply))
+        if snap.corrupt and not self._corrupt_logged:
+            # Once per key: the script read it as absent, and the next write repairs it.
+            self._corrupt_logged = True
+            logger.warning(
+                "breaker %s: the stored state at %s did not decode (another type or an "
+                "unknown state); treated as absent and rewritten by the next write",
+                self.label,
+                self._keys[0],
+            )
+        return snap
+
     async def refresh(self) -> CircuitState:
         """Re-read the shared state from Redis (one round trip) and return it."""
-        reply = reply_list(await self.hub.store.run("breaker_read", self._keys[:2], [0]))
-        snap = Snapshot.from_reply(reply)
+        snap = self._decode(await self.hub.store.run("breaker_read", self._keys[:2], [0]))
         self._apply(snap, authoritative=True)
         # A read that succeeds is no proof that writes do: a local breaker stays local
         # until _rejoin's write goes through.
@@ -338,7 +351,7 @@ class DistributedBreaker:
                 self._episode.trailing_failures += episode.trailing_failures
             self._defer_rejoin(exc)
             raise
-        snap = Snapshot.from_reply(reply_list(reply))
+        snap = self._decode(reply)
         self._apply(snap, authoritative=True)
         self._local = None
         self._episode = None
@@ -421,7 +434,7 @@ class DistributedBreaker:
         except StoreError as exc:
             self._enter_local(exc)
             return self._acquire_local()
-        snap = Snapshot.from_reply(reply_list(reply))
+        snap = self._decode(reply)
         self._apply(snap)
         if snap.code == REJECT:
             if snap.state is BreakerState.HALF_OPEN:
@@ -553,7 +566,7 @@ class DistributedBreaker:
             return
         if token:
             self._probes_busy_until_ms = 0  # this replica just freed a probe slot
-        self._apply(Snapshot.from_reply(reply_list(reply)))
+        self._apply(self._decode(reply))
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is not None:
@@ -622,7 +635,7 @@ class DistributedBreaker:
             self._keys,
             [self._channel, self.name, action, ttl_ms, self.params.key_ttl_ms, 0],
         )
-        snap = Snapshot.from_reply(reply_list(reply))
+        snap = self._decode(reply)
         self._apply(snap)
         self._loaded = True
         await self.hub._index(self)  # a breaker set by hand is listed like any other

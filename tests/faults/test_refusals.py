@@ -240,3 +240,38 @@ async def test_timeout_during_a_stall_is_not_an_outage(stall: float, marked_down
     assert store.stats.outages == (1 if marked_down else 0)
     assert ("event loop was blocked" in str(info.value)) is not marked_down
     await store.aclose()
+
+
+# -- corrupt values ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("corruption", ["unknown state", "wrong type"])
+async def test_corrupt_breaker_hash_is_a_miss_and_repaired(
+    redis_url: str, corruption: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A breaker hash that does not decode: calls succeed, one WARNING, the next write repairs."""
+    store = Store.from_url(redis_url, key_prefix=f"{PREFIX}-{corruption.replace(' ', '')}")
+    await store.start()
+    hub = BreakerHub(store, None)
+    breaker = hub.get("orders", config=CFG)
+    key = store.keys.key("orders", "breaker", "state", "*")
+    await store.client.delete(key)
+    if corruption == "unknown state":
+        await store.client.hset(key, mapping={"st": "bogus", "gen": "x"})
+    else:
+        await store.client.set(key, "not a hash")  # and no TTL
+    for _ in range(20):
+        permit = await breaker.acquire()
+        await permit.success()
+    await (await breaker.acquire()).failure()  # a write: repairs the key
+    assert not breaker.state().local
+    assert breaker.state().failure_count == 1
+    assert await store.client.type(key) in (b"hash", "hash")
+    assert (await store.client.hget(key, "st")) in (b"closed", "closed")
+    assert await store.client.pttl(key) > 0
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "did not decode" in warnings[0].getMessage()
+    await hub.aclose()
+    await store.client.delete(key)
+    await store.aclose()
