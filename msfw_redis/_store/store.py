@@ -122,6 +122,7 @@ class Store:
         self._recovery_listeners: list[Callable[[], Awaitable[None] | None]] = []
         self._background: set[asyncio.Future[Any]] = set()
         self._refusals_logged: set[type[StoreError]] = set()
+        self._clock_syncing = False
         self._loop_lag = LoopLagMonitor(threshold=max(0.05, op_timeout * 0.25))
 
     def __repr__(self) -> str:
@@ -211,11 +212,38 @@ class Store:
         async def read() -> int:
             return reply_int(await self.run("clock_now", [], []))
 
-        await self.clock.sync(read)
+        self._clock_syncing = True
+        try:
+            await self.clock.sync(read)
+        finally:
+            self._clock_syncing = False
+
+    def _maybe_resync_clock(self) -> None:
+        # Periodically, and after every recovery (which invalidates the clock), in the
+        # background: a caller never waits for the five clock_now round trips.
+        if self._clock_syncing or not self.clock.synced or not self.clock.stale():
+            return
+        self._clock_syncing = True
+
+        async def resync() -> None:
+            try:
+                await self.sync_clock()
+            except StoreError as exc:
+                logger.debug("server clock re-measurement failed: %s", exc)
+
+        self._track(asyncio.ensure_future(resync()))
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
         """Close the connection pool if this store created it."""
         self._loop_lag.stop()
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=self.op_timeout)
         if self._owns_client:
             await self.client.aclose()
 
@@ -263,13 +291,12 @@ class Store:
         self._down_since = None
         self.stats.recoveries += 1
         logger.info("Redis store %s recovered after %.1fs", self._label(), downtime)
+        self.clock.invalidate()  # a reconnect may be to another server, or a restarted one
         for callback in list(self._recovery_listeners):
             try:
                 result = callback()
                 if asyncio.iscoroutine(result):
-                    task = asyncio.ensure_future(result)
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
+                    self._track(asyncio.ensure_future(result))
             except Exception:
                 logger.exception("store recovery listener failed")
 
@@ -336,6 +363,7 @@ class Store:
                 self._mark_success()
             raise err from exc
         self._mark_success()
+        self._maybe_resync_clock()
         return result
 
     # -- operations -------------------------------------------------------------------
