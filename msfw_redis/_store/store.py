@@ -24,6 +24,7 @@ It owns three things:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -42,6 +43,7 @@ from msfw_redis._exceptions import (
     StorePermissionError,
     StoreTimeoutError,
 )
+from msfw_redis._store.checks import check_server
 from msfw_redis._store.clock import ServerClock
 from msfw_redis._store.connection import create_client, create_pubsub_client, resolve_url
 from msfw_redis._store.errors import is_outage, is_refusal, redact_url, translate_error
@@ -190,6 +192,11 @@ class Store:
         """
         await self.load_scripts()
         await self.sync_clock()
+        if not (self.url or "").startswith("memory://"):
+            # Bounded like any op; a check that cannot finish is skipped, never fatal.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.op_timeout * 4):
+                    await check_server(self.client, label=self._label())
 
     async def load_scripts(self) -> None:
         """``SCRIPT LOAD`` every script and check that Redis agrees on its SHA1."""
