@@ -51,6 +51,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.bench_registry",
         "round trips per discovery, heartbeat cost, SIGKILL-to-eviction time",
     ),
+    "faults": (
+        "benchmarks.bench_faults",
+        "READONLY and NOPERM: calls admitted, rejoin time, lost failures; loop stalls; redaction",
+    ),
 }
 
 

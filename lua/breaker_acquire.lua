@@ -18,12 +18,15 @@
 --               now_ms, active_probes, earliest_lease_expiry_ms}
 --   decision: 0 admit as a normal call, 1 admit as a probe (holding the lease `token`),
 --             2 reject.
+--             16 is added when the stored value was corrupt (another type, an unknown
+--             state): it read as absent and was deleted.
 -- Publishes on ARGV[1] at each transition: 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
 
 -- @include "lib/now_or_server_ms.lua"
 -- @include "lib/publish_transition.lua"
 -- @include "lib/override_expired.lua"
 -- @include "lib/reap_expired.lua"
+-- @include "lib/breaker_fields.lua"
 
 local state_key = KEYS[1]
 local probes_key = KEYS[2]
@@ -40,7 +43,7 @@ if not half_open_max or half_open_max < 1 or not lease_ms or lease_ms < 1
 end
 now_ms = now_or_server_ms(now_ms)
 
-local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until')
+local h, corrupt = breaker_fields(state_key, true, 'gen', 'fail', 'succ', 'opened_at', 'open_until')
 local st = h[1] or 'closed'
 local gen = tonumber(h[2]) or 0
 local fail = tonumber(h[3]) or 0
@@ -64,7 +67,7 @@ local function transition(to)
 end
 
 local function reply(decision, probes, earliest)
-  return {decision, breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, probes,
+  return {decision + (corrupt and 16 or 0), breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, probes,
     earliest}
 end
 

@@ -8,9 +8,12 @@
 --   state: 0 closed, 1 open, 2 half_open, 3 forced_open, 4 forced_closed, 5 disabled.
 --   A missing breaker reads as closed with gen 0. A manual override whose TTL has
 --   passed reads as closed (the next writing script makes that permanent).
+--   A corrupt stored value (another type, an unknown state) reads as absent; code then has
+--   16 added (the next writing script repairs it).
 
 -- @include "lib/now_or_server_ms.lua"
 -- @include "lib/breaker_codes.lua"
+-- @include "lib/breaker_fields.lua"
 -- @include "lib/override_expired.lua"
 
 local state_key = KEYS[1]
@@ -21,8 +24,8 @@ if now_ms == nil then
 end
 now_ms = now_or_server_ms(now_ms)
 
-local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until',
-  'tf', 'ts', 'trips')
+local h, corrupt = breaker_fields(state_key, false, 'gen', 'fail', 'succ', 'opened_at',
+  'open_until', 'tf', 'ts', 'trips')
 local st = h[1] or 'closed'
 local open_until = tonumber(h[6]) or 0
 if override_expired(st, open_until, now_ms) then
@@ -30,6 +33,6 @@ if override_expired(st, open_until, now_ms) then
   open_until = 0
 end
 local probes = redis.call('ZCOUNT', probes_key, '(' .. now_ms, '+inf')
-return {0, breaker_codes[st], tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0,
+return {corrupt and 16 or 0, breaker_codes[st], tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0,
   tonumber(h[5]) or 0, open_until, now_ms, tonumber(h[7]) or 0, tonumber(h[8]) or 0,
   tonumber(h[9]) or 0, probes}

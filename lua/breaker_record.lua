@@ -25,13 +25,16 @@
 -- ARGV[14] - now_ms: explicit server time for tests; 0 means read TIME
 -- Reply: array {result, state, gen, failures, successes, opened_at_ms, open_until_ms,
 --               now_ms, window_calls, window_failures}
---   result: 0 applied, 1 stale (ignored for state), 2 applied and the state changed.
+--   result: 0 applied, 1 stale (ignored for state), 2 applied and the state changed;
+--   16 is added when the stored value was corrupt (another type, an unknown state): it
+--   read as absent and was written afresh.
 -- Publishes on ARGV[1] at each transition, and when a half-open probe slot frees:
 -- 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
 
 -- @include "lib/now_or_server_ms.lua"
 -- @include "lib/publish_transition.lua"
 -- @include "lib/override_expired.lua"
+-- @include "lib/breaker_fields.lua"
 
 local state_key = KEYS[1]
 local probes_key = KEYS[2]
@@ -60,8 +63,8 @@ if not call_gen or not n_succ or n_succ < 0 or not n_fail or n_fail < 0
 end
 now_ms = now_or_server_ms(now_ms)
 
-local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until',
-  'tf', 'ts', 'trips')
+local h, corrupt = breaker_fields(state_key, true, 'gen', 'fail', 'succ', 'opened_at',
+  'open_until', 'tf', 'ts', 'trips')
 local st = h[1] or 'closed'
 local gen = tonumber(h[2]) or 0
 local fail = tonumber(h[3]) or 0
@@ -157,5 +160,5 @@ redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', fail, 'succ', succ,
   'opened_at', opened_at, 'open_until', open_until, 'tf', total_failures,
   'ts', total_successes, 'trips', trips)
 redis.call('PEXPIRE', state_key, key_ttl_ms)
-return {result, breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, w_calls,
+return {result + (corrupt and 16 or 0), breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, w_calls,
   w_fails}

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from msfw_redis._exceptions import ConfigurationError
 from msfw_redis._store.connection import check_url
+from msfw_redis._store.errors import redact_url
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
@@ -229,6 +230,11 @@ class ServiceSDKConfig(_ConfigModel):
             return check_url(value)
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from None
+
+    def __repr_args__(self) -> Any:
+        # The store URL may carry a password: show it redacted, as every log does.
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "redis_url" and value else value)
 
     @field_validator("retry_statuses")
     @classmethod

@@ -12,12 +12,19 @@ Every error that msfw_redis raises derives from :class:`MsfwError`::
     └── StoreError                             the shared Redis store failed
         ├── StoreConnectionError               refused, reset, DNS, TLS
         ├── StoreTimeoutError                  no answer within ``redis_op_timeout``
+        ├── StoreRefusedError                  Redis answered but refused the command
+        │   ├── StoreReadOnlyError             READONLY: a replica or demoted primary
+        │   ├── StorePermissionError           NOPERM: the ACL user lacks a command or key
+        │   └── StoreOutOfMemoryError          OOM: ``maxmemory`` reached
+        ├── StoreClusterError                  CLUSTERDOWN, TRYAGAIN, MASTERDOWN, cluster
+        ├── StoreClientError                   redis-py itself failed (a bug or a race)
         └── ScriptError                        a Lua script replied ``MSFW_<CODE> ...``
 
 Store errors are handled inside the library according to ``store_failure_policy``
 and reach a caller only when that policy says so. Redis-py exceptions are turned
-into these at a single boundary (``msfw_redis._store.store``), so no redis-py type ever
-escapes.
+into these at a single boundary (``msfw_redis._store.errors``), so no redis-py type ever
+escapes. Only :class:`StoreConnectionError` and :class:`StoreTimeoutError` mean "Redis
+unavailable"; the others name the cause.
 """
 
 from __future__ import annotations
@@ -31,8 +38,14 @@ __all__ = [
     "ServiceClientError",
     "ServiceNotFoundError",
     "ServiceTimeoutError",
+    "StoreClientError",
+    "StoreClusterError",
     "StoreConnectionError",
     "StoreError",
+    "StoreOutOfMemoryError",
+    "StorePermissionError",
+    "StoreReadOnlyError",
+    "StoreRefusedError",
     "StoreTimeoutError",
 ]
 
@@ -126,6 +139,42 @@ class StoreConnectionError(StoreError):
 
 class StoreTimeoutError(StoreError):
     """Redis did not answer within ``redis_op_timeout``."""
+
+
+class StoreRefusedError(StoreError):
+    """Redis is reachable but refused the command (it is not an outage)."""
+
+
+class StoreReadOnlyError(StoreRefusedError):
+    """READONLY: the server is a replica (or a demoted primary) and refuses writes."""
+
+
+class StorePermissionError(StoreRefusedError):
+    """NOPERM: the ACL user may not run a command or touch a key.
+
+    Attributes:
+        command: the command refused, when Redis named it (e.g. ``"hset"``).
+        key_pattern: the key pattern the library needs access to, e.g. ``"msfw:*"``.
+    """
+
+    def __init__(
+        self, message: str, *, command: str | None = None, key_pattern: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.key_pattern = key_pattern
+
+
+class StoreOutOfMemoryError(StoreRefusedError):
+    """OOM: Redis reached ``maxmemory`` and refuses writes."""
+
+
+class StoreClusterError(StoreError):
+    """A Redis Cluster error: CLUSTERDOWN, TRYAGAIN, MASTERDOWN or another cluster fault."""
+
+
+class StoreClientError(StoreError):
+    """redis-py raised something that is not a Redis error (e.g. ``AttributeError``)."""
 
 
 class ScriptError(StoreError):

@@ -18,9 +18,11 @@ State lives in Redis and changes only in ``lua/breaker_*.lua``. Each process kee
 * **Generation fencing:** outcomes carry the generation they were admitted under; the
   scripts ignore outcomes of older generations.
 
-When Redis is unreachable a breaker falls back to a :class:`LocalBreaker` seeded from
-its mirror (``fail_open``), or refuses calls (``fail_closed``); it rejoins the shared
-state in the background once Redis answers again. No lock is held across a call.
+When a write fails (Redis unreachable, READONLY, NOPERM, OOM) a breaker falls back to a
+:class:`LocalBreaker` seeded from its mirror (``fail_open``), or refuses calls
+(``fail_closed``); it rejoins the shared state only when a write succeeds again,
+carrying its local outcomes (see ``msfw_redis._breaker.local``). No lock is held across
+a call.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import httpx
 
+from msfw_redis._breaker.local import LocalEpisode
 from msfw_redis._breaker.machine import (
     PROBE,
     REJECT,
@@ -46,13 +49,14 @@ from msfw_redis._breaker.machine import (
     Snapshot,
 )
 from msfw_redis._exceptions import CircuitOpenError, ScriptError, StoreError
+from msfw_redis._store.errors import is_refusal
 from msfw_redis._store.store import reply_list
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from msfw_redis._config import CircuitBreakerConfig, StoreFailurePolicy
-    from msfw_redis._store.store import Store
+    from msfw_redis._store.store import Reply, Store
 
 __all__ = [
     "SERVICE_SCOPE",
@@ -222,6 +226,8 @@ class DistributedBreaker:
         self._load_lock = asyncio.Lock()
         self._refreshing = False
         self._local: LocalBreaker | None = None
+        self._episode: LocalEpisode | None = None
+        self._corrupt_logged = False
         self._pending: dict[int, int] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._probes_busy_until_ms = 0
@@ -258,14 +264,25 @@ class DistributedBreaker:
         self._probes_busy_until_ms = 0
         self._apply(Snapshot(0, state, gen, 0, 0, opened_at, open_until, now))
 
+    def _decode(self, reply: Reply) -> Snapshot:
+        snap = Snapshot.from_reply(reply_list(reply))
+        if snap.corrupt and not self._corrupt_logged:
+            # Once per key: the script read it as absent, and the next write repairs it.
+            self._corrupt_logged = True
+            logger.warning(
+                "breaker %s: the stored state at %s did not decode (another type or an "
+                "unknown state); treated as absent and rewritten by the next write",
+                self.label,
+                self._keys[0],
+            )
+        return snap
+
     async def refresh(self) -> CircuitState:
         """Re-read the shared state from Redis (one round trip) and return it."""
-        reply = reply_list(await self.hub.store.run("breaker_read", self._keys[:2], [0]))
-        snap = Snapshot.from_reply(reply)
+        snap = self._decode(await self.hub.store.run("breaker_read", self._keys[:2], [0]))
         self._apply(snap, authoritative=True)
-        if self._local is not None:
-            self._local = None
-            logger.info("breaker %s rejoined the shared state (%s)", self.label, snap.state.label)
+        # A read that succeeds is no proof that writes do: a local breaker stays local
+        # until _rejoin's write goes through.
         return self._state_from(snap, local=False)
 
     async def _ensure_loaded(self) -> None:
@@ -291,7 +308,7 @@ class DistributedBreaker:
 
         async def run() -> None:
             try:
-                await self.refresh()
+                await (self._rejoin() if self._local is not None else self.refresh())
             except StoreError as exc:
                 logger.debug("breaker %s refresh failed: %s", self.label, exc)
                 if self._local is None and not isinstance(exc, ScriptError):
@@ -305,8 +322,11 @@ class DistributedBreaker:
 
     def _enter_local(self, exc: BaseException) -> None:
         if self._local is not None:
+            self._defer_rejoin(exc)
             return
         v = self._view
+        self._episode = LocalEpisode(gen=v.gen)
+        self._defer_rejoin(exc)
         self._local = LocalBreaker(
             self.params,
             state=v.state,
@@ -316,7 +336,51 @@ class DistributedBreaker:
             opened_at_ms=v.opened_at_ms,
             open_until_ms=v.open_until_ms,
         )
-        logger.debug("breaker %s runs locally while Redis is unavailable: %s", self.label, exc)
+        logger.debug("breaker %s runs locally (a write failed): %s", self.label, exc)
+
+    def _defer_rejoin(self, exc: BaseException) -> None:
+        if self._episode is None:
+            return
+        # A refusal (above all NOPERM) is not fixed by retrying every few seconds.
+        floor = 0.0
+        if isinstance(exc, StoreError) and is_refusal(exc):
+            floor = self.hub.store.refusal_backoff(exc)
+        self._episode.defer(floor=floor)
+
+    async def _rejoin(self) -> None:
+        """Write the local outcomes to the shared state; on success, leave local mode."""
+        local, episode = self._local, self._episode
+        if local is None or episode is None:
+            return
+        successes, failures = episode.carry(rate_mode=self.params.rate_permille > 0)
+        # Counted now; outcomes recorded while the write is in flight start a new tally.
+        self._episode = LocalEpisode(
+            gen=episode.gen, retry_at=episode.retry_at, backoff=episode.backoff
+        )
+        try:
+            reply = await self.hub.store.run(
+                "breaker_record",
+                self._keys,
+                self._record_args(episode.gen, successes, failures, ""),
+            )
+        except StoreError as exc:
+            if self._episode is not None:
+                self._episode.successes += episode.successes
+                self._episode.failures += episode.failures
+                self._episode.trailing_failures += episode.trailing_failures
+            self._defer_rejoin(exc)
+            raise
+        snap = self._decode(reply)
+        self._apply(snap, authoritative=True)
+        self._local = None
+        self._episode = None
+        logger.info(
+            "breaker %s rejoined the shared state (%s), carrying %d successes and %d failures",
+            self.label,
+            snap.state.label,
+            successes,
+            failures,
+        )
 
     def _now_ms(self) -> int:
         return self.hub.store.clock.now_ms()
@@ -389,7 +453,7 @@ class DistributedBreaker:
         except StoreError as exc:
             self._enter_local(exc)
             return self._acquire_local()
-        snap = Snapshot.from_reply(reply_list(reply))
+        snap = self._decode(reply)
         self._apply(snap)
         if snap.code == REJECT:
             if snap.state is BreakerState.HALF_OPEN:
@@ -412,7 +476,7 @@ class DistributedBreaker:
         local = self._local
         if local is None:  # pragma: no cover - callers check
             raise RuntimeError("no local breaker")
-        if self.hub.store.retry_due:
+        if self.hub.store.retry_due and (self._episode is None or self._episode.due()):
             self.background_refresh()
         self.local_calls += 1
         # Only a half-open admission needs a probe token; skip the syscall otherwise.
@@ -482,11 +546,13 @@ class DistributedBreaker:
         snap = local.record(
             permit.gen, 1 if ok else 0, 0 if ok else 1, permit.token, self._now_ms()
         )
+        if self._episode is not None:
+            self._episode.note(1 if ok else 0, 0 if ok else 1)
         self._apply(snap)
 
-    async def _send(self, gen: int, successes: int, failures: int, token: str) -> None:
+    def _record_args(self, gen: int, successes: int, failures: int, token: str) -> list[object]:
         p = self.params
-        args: list[object] = [
+        return [
             self._channel,
             self.name,
             gen,
@@ -502,6 +568,9 @@ class DistributedBreaker:
             p.key_ttl_ms,
             0,
         ]
+
+    async def _send(self, gen: int, successes: int, failures: int, token: str) -> None:
+        args = self._record_args(gen, successes, failures, token)
         try:
             reply = await self.hub.store.run("breaker_record", self._keys, args)
         except ScriptError:
@@ -510,11 +579,13 @@ class DistributedBreaker:
             self._enter_local(exc)
             if self._local is not None and (successes or failures):
                 snap = self._local.record(gen, successes, failures, token, self._now_ms())
+                if self._episode is not None:
+                    self._episode.note(successes, failures)
                 self._apply(snap)
             return
         if token:
             self._probes_busy_until_ms = 0  # this replica just freed a probe slot
-        self._apply(Snapshot.from_reply(reply_list(reply)))
+        self._apply(self._decode(reply))
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is not None:
@@ -583,7 +654,7 @@ class DistributedBreaker:
             self._keys,
             [self._channel, self.name, action, ttl_ms, self.params.key_ttl_ms, 0],
         )
-        snap = Snapshot.from_reply(reply_list(reply))
+        snap = self._decode(reply)
         self._apply(snap)
         self._loaded = True
         await self.hub.index(self)  # a breaker set by hand is listed like any other

@@ -19,6 +19,7 @@ from enum import IntEnum
 __all__ = [
     "ADMIT",
     "APPLIED",
+    "CORRUPT_FLAG",
     "PROBE",
     "REJECT",
     "STALE",
@@ -33,6 +34,8 @@ __all__ = [
 ADMIT, PROBE, REJECT = 0, 1, 2
 # record results
 APPLIED, STALE, TRANSITIONED = 0, 1, 2
+#: Added to a script's code when the stored breaker value was corrupt (read as absent).
+CORRUPT_FLAG = 16
 
 
 class BreakerState(IntEnum):
@@ -83,15 +86,21 @@ class Snapshot:
     open_until_ms: int
     now_ms: int
     extra: tuple[int, ...] = ()
+    #: The stored value did not decode (another type, an unknown state): read as absent.
+    corrupt: bool = False
 
     @classmethod
     def from_reply(cls, reply: list[object]) -> Snapshot:
-        """Decode ``{code, state, gen, fail, succ, opened_at, open_until, now, ...}``."""
+        """Decode ``{code, state, gen, fail, succ, opened_at, open_until, now, ...}``.
+
+        A code with 16 added flags a corrupt stored value that the script read as absent.
+        """
         if len(reply) < 8:
             raise ValueError(f"breaker reply too short: {reply!r}")
         nums = [int(v) if isinstance(v, (int, bytes, str)) else 0 for v in reply]
         return cls(
-            code=nums[0],
+            corrupt=bool(nums[0] & CORRUPT_FLAG),
+            code=nums[0] & ~CORRUPT_FLAG,
             state=BreakerState(nums[1]),
             gen=nums[2],
             failures=nums[3],

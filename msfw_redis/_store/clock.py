@@ -5,6 +5,11 @@ written in server time by the Lua scripts. To compare one locally without a roun
 trip, a process adds its measured offset to its own clock. The offset is measured
 NTP-style: several ``clock_now`` calls, keeping the one with the shortest round trip
 and assuming the server read its clock half-way through it.
+
+The local clock is ``time.monotonic()``, never the wall clock: a host clock step
+(NTP, a VM resume, an operator) cannot stretch or shorten an OPEN breaker. The offset
+is re-measured every ``RESYNC_INTERVAL`` seconds and after every reconnect, so drift
+between the two clocks (and a step of the *server's* clock) is caught up with.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["ClockSample", "ServerClock"]
+__all__ = ["RESYNC_INTERVAL", "ClockSample", "ServerClock"]
+
+#: Seconds between re-measurements of the offset.
+RESYNC_INTERVAL = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +47,27 @@ class ClockSample:
 class ServerClock:
     """Estimates Redis server time locally from a measured offset.
 
-    ``now_ms()`` is local wall-clock time plus the offset. It is accurate to about half
+    ``now_ms()`` is local monotonic time plus the offset. It is accurate to about half
     the best round trip seen (well under a millisecond on a LAN), which is enough to
     decide locally whether an OPEN breaker's cool-down has passed; the scripts that
     actually change state always read ``TIME`` themselves.
     """
 
     def __init__(self, local_ms: Callable[[], float] | None = None) -> None:
-        self._local_ms = local_ms or (lambda: time.time() * 1000.0)
+        self._local_ms = local_ms or (lambda: time.monotonic() * 1000.0)
         self.offset_ms: float = 0.0
         self.best_rtt_ms: float | None = None
         self.synced = False
+        #: Monotonic time of the last completed :meth:`sync` (``-inf`` before the first).
+        self.synced_at = float("-inf")
+
+    def stale(self, interval: float = RESYNC_INTERVAL) -> bool:
+        """True when the offset was last measured more than ``interval`` seconds ago."""
+        return time.monotonic() - self.synced_at >= interval
+
+    def invalidate(self) -> None:
+        """Ask for a re-measurement at the next opportunity (after a reconnect)."""
+        self.synced_at = float("-inf")
 
     def now_ms(self) -> int:
         """Estimated server time now, in integer milliseconds."""
@@ -76,3 +94,4 @@ class ServerClock:
             self.best_rtt_ms = None
             self.synced = False
             self.observe(best)
+            self.synced_at = time.monotonic()

@@ -32,6 +32,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from msfw_redis._exceptions import ConfigurationError
+from msfw_redis._store.errors import redact_url
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -43,7 +44,6 @@ __all__ = [
     "create_client",
     "create_pubsub_client",
     "parse_url",
-    "redact",
     "resolve_url",
 ]
 
@@ -73,18 +73,8 @@ _memory_lock = threading.Lock()
 
 
 def _bad_url(url: object, why: str) -> ConfigurationError:
-    shown = redact(url) if isinstance(url, str) else repr(url)
+    shown = repr(redact_url(url)) if isinstance(url, str) else repr(url)
     return ConfigurationError(f"invalid redis_url {shown}: {why}", field="redis_url")
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for logs and errors."""
-    head, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return repr(url)
-    creds, _, tail = rest.partition("@")
-    user = creds.split(":", 1)[0]
-    return repr(f"{head}://{user}:***@{tail}" if ":" in creds else f"{head}://***@{tail}")
 
 
 @dataclass(frozen=True, slots=True)

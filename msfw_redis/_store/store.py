@@ -6,20 +6,28 @@ It owns three things:
   EVALSHA with a locally computed SHA1. On NOSCRIPT (after a restart, failover or
   ``SCRIPT FLUSH``) the script is loaded again and the call retried once.
 * **Error translation.** redis-py and socket errors become :class:`StoreError`
-  subclasses here, once. ``NoScriptError`` is caught before any broad catch, since it
-  is itself a ``RedisError``.
+  subclasses in ``msfw_redis._store.errors``, once. ``NoScriptError`` is caught before
+  any broad catch, since it is itself a ``RedisError``.
 * **Outage gating.** Each operation has its own timeout (``op_timeout``). After a
   failure the store is marked down and further operations fail at once, without
   touching the network, until a growing back-off window passes; so a dead Redis costs
   a caller at most one ``op_timeout`` per window, never one per call. One WARNING is
-  logged per outage and one INFO on recovery.
+  logged per outage and one INFO on recovery. Only connection failures and timeouts
+  close the gate; a timeout while the event loop itself was starved does not (see
+  ``msfw_redis._store.loop``), since Redis may well have answered in time.
+* **Refusals.** READONLY, NOPERM and OOM mean Redis answered: they do not close the
+  gate, and each kind is logged once as a WARNING naming the cause and the back-off
+  callers should use before writing again (:meth:`Store.refusal_backoff`).
+* **No credential in a log, error or repr:** the URL is shown redacted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -30,21 +38,24 @@ from redis.asyncio.cluster import RedisCluster
 from msfw_redis._config import DEFAULT_REDIS_OP_TIMEOUT
 from msfw_redis._exceptions import (
     ConfigurationError,
-    ScriptError,
+    StoreClusterError,
     StoreConnectionError,
     StoreError,
+    StorePermissionError,
     StoreTimeoutError,
 )
+from msfw_redis._store.checks import check_server
 from msfw_redis._store.clock import ServerClock
 from msfw_redis._store.connection import (
     StoreClient,
     close_client,
     create_client,
     create_pubsub_client,
-    redact,
     resolve_url,
 )
+from msfw_redis._store.errors import is_outage, is_refusal, redact_url, translate_error
 from msfw_redis._store.keys import DEFAULT_KEY_PREFIX, KeySchema
+from msfw_redis._store.loop import LoopLagMonitor
 from msfw_redis._store.scripts import LuaScript, load_scripts
 
 if TYPE_CHECKING:
@@ -57,7 +68,7 @@ __all__ = [
     "reply_int",
     "reply_list",
     "reply_str",
-    "translate_error",
+    "translate_error",  # re-exported from msfw_redis._store.errors
 ]
 
 logger = logging.getLogger("msfw_redis.store")
@@ -70,37 +81,13 @@ _OUTAGE_BACKOFF_MAX = 0.8
 _ONE_GATE = "*"
 _CLUSTER_DISCOVERY_TIMEOUT = 2.0
 _MEMORY_OP_TIMEOUT = 5.0
+#: How long to wait before writing again after a refusal (s): a permission error only
+#: goes away when an operator changes the ACL; READONLY and OOM may pass in seconds.
+PERMISSION_BACKOFF = 60.0
+REFUSAL_BACKOFF = 2.0
 
 Reply = int | bytes | str | list[Any] | None
 T = TypeVar("T")
-
-
-def translate_error(exc: BaseException, *, what: str) -> StoreError:
-    """The library error for a redis-py / socket / timeout error raised by ``what``."""
-    if isinstance(exc, StoreError):
-        return exc
-    if isinstance(exc, (TimeoutError, rexc.TimeoutError)):
-        return StoreTimeoutError(f"Redis did not answer {what} in time")
-    if isinstance(exc, (rexc.ConnectionError, OSError)):
-        return StoreConnectionError(f"Redis connection failed during {what}: {exc}")
-    if isinstance(exc, (rexc.ClusterError, rexc.ClusterDownError, rexc.TryAgainError)):
-        # Minimal mapping until the faults branch's errors module lands: a shard in the
-        # middle of a failover or reshard is an outage of that shard.
-        return StoreConnectionError(f"Redis Cluster unavailable during {what}: {exc}")
-    if isinstance(exc, rexc.ReadOnlyError):
-        return StoreConnectionError(f"Redis replica answered {what} (READONLY): {exc}")
-    if isinstance(exc, AttributeError):
-        return StoreConnectionError(f"Redis connection dropped during {what}: {exc!r}")
-    if isinstance(exc, rexc.ResponseError):
-        message = str(exc)
-        if message.startswith("MSFW_"):
-            return ScriptError(f"{what}: {message}", code=message.split(" ", 1)[0])
-        return StoreError(f"Redis rejected {what}: {message}")
-    return StoreError(f"Redis error during {what}: {exc!r}")
-
-
-def _is_outage(err: StoreError) -> bool:
-    return isinstance(err, (StoreConnectionError, StoreTimeoutError))
 
 
 @dataclass(slots=True)
@@ -120,6 +107,8 @@ class StoreStats:
     recoveries: int = 0
     fast_failures: int = 0
     script_reloads: int = 0
+    refusals: int = 0
+    starved_timeouts: int = 0
 
 
 class Store:
@@ -152,6 +141,13 @@ class Store:
         self._gates: dict[str, _Gate] = {}
         self._recovery_listeners: list[Callable[[], Awaitable[None] | None]] = []
         self._background: set[asyncio.Future[Any]] = set()
+        self._refusals_logged: set[type[StoreError]] = set()
+        self._clock_syncing = False
+        self._loop_lag = LoopLagMonitor(threshold=max(0.05, op_timeout * 0.25))
+
+    def __repr__(self) -> str:
+        label, prefix = self._label(), self.keys.prefix
+        return f"Store({label!r}, op_timeout={self.op_timeout}, prefix={prefix!r})"
 
     # -- construction ---------------------------------------------------------------
 
@@ -223,6 +219,14 @@ class Store:
                 raise translate_error(exc, what="cluster discovery") from exc
         await self.load_scripts()
         await self.sync_clock()
+        if not (self.url or "").startswith("memory://") and not isinstance(
+            self.client, RedisCluster
+        ):
+            # Bounded like any op; a check that cannot finish is skipped, never fatal.
+            # (A cluster's nodes answer INFO each for itself: not checked here yet.)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.op_timeout * 4):
+                    await check_server(self.client, label=self._label())
 
     async def check_topology(self) -> None:
         """Refuse a plain URL that reaches a Cluster node or a replica.
@@ -270,10 +274,38 @@ class Store:
         async def read() -> int:
             return reply_int(await self.run("clock_now", [], []))
 
-        await self.clock.sync(read)
+        self._clock_syncing = True
+        try:
+            await self.clock.sync(read)
+        finally:
+            self._clock_syncing = False
+
+    def _maybe_resync_clock(self) -> None:
+        # Periodically, and after every recovery (which invalidates the clock), in the
+        # background: a caller never waits for the five clock_now round trips.
+        if self._clock_syncing or not self.clock.synced or not self.clock.stale():
+            return
+        self._clock_syncing = True
+
+        async def resync() -> None:
+            try:
+                await self.sync_clock()
+            except StoreError as exc:
+                logger.debug("server clock re-measurement failed: %s", exc)
+
+        self._track(asyncio.ensure_future(resync()))
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
         """Close the connection pool if this store created it."""
+        self._loop_lag.stop()
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=self.op_timeout)
         if self._owns_client:
             await close_client(self.client)
 
@@ -333,7 +365,8 @@ class Store:
             gate.backoff = _OUTAGE_BACKOFF_INITIAL
             self.stats.outages += 1
             where = "" if shard == _ONE_GATE else f" shard {shard}"
-            logger.warning("Redis store %s%s is unavailable: %s", self._label(), where, err)
+            state = "is failing" if isinstance(err, StoreClusterError) else "is unavailable"
+            logger.warning("Redis store %s%s %s: %s", self._label(), where, state, err)
         else:
             gate.backoff = min(gate.backoff * 2.0, _OUTAGE_BACKOFF_MAX)
         # Jitter spreads the probes of many replicas after a shared outage.
@@ -347,39 +380,87 @@ class Store:
         gate.down_since = None
         self.stats.recoveries += 1
         logger.info("Redis store %s recovered after %.1fs", self._label(), downtime)
+        self.clock.invalidate()  # a reconnect may be to another server, or a restarted one
         for callback in list(self._recovery_listeners):
             try:
                 result = callback()
                 if asyncio.iscoroutine(result):
-                    task = asyncio.ensure_future(result)
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
+                    self._track(asyncio.ensure_future(result))
             except Exception:
                 logger.exception("store recovery listener failed")
 
     def _label(self) -> str:
-        return redact(self.url) if self.url else "(client)"
+        return redact_url(self.url) if self.url else "(client)"
+
+    @property
+    def key_pattern(self) -> str:
+        """The key pattern every key of this store matches (for ACL grants)."""
+        return f"{self.keys.prefix}:*"
+
+    def refusal_backoff(self, err: StoreError) -> float:
+        """Seconds to wait before writing again after ``err`` refused a write."""
+        return PERMISSION_BACKOFF if isinstance(err, StorePermissionError) else REFUSAL_BACKOFF
+
+    def _note_refusal(self, err: StoreError) -> None:
+        self.stats.refusals += 1
+        kind = type(err)
+        if kind in self._refusals_logged:
+            return
+        self._refusals_logged.add(kind)
+        logger.warning(
+            "Redis store %s refuses writes: %s; breakers run locally and retry writing "
+            "every %.0fs (logged once)",
+            self._label(),
+            err,
+            self.refusal_backoff(err),
+        )
+
+    def _timed_out_starved(self, started: float) -> bool:
+        # The deadline callback itself ran late, or a monitor tick saw the loop stall.
+        late = time.monotonic() - started - self.op_timeout
+        if late > self._loop_lag.threshold:
+            self._loop_lag.note_lag(late, time.monotonic())
+        return self._loop_lag.starved_since(started)
 
     async def _op(
-        self, make: Callable[[], Awaitable[T]], *, what: str, key: str | None = None
+        self,
+        make: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        key: str | None = None,
+        commands: tuple[str, ...] = (),
     ) -> T:
         shard = self._shard_of(key)
         self._gate(what, shard)
+        self._loop_lag.ensure_running()
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.op_timeout):
                 result = await make()
         except rexc.NoScriptError:
             raise
-        except (rexc.RedisError, OSError, TimeoutError, AttributeError) as exc:
-            # AttributeError: redis-py's cluster client can trip over a connection it
-            # closed itself during a reshard or failover; that is an outage, not a bug here.
-            err = translate_error(exc, what=what)
-            if _is_outage(err):
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            # redis-py can raise AttributeError & co. (its cluster client trips over a
+            # connection it closed itself during a reshard); translate them all.
+            err = translate_error(exc, what=what, key_pattern=self.key_pattern, commands=commands)
+            if isinstance(err, StoreTimeoutError) and self._timed_out_starved(started):
+                # Not Redis's fault: the reply may have sat unread behind a busy loop.
+                self.stats.starved_timeouts += 1
+                raise StoreTimeoutError(
+                    f"{what} timed out while this process's event loop was blocked "
+                    f"(lag > {self._loop_lag.threshold * 1000:.0f} ms); Redis not marked down"
+                ) from exc
+            if is_outage(err):
                 self._mark_failure(err, shard)
             else:
+                if is_refusal(err):
+                    self._note_refusal(err)
                 self._mark_success(shard)
             raise err from exc
         self._mark_success(shard)
+        self._maybe_resync_clock()
         return result
 
     # -- operations -------------------------------------------------------------------
@@ -390,18 +471,19 @@ class Store:
         argv = [_encode_arg(a) for a in args]
         what = f"script {name}"
         shard_key = keys[0] if keys else None
+        commands = script_commands(script)
 
         def call() -> Awaitable[Any]:
             return self.client.evalsha(script.sha, len(keys), *keys, *argv)
 
         try:
-            return cast("Reply", await self._op(call, what=what, key=shard_key))
+            return cast("Reply", await self._op(call, what=what, key=shard_key, commands=commands))
         except rexc.NoScriptError:
             self.stats.script_reloads += 1
             logger.info("script %s missing on the server (restart or flush); reloading", name)
         await self._load(script)
         try:
-            return cast("Reply", await self._op(call, what=what, key=shard_key))
+            return cast("Reply", await self._op(call, what=what, key=shard_key, commands=commands))
         except rexc.NoScriptError as exc:
             raise StoreError(f"script {name} vanished again right after loading") from exc
 
@@ -445,6 +527,19 @@ class Store:
     async def ping(self) -> bool:
         """True when Redis answers a PING within the operation timeout."""
         return bool(await self._op(lambda: self.client.ping(), what="PING"))
+
+
+_SCRIPT_CALL = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
+_script_commands: dict[str, tuple[str, ...]] = {}
+
+
+def script_commands(script: LuaScript) -> tuple[str, ...]:
+    """The Redis commands ``script`` calls, upper case and sorted (named in NOPERM errors)."""
+    found = _script_commands.get(script.sha)
+    if found is None:
+        found = tuple(sorted({c.upper() for c in _SCRIPT_CALL.findall(script.source)}))
+        _script_commands[script.sha] = found
+    return found
 
 
 def _encode_arg(value: object) -> bytes | str | int | float:
