@@ -26,7 +26,11 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 
 
 def normalize_service(name: str) -> str:
-    """The canonical spelling of a service name: underscores become hyphens."""
+    """The canonical spelling of a service name: underscores become hyphens.
+
+    The same rule as :func:`msfw_redis._store.keys.canonical_service_name`, which
+    every key is built from, so settings and shared state agree on the name.
+    """
     return name.replace("_", "-")
 
 

@@ -49,7 +49,7 @@ from msfw_redis._breaker.machine import (
 from msfw_redis._callbacks import call_logged
 from msfw_redis._config import CircuitBreakerConfig, StoreFailurePolicy
 from msfw_redis._exceptions import CircuitOpenError, ScriptError, StoreError
-from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.keys import canonical_service_name
 from msfw_redis._store.store import reply_list
 
 if TYPE_CHECKING:
@@ -623,7 +623,7 @@ class BreakerHub:
         config: CircuitBreakerConfig | None = None,
     ) -> DistributedBreaker:
         """The breaker for ``service`` (and ``endpoint`` when scoped per endpoint)."""
-        validate_service_name(service)
+        service = canonical_service_name(service)
         name = endpoint if endpoint is not None else SERVICE_SCOPE
         breaker = self._breakers.get((service, name))
         if breaker is None:
@@ -639,7 +639,7 @@ class BreakerHub:
 
         No I/O: a breaker this process never used reads as not open.
         """
-        breaker = self._breakers.get((service, endpoint))
+        breaker = self._breakers.get((canonical_service_name(service), endpoint))
         if breaker is None:
             return False
         state = breaker.state()

@@ -216,10 +216,10 @@ class ServiceClient:
         circuit_config: CircuitBreakerConfig | None = None,
         version: str | None = None,
     ) -> None:
-        from msfw_redis._store.keys import validate_service_name
+        from msfw_redis._store.keys import canonical_service_name
 
         self.sdk = sdk
-        self.service_name = validate_service_name(service_name)
+        self.service_name = canonical_service_name(service_name)
         self.circuit_config = circuit_config
         self.version = version
         self._endpoints_used: set[str | None] = set()

@@ -40,7 +40,7 @@ from msfw_redis._registry.scripts import (
     RegistryScripts,
     encode_record,
 )
-from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.keys import canonical_service_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -356,7 +356,7 @@ class ServiceRegistry:
         token still holds the id; any other id is removed whoever registered it. Either
         way a tombstone refuses late heartbeats of that id for ``tombstone_ttl``.
         """
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
         if instance_id is None:
             targets = [o.instance_id for o in self._owned.values() if o.service == service]
         else:
@@ -398,7 +398,7 @@ class ServiceRegistry:
         unreachable the last known instances are returned (``stats.stale_serves``, one
         WARNING per service per outage); with nothing cached the ``StoreError`` is raised.
         """
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
         self.stats.discoveries += 1
         instances = await self.cache.get(service, fresh=fresh)
         if version is not None:
@@ -431,7 +431,7 @@ class ServiceRegistry:
 
     async def list_service(self, service_name: str, *, known_revision: int = -1) -> ListResult:
         """Reap and list one service with one round trip, bypassing the cache."""
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
         self.stats.list_calls += 1
         result = await self.scripts.list_instances(
             service,
