@@ -159,7 +159,8 @@ class ServiceSDKConfig(_ConfigModel):
         circuit_breaker: the default breaker policy (and its ``retry_delay``,
             ``retry_backoff`` and ``request_timeout`` as call defaults' fallbacks).
         retry_max_delay: cap on one back-off wait, seconds. Default 30.
-        retry_statuses: statuses retried for idempotent calls. Default 502, 503, 504.
+        retry_statuses: statuses retried for idempotent calls. Default 500, 502, 503,
+            504. A 429 is retried only when its ``Retry-After`` fits the call.
         retry_non_idempotent: also retry POST/PATCH on any retryable outcome.
         total_timeout: seconds for all attempts and waits of one call together;
             ``None`` (default) bounds a call only by its attempts.
@@ -198,7 +199,7 @@ class ServiceSDKConfig(_ConfigModel):
     # -- beyond the seed ---------------------------------------------------------------
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=lambda: CircuitBreakerConfig())
     retry_max_delay: float = Field(default=30.0, gt=0)
-    retry_statuses: frozenset[int] = Field(default=frozenset({502, 503, 504}))
+    retry_statuses: frozenset[int] = Field(default=frozenset({500, 502, 503, 504}))
     retry_non_idempotent: bool = False
     total_timeout: float | None = Field(default=None, gt=0)
     max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1)

@@ -372,6 +372,8 @@ class ServiceClient:
                     delay=retry_policy.delay,
                     backoff=retry_policy.backoff,
                     max_delay=retry_policy.max_delay,
+                    retry_non_idempotent=retry_policy.retry_non_idempotent
+                    or policy.retry.retry_non_idempotent,
                 ),
             )
         if breaker_endpoint is not None:
