@@ -1,8 +1,9 @@
 """The configuration models users write: ``ServiceSDKConfig`` and ``CircuitBreakerConfig``.
 
 Both are pydantic v2 models, keyword-only, frozen, and validated at construction.
-Unknown fields are rejected (a typo must not silently fall back to a default), and
-every invalid value raises :class:`~msfw_redis.ConfigurationError` naming the field.
+Unknown fields are rejected (a typo must not silently fall back to a default), NaN
+and ±inf are refused in every duration and count, and every invalid value raises
+:class:`~msfw_redis.ConfigurationError` naming the field.
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ def config_error_from(exc: ValidationError, model: str) -> ConfigurationError:
 
 
 class _ConfigModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # allow_inf_nan=False: NaN and ±inf in any duration or count fail here, naming the
+    # field, instead of as an OverflowError at call time.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -37,6 +37,7 @@ from msfw_redis._exceptions import (
 )
 from msfw_redis._models import HTTPMethod
 from msfw_redis._pipeline.retry import RetryPolicy, call_with_retries
+from msfw_redis._pipeline.validate import validate_headers, validate_path_segments
 
 if TYPE_CHECKING:
     from msfw_redis._breaker.hub import CircuitState, DistributedBreaker, Permit
@@ -96,7 +97,7 @@ def validate_endpoint(endpoint: str) -> str:
         raise InvalidRequestError(
             f"endpoint {endpoint!r} contains whitespace or control characters"
         )
-    return endpoint
+    return validate_path_segments(endpoint)
 
 
 def encode_body(body: Any) -> tuple[bytes, str]:
@@ -444,6 +445,7 @@ class ServiceClient:
             merged.update({k.lower(): str(v) for k, v in headers.items()})
         if content_type and "content-type" not in merged:
             merged["content-type"] = content_type
+        validate_headers(merged)  # before the breaker and the wire: the caller's fault
         url = base_url.rstrip("/") + policy.base_path.rstrip("/") + endpoint
         try:
             return httpx.Request(verb, url, params=params, content=body, headers=merged)

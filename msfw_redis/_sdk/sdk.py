@@ -45,6 +45,7 @@ from msfw_redis._pipeline.client import (
     parse_body,
 )
 from msfw_redis._pipeline.retry import RetryPolicy
+from msfw_redis._pipeline.validate import validate_seconds
 from msfw_redis._registry.health import HealthMonitor
 from msfw_redis._registry.registry import ServiceRegistry
 from msfw_redis._settings import AppSettings, load_settings
@@ -558,19 +559,14 @@ class ServiceSDK:
             svc.retry_attempts if svc else None,
             cfg.default_retry_attempts,
         )
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-            raise InvalidRequestError(
-                f"timeout must be a positive number of seconds, got {timeout!r}"
-            )
+        timeout = validate_seconds("timeout", timeout)
         if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
             raise InvalidRequestError(f"retry_attempts must be an integer >= 0, got {attempts!r}")
         deadline = overrides.get("deadline")
-        if deadline is None:
+        if deadline is not None:
+            deadline = validate_seconds("deadline", deadline)
+        else:
             deadline = cfg.total_timeout
-        elif not isinstance(deadline, (int, float)) or deadline <= 0:
-            raise InvalidRequestError(
-                f"deadline must be a positive number of seconds, got {deadline!r}"
-            )
         non_idempotent = overrides.get("retry_non_idempotent")
         retry = RetryPolicy(
             attempts=max(1, attempts),
