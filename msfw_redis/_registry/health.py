@@ -38,6 +38,7 @@ from msfw_redis._callbacks import call_logged
 from msfw_redis._exceptions import ConfigurationError, StoreError
 from msfw_redis._store.keys import canonical_service_name
 from msfw_redis._store.store import reply_int, reply_list, reply_str
+from msfw_redis._testmode import health_interval
 
 if TYPE_CHECKING:
     from msfw_redis._registry.instance import ServiceInstance
@@ -239,7 +240,7 @@ class HealthMonitor:
         service = canonical_service_name(service_name)
         d = self.defaults
         settings = HealthCheckSettings(
-            d.interval if interval is None else interval,
+            health_interval(d.interval if interval is None else interval),
             d.timeout if timeout is None else timeout,
             d.failure_threshold if failure_threshold is None else failure_threshold,
             d.success_threshold if success_threshold is None else success_threshold,

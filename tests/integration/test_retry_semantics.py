@@ -114,3 +114,35 @@ async def test_retry_on_failure_opts_a_post_in_on_timeouts(
     with pytest.raises(ServiceTimeoutError):
         await OrderService(sdk=sdk).create_order({"item": 1})
     assert http_service.hits("/orders") == 2
+
+
+async def test_set_testing_makes_retry_waits_zero(
+    make_sdk: Any, http_service: ScriptedService, fake_sleep: FakeSleep
+) -> None:
+    """set_testing(True) makes every retry wait 0 s, Retry-After included; False restores."""
+    from msfw_redis.testing import set_testing
+
+    http_service.script("/x", Step(503, headers={"Retry-After": "3"}), Step(503), Step(200))
+    sdk = make_sdk(services_for(http_service, "svc"))
+    set_testing(True)
+    try:
+        assert (await sdk.call_service("svc", "/x")).success
+    finally:
+        set_testing(False)
+    assert fake_sleep.waits == [0.0, 0.0]
+    http_service.script("/y", Step(503, headers={"Retry-After": "3"}), Step(200))
+    assert (await sdk.call_service("svc", "/y")).success
+    assert fake_sleep.waits[2] >= 3.0
+
+
+def test_set_testing_shortens_health_intervals() -> None:
+    """In test mode a 30 s health interval becomes the short test interval."""
+    from msfw_redis._testmode import TESTING_HEALTH_INTERVAL, health_interval
+    from msfw_redis.testing import set_testing
+
+    set_testing(True)
+    try:
+        assert health_interval(30.0) == TESTING_HEALTH_INTERVAL
+    finally:
+        set_testing(False)
+    assert health_interval(30.0) == 30.0
