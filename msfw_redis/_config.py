@@ -187,6 +187,12 @@ class ServiceSDKConfig(_ConfigModel):
         health_success_threshold: consecutive good probes that make it healthy again.
         monitor_registered_services: health-probe every service in the registry, not
             only those enrolled with ``@health_check``. Default on.
+        panic_threshold: share (0-1) of a service's registered instances that must be
+            unhealthy before calls are routed across all of them (as Envoy does).
+            Default 0.5; every instance unhealthy always panics.
+        panic_routing: route across all registered instances in panic (default on);
+            off raises ``ServiceClientError`` naming the unhealthy instances. While the
+            registry knows instances of a service, calls never go to its settings address.
     """
 
     default_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
@@ -221,6 +227,8 @@ class ServiceSDKConfig(_ConfigModel):
     health_failure_threshold: int = Field(default=3, ge=1)
     health_success_threshold: int = Field(default=2, ge=1)
     monitor_registered_services: bool = True
+    panic_threshold: float = Field(default=0.5, ge=0, le=1)
+    panic_routing: bool = True
 
     @field_validator("retry_statuses")
     @classmethod

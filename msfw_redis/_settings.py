@@ -91,6 +91,7 @@ class ServiceSettings(BaseModel):
     cache_enabled: bool | None = None
     cache_ttl: float | None = Field(default=None, gt=0)
     store_failure_policy: Literal["fail_open", "fail_closed"] | None = None
+    panic_routing: bool | None = None
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("headers")

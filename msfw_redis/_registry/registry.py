@@ -31,6 +31,7 @@ from msfw_redis._exceptions import ConfigurationError, ScriptError, StoreError
 from msfw_redis._registry.balancing import DEFAULT_STRATEGY, LoadBalancer
 from msfw_redis._registry.discovery import DiscoveryCache
 from msfw_redis._registry.instance import ServiceInstance, build_instance, validate_instance_id
+from msfw_redis._registry.panic import DEFAULT_PANIC_THRESHOLD, PanicRouter, Route
 from msfw_redis._registry.scripts import (
     FENCED,
     RENEWED,
@@ -202,6 +203,7 @@ class ServiceRegistry:
         self.store = store
         self.bus = bus
         self.balancer = balancer or LoadBalancer()
+        self.panic = PanicRouter(self.balancer)
         self.stats = RegistryStats()
         self.default_ttl = default_ttl
         self.scripts = RegistryScripts(
@@ -420,6 +422,28 @@ class ServiceRegistry:
         """
         instances = await self.discover(service_name, version=version)
         return self.balancer.choose(instances, strategy=strategy, is_open=is_open)
+
+    async def route(
+        self,
+        service_name: str,
+        *,
+        strategy: str = DEFAULT_STRATEGY,
+        version: str | None = None,
+        is_open: Callable[[ServiceInstance], bool] | None = None,
+        panic_threshold: float = DEFAULT_PANIC_THRESHOLD,
+        panic_routing: bool = True,
+    ) -> Route | None:
+        """The instance a call goes to (see ``_registry.panic``), or ``None`` when the
+        registry knows no instance of the service."""
+        instances = await self.discover(service_name, version=version)
+        return self.panic.route(
+            canonical_service_name(service_name),
+            instances,
+            strategy=strategy,
+            is_open=is_open,
+            panic_threshold=panic_threshold,
+            panic_routing=panic_routing,
+        )
 
     async def services(self) -> list[str]:
         """Names in the global service index, sorted (a name may have no instances left)."""

@@ -641,17 +641,21 @@ class ServiceSDK:
         """
         if self.config.service_discovery_enabled:
             try:
-                instance = await self._registry.get_instance(
+                # Never the settings address while the registry knows instances (panic).
+                route = await self._registry.route(
                     service,
                     strategy=self.config.load_balancing_strategy,
                     version=version,
                     is_open=lambda inst: self._hub.is_open(service, f"instance:{inst.instance_id}"),
+                    **self._panic_options(service),
                 )
             except StoreError as exc:
                 logger.debug("discovery of %s unavailable: %s", service, exc)
-                instance = None
-            if instance is not None:
-                return instance.url, instance.instance_id, instance
+                route = None
+            if route is not None:
+                if route.panic:
+                    self._metrics["panic_routed"] += 1
+                return route.instance.url, route.instance.instance_id, route.instance
         svc = self.settings.for_service(service)
         if svc is not None and svc.base_url is not None:
             return svc.base_url, svc.base_url, None
@@ -663,6 +667,13 @@ class ServiceSDK:
             f"no address known for service {service!r}; looked in {' and '.join(places)}",
             service_name=service,
         )
+
+    def _panic_options(self, service: str) -> dict[str, Any]:
+        svc = self.settings.for_service(service)
+        routing = self.config.panic_routing
+        if svc is not None and svc.panic_routing is not None:
+            routing = svc.panic_routing
+        return {"panic_threshold": self.config.panic_threshold, "panic_routing": routing}
 
     def _cache_for(
         self, service: str, request: httpx.Request, policy: CallPolicy
