@@ -180,6 +180,11 @@ class ServiceSDK:
         return self._store.url
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._closed
+
+    @property
     def started(self) -> bool:
         """True once the SDK has connected (or tried to) to its store."""
         return self._started
