@@ -1,8 +1,9 @@
 """The configuration models users write: ``ServiceSDKConfig`` and ``CircuitBreakerConfig``.
 
 Both are pydantic v2 models, keyword-only, frozen, and validated at construction.
-Unknown fields are rejected (a typo must not silently fall back to a default), and
-every invalid value raises :class:`~msfw_redis.ConfigurationError` naming the field.
+Unknown fields are rejected (a typo must not silently fall back to a default), NaN
+and ±inf are refused in every duration and count, and every invalid value raises
+:class:`~msfw_redis.ConfigurationError` naming the field.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def config_error_from(exc: ValidationError, model: str) -> ConfigurationError:
 
 
 class _ConfigModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # allow_inf_nan=False: NaN and ±inf in any duration or count fail here, naming the
+    # field, instead of as an OverflowError at call time.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -164,7 +169,8 @@ class ServiceSDKConfig(_ConfigModel):
         circuit_breaker: the default breaker policy (and its ``retry_delay``,
             ``retry_backoff`` and ``request_timeout`` as call defaults' fallbacks).
         retry_max_delay: cap on one back-off wait, seconds. Default 30.
-        retry_statuses: statuses retried for idempotent calls. Default 502, 503, 504.
+        retry_statuses: statuses retried for idempotent calls. Default 500, 502, 503,
+            504. A 429 is retried only when its ``Retry-After`` fits the call.
         retry_non_idempotent: also retry POST/PATCH on any retryable outcome.
         total_timeout: seconds for all attempts and waits of one call together;
             ``None`` (default) bounds a call only by its attempts.
@@ -186,6 +192,12 @@ class ServiceSDKConfig(_ConfigModel):
         health_success_threshold: consecutive good probes that make it healthy again.
         monitor_registered_services: health-probe every service in the registry, not
             only those enrolled with ``@health_check``. Default on.
+        panic_threshold: share (0-1) of a service's registered instances that must be
+            unhealthy before calls are routed across all of them (as Envoy does).
+            Default 0.5; every instance unhealthy always panics.
+        panic_routing: route across all registered instances in panic (default on);
+            off raises ``ServiceClientError`` naming the unhealthy instances. While the
+            registry knows instances of a service, calls never go to its settings address.
     """
 
     default_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
@@ -203,7 +215,7 @@ class ServiceSDKConfig(_ConfigModel):
     # -- beyond the seed ---------------------------------------------------------------
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=lambda: CircuitBreakerConfig())
     retry_max_delay: float = Field(default=30.0, gt=0)
-    retry_statuses: frozenset[int] = Field(default=frozenset({502, 503, 504}))
+    retry_statuses: frozenset[int] = Field(default=frozenset({500, 502, 503, 504}))
     retry_non_idempotent: bool = False
     total_timeout: float | None = Field(default=None, gt=0)
     max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
@@ -220,6 +232,8 @@ class ServiceSDKConfig(_ConfigModel):
     health_failure_threshold: int = Field(default=3, ge=1)
     health_success_threshold: int = Field(default=2, ge=1)
     monitor_registered_services: bool = True
+    panic_threshold: float = Field(default=0.5, ge=0, le=1)
+    panic_routing: bool = True
 
     @field_validator("redis_url")
     @classmethod

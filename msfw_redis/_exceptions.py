@@ -107,7 +107,8 @@ class CircuitOpenError(ServiceClientError):
     Attributes:
         retry_after: seconds until the breaker will admit a probe, computed from
             Redis server time, so it is right on every replica. ``0.0`` when the
-            breaker is half-open and all probe slots are taken.
+            breaker is half-open and all probe slots are taken; ``None`` when it
+            was forced open without a TTL (it stays open until reset).
         breaker: the breaker's name (``service`` or ``service:endpoint``).
     """
 
@@ -115,7 +116,7 @@ class CircuitOpenError(ServiceClientError):
         self,
         message: str,
         *,
-        retry_after: float,
+        retry_after: float | None,
         breaker: str = "",
         service_name: str | None = None,
         endpoint: str | None = None,

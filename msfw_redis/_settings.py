@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from msfw_redis._config import config_error_from
 from msfw_redis._exceptions import ConfigurationError
+from msfw_redis._pipeline.validate import header_problem
 
 __all__ = ["AppSettings", "ServiceSettings", "interpolate", "load_settings", "normalize_service"]
 
@@ -26,7 +27,11 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 
 
 def normalize_service(name: str) -> str:
-    """The canonical spelling of a service name: underscores become hyphens."""
+    """The canonical spelling of a service name: underscores become hyphens.
+
+    The same rule as :func:`msfw_redis._store.keys.canonical_service_name`, which
+    every key is built from, so settings and shared state agree on the name.
+    """
     return name.replace("_", "-")
 
 
@@ -69,7 +74,7 @@ class ServiceSettings(BaseModel):
     defaults. Unknown keys are rejected so that a typo is caught at start-up.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     host: str | None = Field(default=None, min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -86,7 +91,18 @@ class ServiceSettings(BaseModel):
     cache_enabled: bool | None = None
     cache_ttl: float | None = Field(default=None, gt=0)
     store_failure_policy: Literal["fail_open", "fail_closed"] | None = None
+    panic_routing: bool | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        # A CR/LF/NUL here would otherwise fail every call to the service at send time.
+        for name, text in value.items():
+            problem = header_problem(name, text)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
     @property
     def base_url(self) -> str | None:

@@ -104,7 +104,8 @@ class CircuitState:
         success_count: successful probes so far (HALF_OPEN).
         generation: bumped by every transition, fleet-wide.
         opened_at: Unix time (server clock, seconds) of the last opening, or ``None``.
-        retry_after: seconds until calls are admitted again (0 when admitting).
+        retry_after: seconds until calls are admitted again (0 when admitting);
+            ``None`` for a breaker forced open without a TTL, which never lapses.
         service: the service the breaker guards.
         endpoint: the endpoint, or ``None`` for a service-wide breaker.
         local: True while Redis is unreachable and this replica runs a local breaker.
@@ -120,7 +121,7 @@ class CircuitState:
     success_count: int
     generation: int
     opened_at: float | None
-    retry_after: float
+    retry_after: float | None
     service: str
     endpoint: str | None
     local: bool = False
@@ -390,14 +391,21 @@ class DistributedBreaker:
     ) -> CircuitOpenError:
         self.rejections += 1
         if snap_state is BreakerState.FORCED_OPEN and open_until_ms <= 0:
-            retry_after = self.config.timeout
-        else:
-            retry_after = max(0.0, (open_until_ms - now_ms) / 1000.0)
-            opened_at_ms = self._view.opened_at_ms
-            if snap_state is BreakerState.OPEN and 0 < opened_at_ms < open_until_ms:
-                # The local estimate of server time can lag by up to half a round trip;
-                # never promise a wait longer than the cool-down itself.
-                retry_after = min(retry_after, (open_until_ms - opened_at_ms) / 1000.0)
+            # Forced open without a TTL never lapses: promise no time at all.
+            return CircuitOpenError(
+                f"circuit breaker {self.label} is forced open until reset "
+                "(msfw-redis breaker reset)",
+                retry_after=None,
+                breaker=self.label,
+                service_name=self.service,
+                endpoint=self.endpoint,
+            )
+        retry_after = max(0.0, (open_until_ms - now_ms) / 1000.0)
+        opened_at_ms = self._view.opened_at_ms
+        if snap_state is BreakerState.OPEN and 0 < opened_at_ms < open_until_ms:
+            # The local estimate of server time can lag by up to half a round trip;
+            # never promise a wait longer than the cool-down itself.
+            retry_after = min(retry_after, (open_until_ms - opened_at_ms) / 1000.0)
         return CircuitOpenError(
             f"circuit breaker {self.label} is {snap_state.label}; retry after {retry_after:.2f}s",
             retry_after=retry_after,
@@ -615,11 +623,11 @@ class DistributedBreaker:
         opened, until = snap.opened_at_ms, snap.open_until_ms
         # breaker_read replies carry lifetime totals: {tf, ts, trips, active probes}.
         totals = snap.extra if len(snap.extra) >= 4 else None
-        retry_after = 0.0
+        retry_after: float | None = 0.0
         if state is BreakerState.OPEN or (state is BreakerState.FORCED_OPEN and until > 0):
             retry_after = max(0.0, (until - now) / 1000.0)
         elif state is BreakerState.FORCED_OPEN:
-            retry_after = self.config.timeout
+            retry_after = None  # forced open until reset: it never lapses by itself
         return CircuitState(
             state=state.label,
             failure_count=fails,

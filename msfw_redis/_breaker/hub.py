@@ -27,7 +27,7 @@ from msfw_redis._breaker.machine import BreakerState
 from msfw_redis._callbacks import call_logged
 from msfw_redis._config import CircuitBreakerConfig, StoreFailurePolicy
 from msfw_redis._exceptions import StoreError
-from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.keys import canonical_service_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -63,6 +63,9 @@ class BreakerHub:
         self.bus = bus
         self.failure_policy = failure_policy
         self._breakers: dict[tuple[str, str], DistributedBreaker] = {}
+        # Spellings seen at the edge (``order_service``) -> the canonical breaker, so the
+        # hot path pays one dict lookup, not a name check, per call.
+        self._aliases: dict[tuple[str, str], DistributedBreaker] = {}
         self._subscribed: set[str] = set()
         self._listeners: list[TransitionListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -77,13 +80,19 @@ class BreakerHub:
     ) -> DistributedBreaker:
         """The breaker for ``service`` (and ``endpoint`` when scoped per endpoint)."""
         name = endpoint if endpoint is not None else SERVICE_SCOPE
-        breaker = self._breakers.get((service, name))
+        breaker = self._breakers.get((service, name)) or self._aliases.get((service, name))
         if breaker is None:
-            # Validated once, where a breaker is made: a name in the dict already passed.
-            validate_service_name(service)
-            breaker = DistributedBreaker(self, service, endpoint, config or CircuitBreakerConfig())
-            self._breakers[(service, name)] = breaker
-        elif config is not None and config is not breaker.config:
+            # Validated once, where a breaker is made: a name in the dicts already passed.
+            canonical = canonical_service_name(service)
+            breaker = self._breakers.get((canonical, name))
+            if breaker is None:
+                breaker = DistributedBreaker(
+                    self, canonical, endpoint, config or CircuitBreakerConfig()
+                )
+                self._breakers[(canonical, name)] = breaker
+            if canonical != service:
+                self._aliases[(service, name)] = breaker
+        if config is not None and config is not breaker.config:
             breaker.config = config
             breaker.params = params_from_config(config)
         return breaker
@@ -93,11 +102,13 @@ class BreakerHub:
 
         No I/O: a breaker this process never used reads as not open.
         """
-        breaker = self._breakers.get((service, endpoint))
+        breaker = self._breakers.get((service, endpoint)) or self._aliases.get((service, endpoint))
         if breaker is None:
             return False
         state = breaker.state()
-        return state.state in ("open", "forced_open") and state.retry_after > 0
+        return state.state in ("open", "forced_open") and (
+            state.retry_after is None or state.retry_after > 0
+        )
 
     def breakers(self) -> list[DistributedBreaker]:
         """Every breaker this process has used."""

@@ -119,7 +119,7 @@ from msfw_redis._exceptions import (
     StoreError,
 )
 from msfw_redis._shutdown import logged
-from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.keys import canonical_service_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
@@ -634,7 +634,7 @@ class ResponseCache:
 
     async def prepare(self, service: str) -> None:
         """Subscribe to ``service``'s cache wake-ups now rather than at the first wait."""
-        validate_service_name(service)
+        service = canonical_service_name(service)
         await self._wakeups.subscribe(service)
 
     # -- breaker-open fallback, clearing, lifecycle --------------------------------------

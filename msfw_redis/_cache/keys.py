@@ -45,7 +45,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.keys import canonical_service_name
 
 __all__ = [
     "DEFAULT_CREDENTIAL_HEADERS",
@@ -258,7 +258,7 @@ def request_key(
     Raises ``TypeError`` when a value cannot be serialised, ``ValueError`` for an
     invalid service name or secret.
     """
-    validate_service_name(service)
+    service = canonical_service_name(service)
     verb = method.upper()
     shareable, credential = credential_fingerprint(
         headers, secret, credential_headers=credential_headers
@@ -298,7 +298,7 @@ def custom_key(*, service: str, key: str, function: str) -> CacheKey:
     from anywhere; ``function`` still sets the generation scope of entries written
     through it.
     """
-    validate_service_name(service)
+    service = canonical_service_name(service)
     if not isinstance(key, str) or not key:
         raise ValueError(f"invalid cache key {key!r}: key_func must return a non-empty string")
     function_field(function)

@@ -37,7 +37,7 @@ from msfw_redis._exceptions import ConfigurationError, StoreError
 from msfw_redis._registry.health import HealthMonitor
 from msfw_redis._registry.registry import ServiceRegistry
 from msfw_redis._store.connection import DEFAULT_STORE_URL, ENV_REDIS_URL
-from msfw_redis._store.keys import DEFAULT_KEY_PREFIX
+from msfw_redis._store.keys import DEFAULT_KEY_PREFIX, canonical_service_name
 from msfw_redis._store.store import Store
 
 if TYPE_CHECKING:
@@ -146,7 +146,8 @@ def _state_row(state: CircuitState) -> dict[str, Any]:
         "failures": state.failure_count,
         "successes": state.success_count,
         "generation": state.generation,
-        "retry_after": round(state.retry_after, 3),
+        # None: forced open without a TTL, which never lapses by itself.
+        "retry_after": None if state.retry_after is None else round(state.retry_after, 3),
         "opened_at": state.opened_at,
     }
 
@@ -174,7 +175,11 @@ async def _status(fleet: _Fleet, args: argparse.Namespace, out: TextIO) -> int:
                 style.state(r["state"]),
                 r["failures"],
                 r["generation"],
-                format_seconds(r["retry_after"]) if r["retry_after"] else "-",
+                "until reset"
+                if r["retry_after"] is None
+                else format_seconds(r["retry_after"])
+                if r["retry_after"]
+                else "-",
             ]
             for r in rows
         ],
@@ -210,9 +215,12 @@ async def _breaker(fleet: _Fleet, args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     label = service if endpoint is None else f"{service} {endpoint}"
     until = f" for {format_seconds(args.ttl)}" if args.ttl else ""
+    if not args.ttl and state.state in ("forced_open", "forced_closed", "disabled"):
+        until = " until `msfw-redis breaker reset`"
+    note = "; failures are ignored" if state.state == "forced_closed" else ""
     style = Style(out)
     out.write(
-        f"{label}: breaker is now {style.state(state.state)} fleet-wide{until} "
+        f"{label}: breaker is now {style.state(state.state)} fleet-wide{until}{note} "
         f"(generation {state.generation}); every replica follows it at once\n"
     )
     return EXIT_OK
@@ -239,7 +247,8 @@ async def _services(fleet: _Fleet, args: argparse.Namespace, out: TextIO) -> int
         report.append(
             {
                 "service": name,
-                "healthy": None if health is None else health.healthy,
+                # No instance means nothing to be healthy: unknown, not healthy.
+                "healthy": None if health is None or not listing.instances else health.healthy,
                 "healthy_instances": None if health is None else health.healthy_members,
                 "instances": [_instance_row(i, now) for i in listing.instances or ()],
             }
@@ -339,6 +348,12 @@ _COMMANDS = {
 
 
 async def _run_command(name: str, args: argparse.Namespace, out: TextIO) -> int:
+    if getattr(args, "service", None) is not None:
+        # order_service and order-service name one service: the CLI uses the key's form.
+        try:
+            args.service = canonical_service_name(args.service)
+        except ValueError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
     async with _Fleet(args.redis_url, args.prefix) as fleet:
         try:
             return await _COMMANDS[name](fleet, args, out)
@@ -463,7 +478,15 @@ def build_parser() -> argparse.ArgumentParser:
     breaker = sub.add_parser(
         "breaker", parents=[common], help="open, close, reset or disable a breaker fleet-wide"
     )
-    breaker.add_argument("action", choices=["open", "close", "reset", "disable"])
+    breaker.add_argument(
+        "action",
+        choices=["open", "close", "reset", "disable"],
+        help=(
+            "open: forced_open (refuse every call until reset or --ttl); close: "
+            "forced_closed (admit every call; failures are ignored until reset); "
+            "reset: back to closed, counting failures again; disable: no breaker"
+        ),
+    )
     breaker.add_argument("service", metavar="SERVICE")
     breaker.add_argument("--endpoint", metavar="E", help="an endpoint-scoped breaker")
     breaker.add_argument(

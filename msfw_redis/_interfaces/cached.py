@@ -105,6 +105,8 @@ class _CachedCall:
         method: str,
         path: str,
         bound: inspect.BoundArguments,
+        *,
+        skip_first: bool = True,
     ) -> FunctionCache:
         """For ``@service_call`` methods: the cache step's entry for this call.
 
@@ -126,7 +128,7 @@ class _CachedCall:
                 return custom if shareable else None
 
             return FunctionCache(key=custom_for, policy=self.policy(sdk))
-        values = dict(list(bound.arguments.items())[1:])
+        values = dict(list(bound.arguments.items())[1 if skip_first else 0 :])
         if self.vary_on is not None:
             values = {name: values[name] for name in self.vary_on if name in values}
         params = {k: _plain(v) for k, v in values.items()}

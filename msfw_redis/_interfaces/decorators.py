@@ -160,12 +160,21 @@ def retry_on_failure(
     ``max_attempts`` attempts were made; then the last exception is raised with a note
     giving the attempt count. :class:`CircuitOpenError` is never retried. Waits use the
     SDK's sleep, so tests that give the SDK a fake sleep never wait.
+
+    On a ``@service_call`` method this opts the method in to retries whatever its verb
+    (a POST included): the decorator says the call is safe to repeat.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
     if delay < 0 or backoff < 1 or max_delay <= 0:
         raise ValueError("delay must be >= 0, backoff >= 1 and max_delay > 0")
-    policy = RetryPolicy(attempts=max_attempts, delay=delay, backoff=backoff, max_delay=max_delay)
+    policy = RetryPolicy(
+        attempts=max_attempts,
+        delay=delay,
+        backoff=backoff,
+        max_delay=max_delay,
+        retry_non_idempotent=True,  # an explicit decorator opts the method in
+    )
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         if _is_service_call(fn):
@@ -217,13 +226,13 @@ def health_check(
         name = service or (call.service_name if call is not None else None)
         if name is None:
             raise TypeError(
-                f"@health_check on {fn.__qualname__}: pass service=... (only @service_call "
-                "methods know their service)"
+                f"@health_check on {fn.__qualname__}: it does not know which service to "
+                "monitor; pass service='<name>' or put it above @service_call(...)"
             )
-        from msfw_redis._store.keys import validate_service_name
+        from msfw_redis._store.keys import canonical_service_name
 
         enrollment = HealthEnrollment(
-            validate_service_name(name), interval, timeout, failure_threshold
+            canonical_service_name(name), interval, timeout, failure_threshold
         )
         meta_of(fn)["health_check"] = enrollment
         ENROLLMENTS.enroll(enrollment)

@@ -159,7 +159,9 @@ def service_call(
         fn: Callable[Concatenate[S, P], Awaitable[R]],
     ) -> Callable[Concatenate[S, P], Awaitable[R]]:
         signature = inspect.signature(fn)
-        params = list(signature.parameters.values())[1:]  # drop self
+        is_method = _is_method(fn, signature)
+        skip = 1 if is_method else 0
+        params = list(signature.parameters.values())[skip:]  # drop self
         names = {p.name for p in params}
         missing = [p for p in path_params if p not in names]
         if missing:
@@ -177,7 +179,7 @@ def service_call(
             path = path_template
             query: dict[str, Any] = {}
             body: Any = UNSET
-            for name, value in list(bound.arguments.items())[1:]:
+            for name, value in list(bound.arguments.items())[skip:]:
                 if name in adapters:
                     try:
                         value = adapters[name].validate_python(value)
@@ -203,27 +205,31 @@ def service_call(
             return path, query, body
 
         @functools.wraps(fn)
-        async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+        async def wrapper(*all_args: Any, **kwargs: Any) -> R:
             force_refresh = bool(kwargs.pop("force_refresh", False))
+            # A plain function has no `self`: its first argument is a real argument.
+            self: Any = all_args[0] if is_method and all_args else None
             try:
-                bound = signature.bind(self, *args, **kwargs)
+                bound = signature.bind(*all_args, **kwargs)
             except TypeError as exc:
                 raise InvalidRequestError(f"{fn.__qualname__}: {exc}") from None
             bound.apply_defaults()
             path, query, body = build(bound)
-            interface: InterfaceInfo | None = getattr(type(self), INTERFACE_ATTR, None)
+            interface: InterfaceInfo | None = (
+                getattr(type(self), INTERFACE_ATTR, None) if is_method else None
+            )
             base = interface.base_path if interface is not None else ""
             version = interface.version if interface is not None else None
             sdk = sdk_of(self)
             meta = meta_of(wrapper)
             circuit = meta.get("circuit")
-            owner = type(self).__name__
+            owner = type(self).__name__ if is_method else fn.__module__
             client = sdk.get_client(service_name, circuit_config=circuit, version=version)
             cache = meta.get("cache")
             function_cache = None
             if cache is not None:
                 function_cache = cache.for_call(
-                    sdk, service_name, verb, base + path_template, bound
+                    sdk, service_name, verb, base + path_template, bound, skip_first=is_method
                 )
             response = await client.request(
                 verb,
@@ -257,3 +263,16 @@ def service_call(
         return typing.cast("Callable[Concatenate[S, P], Awaitable[R]]", wrapper)
 
     return decorate
+
+
+def _is_method(fn: Callable[..., Any], signature: inspect.Signature) -> bool:
+    """Whether ``fn`` is defined in a class (its first parameter is then ``self``).
+
+    A module-level or nested ``async def`` is a plain function, as MSFW's own tests
+    use it: no ``self``, its first argument is a real argument.
+    """
+    params = list(signature.parameters)
+    if params and params[0] == "self":
+        return True
+    parts = fn.__qualname__.split(".")
+    return len(parts) > 1 and parts[-2] != "<locals>"

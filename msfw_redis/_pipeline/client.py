@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from msfw_redis._exceptions import ServiceClientError
 from msfw_redis._pipeline.request import error_for_response
-from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.keys import canonical_service_name
 
 if TYPE_CHECKING:
     import httpx
@@ -45,7 +45,7 @@ class ServiceClient:
         version: str | None = None,
     ) -> None:
         self._pipeline = pipeline
-        self.service_name = validate_service_name(service_name)
+        self.service_name = canonical_service_name(service_name)
         self.circuit_config = circuit_config
         self.version = version
 

@@ -56,6 +56,7 @@ from msfw_redis._pipeline.steps import (
     SendStep,
     notify,
 )
+from msfw_redis._pipeline.validate import validate_headers
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -340,6 +341,7 @@ class Pipeline:
             merged.update({k.lower(): str(v) for k, v in headers.items()})
         if content_type and "content-type" not in merged:
             merged["content-type"] = content_type
+        validate_headers(merged)  # before the breaker and the wire: the caller's fault
         url = base_url.rstrip("/") + policy.base_path + endpoint
         return build_request(verb, url, params=params, body=body, headers=merged, endpoint=endpoint)
 
@@ -378,6 +380,8 @@ def _with_retry(policy: CallPolicy, retry: RetryPolicy, cfg: ServiceSDKConfig) -
             delay=retry.delay,
             backoff=retry.backoff,
             max_delay=retry.max_delay,
+            # An explicit @retry_on_failure opts the method in, whatever its verb.
+            retry_non_idempotent=retry.retry_non_idempotent or policy.retry.retry_non_idempotent,
         ),
     )
     return with_cache_policy(replaced, cfg) if replaced.cache_enabled else replaced

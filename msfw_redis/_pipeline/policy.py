@@ -17,6 +17,7 @@ from msfw_redis._cache.policy import CachePolicy
 from msfw_redis._config import CircuitBreakerConfig
 from msfw_redis._exceptions import InvalidRequestError
 from msfw_redis._pipeline.retry import RetryPolicy
+from msfw_redis._pipeline.validate import validate_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -44,9 +45,7 @@ class CallPolicy:
 
 
 def _check_timeout(value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise InvalidRequestError(f"timeout must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return validate_seconds("timeout", value)
 
 
 def _check_attempts(value: Any) -> int:
@@ -56,9 +55,7 @@ def _check_attempts(value: Any) -> int:
 
 
 def _check_deadline(value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise InvalidRequestError(f"deadline must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return validate_seconds("deadline", value)
 
 
 class PolicyBook:

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from msfw_redis._exceptions import InvalidRequestError, ServiceClientError, ServiceTimeoutError
 from msfw_redis._models import HTTPMethod
+from msfw_redis._pipeline.validate import validate_path_segments
 
 __all__ = [
     "UNSET",
@@ -71,7 +72,7 @@ def validate_endpoint(endpoint: str) -> str:
         raise InvalidRequestError(
             f"endpoint {endpoint!r} contains whitespace or control characters"
         )
-    return endpoint
+    return validate_path_segments(endpoint)
 
 
 def encode_body(body: Any) -> tuple[bytes, str]:

@@ -8,14 +8,31 @@ pipeline's whole overhead on a loopback GET, for the same few lines of control f
 Back-off is exponential with **full jitter** and a cap (the AWS architecture blog's
 formula): before retry ``n`` (1-based) the wait is
 ``uniform(0, min(max_delay, delay * backoff ** (n - 1)))``. A ``Retry-After`` header on
-a 429/503 response raises the wait to at least what the server asked. A total deadline
+a retried response raises the wait to at least what the server asked. A total deadline
 covers every attempt and every wait: no retry starts that could not finish a wait
 within it.
 
-Safety: idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE) retry on connect errors,
-timeouts, dropped connections and the configured statuses (502, 503, 504 by default).
-POST and PATCH retry only when the request cannot have reached the server (a connect
-error), when it carries an ``Idempotency-Key`` header, or when the caller opts in.
+Which outcomes are retried:
+
+=====================================  ===============================  ==========================
+outcome                                idempotent (GET, HEAD, OPTIONS,  POST, PATCH
+                                       PUT, DELETE, TRACE) or with an
+                                       ``Idempotency-Key`` header
+=====================================  ===============================  ==========================
+connect error / connect or pool        retried                          retried (nothing was sent)
+timeout
+read timeout, dropped connection       retried                          only when opted in
+500, 502, 503, 504 (``retry_statuses``) retried                         only when opted in
+429 with a ``Retry-After`` that fits   retried after that wait          only when opted in
+the deadline and ``max_delay``
+429 without ``Retry-After``            not retried                      not retried
+other 4xx, breaker open, unknown       not retried                      not retried
+service
+=====================================  ===============================  ==========================
+
+"Opted in" means ``retry_non_idempotent=True`` (per call or in ``ServiceSDKConfig``) or an
+explicit ``@retry_on_failure`` on the method: the user has decided that it is safe, as
+with tenacity or Resilience4j. The SDK's implicit retries keep the idempotency rule.
 """
 
 from __future__ import annotations
@@ -30,6 +47,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from msfw_redis._exceptions import CircuitOpenError, ServiceNotFoundError
+from msfw_redis._testmode import is_testing
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -46,7 +64,9 @@ __all__ = [
     "call_with_retries",
 ]
 
-DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({502, 503, 504})
+DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({500, 502, 503, 504})
+#: Retried only when its ``Retry-After`` says when, and that wait fits the call.
+TOO_MANY_REQUESTS = 429
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -60,7 +80,7 @@ class RetryPolicy:
         backoff: multiplier per retry.
         max_delay: cap on one wait, seconds.
         deadline: seconds for all attempts and waits together, or ``None``.
-        retry_statuses: response statuses that are retried.
+        retry_statuses: response statuses that are retried (429 follows its own rule).
         retry_non_idempotent: also retry POST/PATCH on any retryable outcome.
     """
 
@@ -80,7 +100,9 @@ class RetryPolicy:
 def backoff_delay(
     retry_number: int, policy: RetryPolicy, rand: Callable[[], float] = random.random
 ) -> float:
-    """Full-jitter wait before retry ``retry_number`` (1 = the first retry)."""
+    """Full-jitter wait before retry ``retry_number`` (1 = the first retry); 0 in test mode."""
+    if is_testing():
+        return 0.0
     ceiling = min(policy.max_delay, policy.delay * policy.backoff ** max(0, retry_number - 1))
     return ceiling * rand()
 
@@ -135,8 +157,16 @@ def retryable_response(
     headers: Mapping[str, str] | httpx.Headers | None,
     policy: RetryPolicy,
 ) -> bool:
-    """Whether a response with this status may be retried."""
-    if response.status_code not in policy.retry_statuses:
+    """Whether a response with this status may be retried.
+
+    A 429 is retried only when its ``Retry-After`` says when and that wait is at most
+    ``policy.max_delay`` (the deadline is checked by :func:`call_with_retries`).
+    """
+    if response.status_code == TOO_MANY_REQUESTS:
+        asked = parse_retry_after(response.headers.get("retry-after"))
+        if asked is None or asked > policy.max_delay:
+            return False
+    elif response.status_code not in policy.retry_statuses:
         return False
     return policy.retry_non_idempotent or is_idempotent(method, headers)
 
@@ -175,7 +205,7 @@ async def call_with_retries(
         wait = backoff_delay(number, policy, rand)
         if response is not None:
             asked = parse_retry_after(response.headers.get("retry-after"))
-            if asked is not None:
+            if asked is not None and not is_testing():
                 wait = max(wait, asked)
         if policy.deadline is not None and clock() - started + wait >= policy.deadline:
             # No retry starts that could not even finish its wait within the deadline.

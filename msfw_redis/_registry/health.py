@@ -36,8 +36,9 @@ import httpx
 
 from msfw_redis._callbacks import call_logged
 from msfw_redis._exceptions import ConfigurationError, StoreError
-from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.keys import canonical_service_name
 from msfw_redis._store.store import reply_int, reply_list, reply_str
+from msfw_redis._testmode import health_interval
 
 if TYPE_CHECKING:
     from msfw_redis._registry.instance import ServiceInstance
@@ -236,10 +237,10 @@ class HealthMonitor:
 
         Enrolling again replaces the settings (the loop picks them up next round).
         """
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
         d = self.defaults
         settings = HealthCheckSettings(
-            d.interval if interval is None else interval,
+            health_interval(d.interval if interval is None else interval),
             d.timeout if timeout is None else timeout,
             d.failure_threshold if failure_threshold is None else failure_threshold,
             d.success_threshold if success_threshold is None else success_threshold,
@@ -308,7 +309,7 @@ class HealthMonitor:
 
     async def state(self, service_name: str) -> ServiceHealth | None:
         """The stored health of ``service_name``, or ``None`` if it was never probed."""
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
         raw = await self.store.hgetall(self.registry.scripts.keys(service).health_service)
         if not raw:
             return None
@@ -332,7 +333,7 @@ class HealthMonitor:
         While Redis is down, the last state seen here answers, else a direct probe of
         the last known instances.
         """
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
         settings = self._enrolled.get(service, self.defaults)
         try:
             state = await self.state(service)
@@ -372,7 +373,7 @@ class HealthMonitor:
         self, service_name: str, settings: HealthCheckSettings | None = None
     ) -> ProbeRound | None:
         """Run one probe round now if it is due; ``None`` when another replica has it."""
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
         cfg = settings or self._enrolled.get(service, self.defaults)
         token, round_no, _ = await self._acquire(service, cfg, secrets.token_hex(8))
         if token is None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
 from msfw_redis._exceptions import ConfigurationError
-from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.keys import canonical_service_name
 
 __all__ = [
     "MAX_INSTANCE_ID_LENGTH",
@@ -195,7 +195,7 @@ def build_instance(
 ) -> ServiceInstance:
     """Validate what a registration advertises; errors name the field."""
     try:
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
     except ValueError as exc:
         raise ConfigurationError(str(exc), field="service_name") from None
     advertised = validate_advertised_host(host)

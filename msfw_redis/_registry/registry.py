@@ -31,6 +31,7 @@ from msfw_redis._exceptions import ConfigurationError, ScriptError, StoreError
 from msfw_redis._registry.balancing import DEFAULT_STRATEGY, LoadBalancer
 from msfw_redis._registry.discovery import DiscoveryCache, RegistryStats
 from msfw_redis._registry.instance import ServiceInstance, build_instance, validate_instance_id
+from msfw_redis._registry.panic import DEFAULT_PANIC_THRESHOLD, PanicRouter, Route
 from msfw_redis._registry.scripts import (
     FENCED,
     RENEWED,
@@ -40,7 +41,7 @@ from msfw_redis._registry.scripts import (
     RegistryScripts,
     encode_record,
 )
-from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.keys import canonical_service_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -181,6 +182,7 @@ class ServiceRegistry:
         self.store = store
         self.bus = bus
         self.balancer = balancer or LoadBalancer()
+        self.panic = PanicRouter(self.balancer)
         self.stats = RegistryStats()
         self.default_ttl = default_ttl
         self.scripts = RegistryScripts(
@@ -335,7 +337,7 @@ class ServiceRegistry:
         token still holds the id; any other id is removed whoever registered it. Either
         way a tombstone refuses late heartbeats of that id for ``tombstone_ttl``.
         """
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
         if instance_id is None:
             targets = [o.instance_id for o in self._owned.values() if o.service == service]
         else:
@@ -377,7 +379,7 @@ class ServiceRegistry:
         unreachable the last known instances are returned (``stats.stale_serves``, one
         WARNING per service per outage); with nothing cached the ``StoreError`` is raised.
         """
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
         self.stats.discoveries += 1
         instances = await self.cache.get(service, fresh=fresh)
         if version is not None:
@@ -400,6 +402,28 @@ class ServiceRegistry:
         instances = await self.discover(service_name, version=version)
         return self.balancer.choose(instances, strategy=strategy, is_open=is_open)
 
+    async def route(
+        self,
+        service_name: str,
+        *,
+        strategy: str = DEFAULT_STRATEGY,
+        version: str | None = None,
+        is_open: Callable[[ServiceInstance], bool] | None = None,
+        panic_threshold: float = DEFAULT_PANIC_THRESHOLD,
+        panic_routing: bool = True,
+    ) -> Route | None:
+        """The instance a call goes to (see ``_registry.panic``), or ``None`` when the
+        registry knows no instance of the service."""
+        instances = await self.discover(service_name, version=version)
+        return self.panic.route(
+            canonical_service_name(service_name),
+            instances,
+            strategy=strategy,
+            is_open=is_open,
+            panic_threshold=panic_threshold,
+            panic_routing=panic_routing,
+        )
+
     async def services(self) -> list[str]:
         """Names in the global service index, sorted (a name may have no instances left)."""
         return await self.scripts.services()
@@ -410,7 +434,7 @@ class ServiceRegistry:
 
     async def list_service(self, service_name: str, *, known_revision: int = -1) -> ListResult:
         """Reap and list one service with one round trip, bypassing the cache."""
-        service = validate_service_name(service_name)
+        service = canonical_service_name(service_name)
         self.stats.list_calls += 1
         result = await self.scripts.list_instances(
             service,

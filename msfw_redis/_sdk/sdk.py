@@ -197,6 +197,11 @@ class ServiceSDK:
         return self._pipeline
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._closed
+
+    @property
     def started(self) -> bool:
         """True once the SDK has connected (or tried to) to its store."""
         return self._started
@@ -591,17 +596,21 @@ class ServiceSDK:
         """
         if self.config.service_discovery_enabled:
             try:
-                instance = await self._registry.get_instance(
+                # Never the settings address while the registry knows instances (panic).
+                route = await self._registry.route(
                     service,
                     strategy=self.config.load_balancing_strategy,
                     version=version,
                     is_open=lambda inst: self._hub.is_open(service, f"instance:{inst.instance_id}"),
+                    **self._panic_options(service),
                 )
             except StoreError as exc:
                 logger.debug("discovery of %s unavailable: %s", service, exc)
-                instance = None
-            if instance is not None:
-                return instance.url, instance.instance_id, instance
+                route = None
+            if route is not None:
+                if route.panic:
+                    self._pipeline.metrics["panic_routed"] += 1
+                return route.instance.url, route.instance.instance_id, route.instance
         svc = self.settings.for_service(service)
         if svc is not None and svc.base_url is not None:
             return svc.base_url, svc.base_url, None
@@ -613,6 +622,13 @@ class ServiceSDK:
             f"no address known for service {service!r}; looked in {' and '.join(places)}",
             service_name=service,
         )
+
+    def _panic_options(self, service: str) -> dict[str, Any]:
+        svc = self.settings.for_service(service)
+        routing = self.config.panic_routing
+        if svc is not None and svc.panic_routing is not None:
+            routing = svc.panic_routing
+        return {"panic_threshold": self.config.panic_threshold, "panic_routing": routing}
 
     async def clear_service_cache(self, service_name: str) -> None:
         """Invalidate every cached entry of ``service_name`` fleet-wide, in O(1)."""

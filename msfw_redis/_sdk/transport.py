@@ -15,7 +15,7 @@ import httpx
 
 from msfw_redis._pipeline.steps import CALL_KEY
 from msfw_redis._sdk.sdk import get_default_sdk
-from msfw_redis._store.keys import validate_service_name
+from msfw_redis._store.keys import canonical_service_name
 
 if TYPE_CHECKING:
     from msfw_redis._sdk.sdk import ServiceSDK
@@ -48,7 +48,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._sdk = sdk if sdk is not None else get_default_sdk()
-        self._service = validate_service_name(service) if service is not None else None
+        self._service = canonical_service_name(service) if service is not None else None
         self._owns_inner = transport is None
         self._inner = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._pipeline = self._sdk.pipeline
@@ -62,7 +62,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         name = self._host_names.get(slot)
         if name is None:
             port = url.port if url.port is not None else (443 if url.scheme == "https" else 80)
-            name = validate_service_name(f"{url.host}:{port}")
+            name = canonical_service_name(f"{url.host}:{port}")
             if len(self._host_names) < _MAX_HOST_NAMES:
                 self._host_names[slot] = name
         return name

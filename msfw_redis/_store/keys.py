@@ -17,7 +17,13 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_KEY_PREFIX", "MAX_SERVICE_NAME_LENGTH", "KeySchema", "validate_service_name"]
+__all__ = [
+    "DEFAULT_KEY_PREFIX",
+    "MAX_SERVICE_NAME_LENGTH",
+    "KeySchema",
+    "canonical_service_name",
+    "validate_service_name",
+]
 
 DEFAULT_KEY_PREFIX = "msfw"
 MAX_SERVICE_NAME_LENGTH = 200
@@ -54,6 +60,16 @@ def validate_service_name(name: object, *, what: str = "service name") -> str:
     return name
 
 
+def canonical_service_name(name: object, *, what: str = "service name") -> str:
+    """The canonical form of a valid service name: ``_`` becomes ``-``.
+
+    ``order_service`` and ``order-service`` name the same service everywhere (breakers,
+    cache, registry, health, settings, metrics, CLI), so every key is built from this
+    form. Raises ``ValueError`` as :func:`validate_service_name` does.
+    """
+    return validate_service_name(name, what=what).replace("_", "-")
+
+
 def _validate_prefix(prefix: str) -> str:
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(f"invalid key_prefix {prefix!r}: must be a non-empty string")
@@ -77,8 +93,9 @@ class KeySchema:
 
     def key(self, service: str, component: str, *rest: str) -> str:
         """A per-service key: ``<prefix>:v1:{<service>}:<component>:<rest...>``."""
-        validate_service_name(service)
-        parts = [self.prefix, _SCHEMA_VERSION, "{" + service + "}", component, *rest]
+        # Canonical here so that no caller can build a second key for the same service.
+        canonical = canonical_service_name(service)
+        parts = [self.prefix, _SCHEMA_VERSION, "{" + canonical + "}", component, *rest]
         return ":".join(parts)
 
     def global_key(self, component: str, *rest: str) -> str:

@@ -7,8 +7,11 @@
 * :class:`SilentServer` accepts connections and never answers: a hung Redis.
 * :class:`ScriptedService` is a real loopback HTTP service with per-path scripts.
 * :func:`run_in_processes` runs a function in several OS processes.
+* :func:`set_testing` makes retry waits 0 s and health rounds short in your own tests
+  (``set_testing(False)`` restores them).
 """
 
+from msfw_redis._testmode import is_testing, set_testing
 from msfw_redis.testing._cluster import RedisClusterSetup, SentinelSetup
 from msfw_redis.testing._http import RecordedRequest, ScriptedService, Step
 from msfw_redis.testing._processes import ProcessFailed, run_in_processes
@@ -36,5 +39,7 @@ __all__ = [
     "Step",
     "find_server_binary",
     "free_port",
+    "is_testing",
     "run_in_processes",
+    "set_testing",
 ]

@@ -353,3 +353,49 @@ def test_common_options_go_before_or_after_the_command() -> None:
         assert (args.redis_url, args.prefix) == ("redis://a", "p")
     nested = parser.parse_args(["cache", "clear", "svc", "--function", "F", "--prefix", "p"])
     assert (nested.service, nested.function, nested.prefix) == ("svc", "F", "p")
+
+
+async def test_forced_open_without_ttl_promises_no_time(
+    redis_url: str, key_prefix: str, http_service: ScriptedService
+) -> None:
+    """breaker open without --ttl: retry_after is None and the message says until reset."""
+    http_service.script("/users", Step(200, json=[]))
+    sdk = make_sdk(redis_url, key_prefix, http_service)
+    try:
+        assert (await sdk.call_service("cli_users", "/users")).success  # underscore spelling
+        ran = await run_cli(redis_url, key_prefix, "breaker", "open", "cli_users")
+        assert ran.code == 0, ran.err
+        assert "until `msfw-redis breaker reset`" in ran.out
+        breaker = sdk._hub.get(OTHER)
+        await until(lambda: breaker.state().state == "forced_open", "the event to reach the SDK")
+        assert breaker.state().retry_after is None
+        result = await sdk.call_service(OTHER, "/users")
+        assert isinstance(result.exception, CircuitOpenError)
+        assert result.exception.retry_after is None
+        assert "forced open until reset" in str(result.exception)
+        status = await run_cli(redis_url, key_prefix, "status", OTHER, "--json")
+        [row] = status.json()  # type: ignore[misc]
+        assert row["state"] == "forced_open" and row["retry_after"] is None
+    finally:
+        await sdk.close()
+
+
+async def test_breaker_close_is_forced_closed_and_ignores_failures(
+    redis_url: str, key_prefix: str, http_service: ScriptedService
+) -> None:
+    """breaker close shows forced_closed, says failures are ignored, and 503s do not trip it."""
+    http_service.script("/users", Step(200, json=[]))
+    sdk = make_sdk(redis_url, key_prefix, http_service)
+    try:
+        assert (await sdk.call_service(OTHER, "/users")).success
+        ran = await run_cli(redis_url, key_prefix, "breaker", "close", OTHER)
+        assert ran.code == 0, ran.err
+        assert "forced_closed" in ran.out and "failures are ignored" in ran.out
+        breaker = sdk._hub.get(OTHER)
+        await until(lambda: breaker.state().state == "forced_closed", "the event to reach it")
+        http_service.script("/down", Step(503))
+        for _ in range(5):
+            assert (await sdk.call_service(OTHER, "/down")).status_code == 503
+        assert breaker.state().state == "forced_closed"
+    finally:
+        await sdk.close()

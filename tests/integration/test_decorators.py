@@ -8,6 +8,7 @@ import pytest
 
 from msfw_redis import CircuitOpenError
 from msfw_redis._interfaces.decorators import circuit_breaker, function_name, retry_on_failure
+from msfw_redis._store.keys import canonical_service_name
 from tests.integration.conftest import FakeSleep
 
 
@@ -30,7 +31,8 @@ async def test_breaker_decorator_is_shared_by_name(make_sdk: Any) -> None:
         await in_b()
     assert 25.0 < info.value.retry_after <= 30.0
     assert calls == 3
-    assert info.value.breaker == function_name(flaky)
+    # Breakers are named in the canonical (hyphenated) form of the function name.
+    assert info.value.breaker == canonical_service_name(function_name(flaky))
 
 
 async def test_excluded_exceptions_are_not_failures(make_sdk: Any) -> None:

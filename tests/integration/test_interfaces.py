@@ -220,14 +220,12 @@ async def test_seed_advanced_interface(make_sdk: Any, http_service: ScriptedServ
     )
     sdk = make_sdk(services_for(http_service, "order-service"))
     order_service = OrderService(sdk=sdk)
-    # POST with 503 is not retried (not idempotent) even with retry_on_failure.
-    with pytest.raises(ServiceClientError) as info:
-        await order_service.create_order(
-            CreateOrderRequest(user_id=123, items=[{"product_id": 456, "quantity": 2}], total=2000)
-        )
-    assert info.value.status_code == 503
-    order = await order_service.create_order(CreateOrderRequest(user_id=1, items=[], total=0))
+    # An explicit retry_on_failure opts the POST in: 503, then 201.
+    order = await order_service.create_order(
+        CreateOrderRequest(user_id=123, items=[{"product_id": 456, "quantity": 2}], total=2000)
+    )
     assert order == Order(id=1, status="new")
+    assert http_service.hits("/api/v1/orders") == 2
     # PUT retries up to max_attempts=3: 503, 503, 200.
     assert (await order_service.update_order_status(5, "paid")).status == "paid"
     assert http_service.hits("/api/v1/orders/5/status") == 3

@@ -51,11 +51,13 @@ async def test_default_retries_503_with_backoff(
     assert 0 <= fake_sleep.waits[1] <= 2.0
 
 
-async def test_500_is_not_retried_by_default(make_sdk: Any, http_service: ScriptedService) -> None:
-    """A plain 500 is a failure returned at once (not in the default retry set)."""
+async def test_500_on_a_post_is_not_retried_by_default(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """A 500 answering a POST is a failure returned at once (POST is not idempotent)."""
     http_service.script("/x", Step(500, json={"error": "bug"}))
     sdk = make_sdk(services_for(http_service, "svc"))
-    result = await sdk.call_service("svc", "/x")
+    result = await sdk.call_service("svc", "/x", method="POST")
     assert (result.success, result.status_code, result.attempts) == (False, 500, 1)
     assert "500" in (result.error or "")
 

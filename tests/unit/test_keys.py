@@ -64,3 +64,15 @@ def test_key_rejects_bad_service_and_prefix() -> None:
         KeySchema("has space")
     with pytest.raises(ValueError, match="key_prefix"):
         KeySchema("")
+
+
+def test_underscore_and_hyphen_build_the_same_key() -> None:
+    """order_service and order-service name one service: every key is built hyphenated."""
+    from msfw_redis._store.keys import KeySchema, canonical_service_name
+
+    schema = KeySchema()
+    assert canonical_service_name("order_service") == "order-service"
+    assert schema.key("order_service", "breaker", "state") == schema.key(
+        "order-service", "breaker", "state"
+    )
+    assert "{order-service}" in schema.channel("order_service", "breaker")

@@ -70,11 +70,25 @@ def test_which_exceptions_retry() -> None:
 def test_which_statuses_retry() -> None:
     """Only configured statuses retry, and POST not without opting in."""
     p = RetryPolicy()
-    assert retryable_response(httpx.Response(503), "GET", None, p)
-    assert not retryable_response(httpx.Response(500), "GET", None, p)
+    for status in (500, 502, 503, 504):
+        assert retryable_response(httpx.Response(status), "GET", None, p)
+    assert not retryable_response(httpx.Response(501), "GET", None, p)
     assert not retryable_response(httpx.Response(503), "POST", None, p)
-    assert retryable_response(
-        httpx.Response(500), "GET", None, RetryPolicy(retry_statuses=frozenset({500}))
+    assert not retryable_response(
+        httpx.Response(500), "GET", None, RetryPolicy(retry_statuses=frozenset({503}))
+    )
+
+
+def test_429_retries_only_with_a_retry_after_that_fits() -> None:
+    """429 is retried when Retry-After says when and the wait is within max_delay."""
+    p = RetryPolicy(max_delay=10.0)
+    assert retryable_response(httpx.Response(429, headers={"Retry-After": "3"}), "GET", None, p)
+    assert not retryable_response(httpx.Response(429), "GET", None, p)
+    assert not retryable_response(
+        httpx.Response(429, headers={"Retry-After": "60"}), "GET", None, p
+    )
+    assert not retryable_response(
+        httpx.Response(429, headers={"Retry-After": "3"}), "POST", None, p
     )
 
 

@@ -1,0 +1,1 @@
+"""Integrations with frameworks; each submodule imports only what it needs."""
