@@ -99,7 +99,7 @@ async def test_retry_on_failure_opts_a_post_in(
 async def test_retry_on_failure_opts_a_post_in_on_timeouts(
     make_sdk: Any, http_service: ScriptedService
 ) -> None:
-    """@retry_on_failure on a POST retries a read timeout too; both attempts reach the service."""
+    """@retry_on_failure on a POST retries a read timeout too: two attempts are made."""
     http_service.script("/orders", Step(200, delay=1.0, json={"id": 1}))
     sdk = make_sdk(services_for(http_service, "order-service", timeout=0.2))
 
@@ -111,9 +111,10 @@ async def test_retry_on_failure_opts_a_post_in_on_timeouts(
             """Create an order."""
             raise NotImplementedError
 
-    with pytest.raises(ServiceTimeoutError):
+    with pytest.raises(ServiceTimeoutError) as info:
         await OrderService(sdk=sdk).create_order({"item": 1})
-    assert http_service.hits("/orders") == 2
+    # Counted by the pipeline: the server may not have read the second request yet.
+    assert info.value.attempts == 2
 
 
 async def test_set_testing_makes_retry_waits_zero(
