@@ -13,8 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from msfw_redis._exceptions import ConfigurationError
-from msfw_redis._store.connection import check_url
-from msfw_redis._store.errors import redact_url
+from msfw_redis._urls import check_url, redact_url
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from msfw_redis._config import config_error_from
 from msfw_redis._exceptions import ConfigurationError
-from msfw_redis._pipeline.validate import header_problem
+from msfw_redis._validate import header_problem
 
 __all__ = ["AppSettings", "ServiceSettings", "interpolate", "load_settings", "normalize_service"]
 

@@ -56,7 +56,7 @@ from msfw_redis._pipeline.steps import (
     SendStep,
     notify,
 )
-from msfw_redis._pipeline.validate import validate_headers
+from msfw_redis._validate import validate_headers
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping

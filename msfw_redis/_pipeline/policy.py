@@ -17,7 +17,7 @@ from msfw_redis._cache.policy import CachePolicy
 from msfw_redis._config import CircuitBreakerConfig
 from msfw_redis._exceptions import InvalidRequestError
 from msfw_redis._pipeline.retry import RetryPolicy
-from msfw_redis._pipeline.validate import validate_seconds
+from msfw_redis._validate import validate_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

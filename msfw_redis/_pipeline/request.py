@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from msfw_redis._exceptions import InvalidRequestError, ServiceClientError, ServiceTimeoutError
 from msfw_redis._models import HTTPMethod
-from msfw_redis._pipeline.validate import validate_path_segments
+from msfw_redis._validate import validate_path_segments
 
 __all__ = [
     "UNSET",

@@ -21,9 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -31,8 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from msfw_redis._exceptions import ConfigurationError
-from msfw_redis._store.errors import redact_url
+from msfw_redis._urls import StoreURL, check_url, parse_url
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -52,16 +49,6 @@ StoreClient = aioredis.Redis | RedisCluster
 
 ENV_REDIS_URL = "MSFW_REDIS_URL"
 DEFAULT_STORE_URL = "memory://"
-_SCHEMES = (
-    "redis://",
-    "rediss://",
-    "unix://",
-    "memory://",
-    "redis+cluster://",
-    "rediss+cluster://",
-    "redis+sentinel://",
-    "rediss+sentinel://",
-)
 #: Fraction of the op timeout a Cluster socket read may take: redis-py must time out,
 #: refresh its topology and retry once, all before the store's own op timeout fires.
 _CLUSTER_SOCKET_SHARE = 0.4
@@ -70,92 +57,6 @@ _memory_servers: dict[str, Any] = {}
 #: The Sentinel manager behind each Sentinel-managed client, closed with it.
 _sentinels: weakref.WeakKeyDictionary[Any, Sentinel] = weakref.WeakKeyDictionary()
 _memory_lock = threading.Lock()
-
-
-def _bad_url(url: object, why: str) -> ConfigurationError:
-    shown = repr(redact_url(url)) if isinstance(url, str) else repr(url)
-    return ConfigurationError(f"invalid redis_url {shown}: {why}", field="redis_url")
-
-
-@dataclass(frozen=True, slots=True)
-class StoreURL:
-    """A parsed ``redis+cluster://`` or ``redis+sentinel://`` URL."""
-
-    kind: str
-    nodes: tuple[tuple[str, int], ...]
-    tls: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    master_name: str | None = None
-    db: int = 0
-    options: tuple[tuple[str, str], ...] = ()
-
-
-_OPTIONS = {
-    "cluster": frozenset(),
-    "sentinel": frozenset({"sentinel_username", "sentinel_password"}),
-}
-
-
-def parse_url(url: str) -> StoreURL | None:
-    """The parts of a Cluster or Sentinel URL (None for the other schemes).
-
-    Raises :class:`ConfigurationError` naming ``redis_url`` when the URL is malformed.
-    """
-    scheme, sep, _ = url.partition("://")
-    if not sep or "+" not in scheme:
-        return None
-    base, _, kind = scheme.partition("+")
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    creds, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = creds.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    nodes: list[tuple[str, int]] = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise _bad_url(url, f"expected host:port[,host:port...], got {item.strip()!r}")
-        nodes.append((host.strip("[]"), int(port)))
-    path = [p for p in parts.path.split("/") if p]
-    master_name = None
-    db = 0
-    if kind == "sentinel":
-        if not path:
-            raise _bad_url(url, "a Sentinel URL needs the master name: .../<master_name>[/db]")
-        master_name = unquote(path[0])
-        rest = path[1:]
-        if len(rest) > 1 or (rest and not rest[0].isdigit()):
-            raise _bad_url(url, "after the master name only a database number may follow")
-        db = int(rest[0]) if rest else 0
-    elif path not in ([], ["0"]):
-        raise _bad_url(url, "a Cluster URL has no database (Cluster only has db 0)")
-    options = tuple(parse_qsl(parts.query, keep_blank_values=True))
-    for name, _value in options:
-        if name not in _OPTIONS[kind]:
-            allowed = ", ".join(sorted(_OPTIONS[kind])) or "none"
-            raise _bad_url(url, f"unknown option {name!r} (allowed: {allowed})")
-    return StoreURL(
-        kind=kind,
-        nodes=tuple(nodes),
-        tls=base == "rediss",
-        username=username,
-        password=password,
-        master_name=master_name,
-        db=db,
-        options=options,
-    )
-
-
-def check_url(url: object) -> str:
-    """``url`` if it is a valid store URL, else :class:`ConfigurationError` naming it."""
-    if not isinstance(url, str) or not url.startswith(_SCHEMES):
-        raise _bad_url(url, f"expected one of {', '.join(_SCHEMES)}")
-    parse_url(url)
-    return url
 
 
 def resolve_url(url: str | None) -> str:

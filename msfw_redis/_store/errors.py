@@ -41,6 +41,7 @@ from msfw_redis._exceptions import (
     StoreRefusedError,
     StoreTimeoutError,
 )
+from msfw_redis._urls import redact, redact_url
 
 __all__ = [
     "is_outage",
@@ -50,24 +51,12 @@ __all__ = [
     "translate_error",
 ]
 
-# ``scheme://[user]:password@`` inside any text: the password part is masked.
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I)
 # redis-py: "User x has no permissions to run the 'hset' command"; scripts add "script: ...".
 _NOPERM_COMMAND = re.compile(r"run the '([^']+)' command")
 # Inside a script Redis 7.0 replies "ERR The user executing the script can't run this
 # command or subcommand", naming no command; the script's own command list then helps.
 _NOPERM_TEXTS = ("NOPERM", "no permissions to", "can't run this command")
 _CLUSTER_CODES = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to log, print or repr)."""
-    return redact(url)
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` in it masked."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def translate_error(
