@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from dataclasses import dataclass
@@ -82,12 +83,15 @@ from msfw_redis._cache.entry import (
 from msfw_redis._cache.flights import Flights
 from msfw_redis._cache.keys import (
     DEFAULT_CREDENTIAL_HEADERS,
+    DEFAULT_CREDENTIAL_PARAMS,
     CacheKey,
     credential_fingerprint,
     custom_key,
     function_field,
     request_key,
+    variant_key,
 )
+from msfw_redis._cache.near import DEFAULT_NEAR_MAX_ENTRIES, DEFAULT_NEAR_MAX_STALENESS, NearCache
 from msfw_redis._cache.policy import (
     DEFAULT_ERROR_TTL,
     DEFAULT_LEASE_TIMEOUT,
@@ -125,6 +129,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 
     from msfw_redis._cache.keys import Params
+    from msfw_redis._cache.rules import Storage
     from msfw_redis._store.events import EventBus
     from msfw_redis._store.store import Store
 
@@ -160,6 +165,20 @@ class _Served:
     fresh: bool
     age: float
 
+    @property
+    def may_serve_stale(self) -> bool:
+        """False for an entry that must be revalidated before use (no-cache, max-age=0)."""
+        return not (isinstance(self.body, ResponseBody) and self.body.revalidate)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hooks:
+    """Per-call callables: which values are errors, storage rules, revalidation."""
+
+    is_error: Callable[[Any], bool] | None
+    storage: Callable[[Any], Storage] | None
+    revalidate: Callable[[Any], Awaitable[Any]] | None
+
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
@@ -181,6 +200,9 @@ class ResponseCache:
         secret: HMAC secret (>= 16 bytes) for credential fingerprints; without it,
             requests carrying Authorization or Cookie are not cached.
         credential_headers: request headers treated as credentials.
+        credential_params: query parameters treated as credentials.
+        near_max_entries: entries the near cache keeps (LRU), for ``near=True`` calls.
+        near_max_staleness: seconds a near copy may be served without Redis.
         now_ms: test hook; integer server-time ms passed to the scripts instead of
             their reading ``TIME``.
     """
@@ -192,14 +214,21 @@ class ResponseCache:
         *,
         secret: bytes | None = None,
         credential_headers: Iterable[str] = DEFAULT_CREDENTIAL_HEADERS,
+        credential_params: Iterable[str] = DEFAULT_CREDENTIAL_PARAMS,
+        near_max_entries: int = DEFAULT_NEAR_MAX_ENTRIES,
+        near_max_staleness: float = DEFAULT_NEAR_MAX_STALENESS,
         now_ms: Callable[[], int] | None = None,
     ) -> None:
         self._redis = CacheStore(store, now_ms)
         self._secret = secret
         self._credential_headers = tuple(h.lower() for h in credential_headers)
+        self._credential_params = tuple(p.lower() for p in credential_params)
         self.stats = CacheStats()
         self._flights: Flights[_Outcome] = Flights()
-        self._wakeups = FillWakeups(bus, self._redis.channel)
+        self._near = NearCache(near_max_entries, near_max_staleness)
+        self._wakeups = FillWakeups(
+            bus, self._redis.channel, self._near.on_message, self._near.drop_service
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._degraded = False
         # Validates the secret now, not on the first request that carries a credential.
@@ -218,8 +247,11 @@ class ResponseCache:
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         vary_headers: Iterable[str] = (),
         function: str | None = None,
+        extra_credential_headers: Iterable[str] = (),
     ) -> CacheKey | None:
         """A request's key with this cache's secret; ``None`` means do not cache it.
+
+        ``extra_credential_headers`` adds a service's own credential headers.
 
         See :func:`msfw_redis._cache_keys.request_key` for the arguments.
         """
@@ -233,8 +265,18 @@ class ResponseCache:
             vary_headers=vary_headers,
             secret=self._secret,
             function=function,
-            credential_headers=self._credential_headers,
+            credential_headers=self._credential_headers + tuple(extra_credential_headers),
+            credential_params=self._credential_params,
         )
+
+    def variant_key(
+        self,
+        key: CacheKey,
+        names: Iterable[str],
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    ) -> CacheKey:
+        """The key of one ``Vary`` variant of ``key`` (see :func:`~._cache.keys.variant_key`)."""
+        return variant_key(key, names, headers, credential_headers=self._credential_headers)
 
     @staticmethod
     def custom_key(*, service: str, key: str, function: str) -> CacheKey:
@@ -260,6 +302,9 @@ class ResponseCache:
         policy: CachePolicy,
         force_refresh: bool = False,
         is_error: Callable[[T], bool] | None = None,
+        storage: Callable[[T], Storage] | None = None,
+        revalidate: Callable[[T], Awaitable[T]] | None = None,
+        near: bool = False,
     ) -> CacheResult[T]:
         """The value for ``key``: from the cache, from another caller's fill, or ``fetch()``.
 
@@ -272,17 +317,38 @@ class ResponseCache:
                 usable entry is still served if the origin fails.
             is_error: marks values that are errors (stored only under
                 ``cache_on_error``, for ``error_ttl``; a stale entry is preferred).
+            storage: decides per value whether and how long it is stored (the HTTP
+                path's RFC 9111 rules); replaces ``ttl`` and ``cache_on_error`` then.
+            revalidate: called with the stale value instead of ``fetch`` when an
+                entry is refreshed (a conditional request); returns the new value.
+            near: serve hot fresh entries from this process's near cache (if the
+                cache has one), with no Redis round trip.
 
         Exceptions from ``fetch`` propagate unless a stale entry stands in for them.
         A cached negative entry raises a new ``ServiceClientError``. Store errors never
         propagate: the call goes to the origin.
         """
+        hooks = _Hooks(is_error, storage, revalidate)
+        near_cache = self._near if near else None
         if force_refresh:
-            outcome = await self._resolve(key, fetch, codec, policy, is_error, force=True)
+            outcome = await self._resolve(key, fetch, codec, policy, hooks, None, force=True)
             return self._deliver(outcome, False, codec)
+        if near_cache is not None:
+            hit = near_cache.get(key.service, key.digest)
+            if hit is not None:
+                try:
+                    value = codec.decode(hit.body)
+                except Exception as exc:  # same checks as a Redis hit: a miss, never a crash
+                    logger.debug("near-cache copy of %s does not decode: %r", key.label, exc)
+                    near_cache.discard(key.service, key.digest)
+                else:
+                    self.stats.near_hits += 1
+                    self._count(CacheOutcome.HIT)
+                    return CacheResult(value=value, outcome=CacheOutcome.HIT, age=hit.age)
+            await self._wakeups.subscribe(key.service)
         outcome, follower = await self._flights.run(
             (key.service, key.digest),
-            lambda: self._resolve(key, fetch, codec, policy, is_error),
+            lambda: self._resolve(key, fetch, codec, policy, hooks, near_cache),
         )
         return self._deliver(outcome, follower, codec)
 
@@ -336,7 +402,8 @@ class ResponseCache:
         fetch: Callable[[], Awaitable[Any]],
         codec: CacheCodec[Any],
         policy: CachePolicy,
-        is_error: Callable[[Any], bool] | None,
+        hooks: _Hooks,
+        near: NearCache | None,
         *,
         force: bool = False,
     ) -> _Outcome:
@@ -351,6 +418,7 @@ class ResponseCache:
                 if not force:
                     # Armed before the lookup: a wake-up may arrive before its reply.
                     waiter = self._wakeups.arm(key.service, key.digest)
+                epoch = near.epoch(key.service) if near is not None else 0
                 try:
                     lookup = await self._lookup(key, "force" if force else "get", policy)
                 except StoreError as exc:
@@ -369,20 +437,24 @@ class ResponseCache:
                         and not served.fresh
                         and not force
                         and policy.stale_while_revalidate
+                        and served.may_serve_stale
                         and not isinstance(served.body, ErrorBody)
                     ):
-                        self._spawn_refresh(
-                            key, fetch, codec, policy, is_error, lookup.token, served
-                        )
+                        self._spawn_refresh(key, fetch, codec, policy, hooks, lookup.token, served)
                         return self._stale(served, StaleReason.REVALIDATING, None)
                     return await self._fetch_and_fill(
-                        key, fetch, codec, policy, is_error, lookup.token, served
+                        key, fetch, codec, policy, hooks, lookup.token, served
                     )
                 if served is not None:
-                    if waited:
+                    if served.fresh and near is not None and not isinstance(served.body, ErrorBody):
+                        near.put(key.service, key.digest, served.body, lookup, epoch)
+                    if waited and (served.fresh or served.may_serve_stale):
                         return self._served(served, CacheOutcome.COALESCED)
                     if served.fresh:
                         return self._served(served, CacheOutcome.HIT)
+                    if not served.may_serve_stale:
+                        # Another replica revalidates it; it must not be served unchecked.
+                        return await self._origin_only(fetch, CacheOutcome.MISS)
                     return self._stale(served, StaleReason.REVALIDATING, None)
                 if lookup.state != "WAIT" or waiter is None:
                     # 'get' never answers MISS without a lease; be safe all the same.
@@ -478,15 +550,20 @@ class ResponseCache:
         fetch: Callable[[], Awaitable[Any]],
         codec: CacheCodec[Any],
         policy: CachePolicy,
-        is_error: Callable[[Any], bool] | None,
+        hooks: _Hooks,
         token: str,
         served: _Served | None,
     ) -> _Outcome:
         """Call the origin under a lease, then fill or release the lease."""
-        usable = served if served is not None and not isinstance(served.body, ErrorBody) else None
+        known = served if served is not None and not isinstance(served.body, ErrorBody) else None
+        usable = known if known is not None and known.may_serve_stale else None
+        is_error = hooks.is_error
         self.stats.origin_calls += 1
         try:
-            value = await fetch()
+            if known is not None and hooks.revalidate is not None:
+                value = await hooks.revalidate(known.value)
+            else:
+                value = await fetch()
         except asyncio.CancelledError:
             # The caller gave up: free the lease now so others need not wait it out.
             self._spawn(self._release(key, token))
@@ -517,6 +594,12 @@ class ResponseCache:
                     return self._stale(usable, StaleReason.ORIGIN_ERROR, None)
             stored = False
             body: DataBody | ResponseBody | None = None
+            if hooks.storage is not None:
+                stored, body = await self._fill_by_rule(
+                    key, codec, policy, hooks.storage, token, value
+                )
+                result = CacheResult(value=value, outcome=CacheOutcome.MISS, stored=stored)
+                return _Outcome(CacheOutcome.MISS, result=result, body=body)
             if not failed or policy.cache_on_error:
                 body = self._encode(key, codec, value)
             if body is None:
@@ -531,6 +614,37 @@ class ResponseCache:
             raise
         result = CacheResult(value=value, outcome=CacheOutcome.MISS, stored=stored)
         return _Outcome(CacheOutcome.MISS, result=result, body=body)
+
+    async def _fill_by_rule(
+        self,
+        key: CacheKey,
+        codec: CacheCodec[Any],
+        policy: CachePolicy,
+        storage: Callable[[Any], Storage],
+        token: str,
+        value: Any,
+    ) -> tuple[bool, DataBody | ResponseBody | None]:
+        """Store ``value`` as the RFC 9111 rules say; (stored, body)."""
+        rule = storage(value)
+        body = self._encode(key, codec, value) if rule.store else None
+        if body is None:
+            if not rule.store:
+                self.stats.uncacheable_skips += 1
+            await self._release(key, token)
+            return False, None
+        if (rule.ttl <= 0 or not rule.serve_stale) and isinstance(body, ResponseBody):
+            body = dataclasses.replace(body, revalidate=True)
+        if rule.negative:
+            max_stale = 0.0  # a negative entry is never served past its short life
+        elif rule.ttl <= 0:
+            # Kept only to be revalidated: as long as a good entry would be usable.
+            max_stale = max(policy.ttl, policy.max_stale)
+        else:
+            max_stale = policy.max_stale
+        stored = await self._fill(key, token, body, rule.ttl, max_stale, policy)
+        if stored and rule.negative:
+            self.stats.errors_cached += 1
+        return stored, body
 
     def _encode(
         self, key: CacheKey, codec: CacheCodec[Any], value: Any
@@ -572,8 +686,9 @@ class ResponseCache:
                 key,
                 token,
                 blob,
-                fresh_ms=seconds_to_ms(ttl),
+                fresh_ms=0 if ttl <= 0 else seconds_to_ms(ttl),
                 stale_ms=max(0, round(max_stale * 1000.0)),
+                announce=True,
             )
         except StoreError as exc:
             self._store_failed(exc)
@@ -599,12 +714,12 @@ class ResponseCache:
         fetch: Callable[[], Awaitable[Any]],
         codec: CacheCodec[Any],
         policy: CachePolicy,
-        is_error: Callable[[Any], bool] | None,
+        hooks: _Hooks,
         token: str,
         served: _Served,
     ) -> None:
         self.stats.refreshes += 1
-        self._spawn(self._refresh(key, fetch, codec, policy, is_error, token, served))
+        self._spawn(self._refresh(key, fetch, codec, policy, hooks, token, served))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -617,12 +732,12 @@ class ResponseCache:
         fetch: Callable[[], Awaitable[Any]],
         codec: CacheCodec[Any],
         policy: CachePolicy,
-        is_error: Callable[[Any], bool] | None,
+        hooks: _Hooks,
         token: str,
         served: _Served,
     ) -> None:
         try:
-            outcome = await self._fetch_and_fill(key, fetch, codec, policy, is_error, token, served)
+            outcome = await self._fetch_and_fill(key, fetch, codec, policy, hooks, token, served)
         except Exception as exc:
             self.stats.refresh_failures += 1
             logger.warning("background refresh of %s crashed: %r", key.label, exc)
@@ -659,6 +774,8 @@ class ResponseCache:
             return None
         served = await self._decode_or_drop(key, lookup, codec)
         if served is None or isinstance(served.body, ErrorBody):
+            return None
+        if not served.fresh and not served.may_serve_stale:
             return None
         if served.fresh:
             outcome = self._served(served, CacheOutcome.HIT)
@@ -711,11 +828,14 @@ class ResponseCache:
 
     def _store_failed(self, exc: StoreError) -> None:
         self.stats.store_errors += 1
+        # Invalidations cannot be trusted to arrive now: no near copies until Redis is back.
+        self._near.suspend()
         if not self._degraded:
             self._degraded = True
             logger.warning("response cache bypassed, calls go to the origin: %s", exc)
 
     def _store_ok(self) -> None:
+        self._near.resume()
         if self._degraded:
             self._degraded = False
             logger.info("response cache in use again")

@@ -140,9 +140,19 @@ class CacheStore:
         )
 
     async def fill(
-        self, key: CacheKey, token: str, blob: bytes, *, fresh_ms: int, stale_ms: int
+        self,
+        key: CacheKey,
+        token: str,
+        blob: bytes,
+        *,
+        fresh_ms: int,
+        stale_ms: int,
+        announce: bool = False,
     ) -> int:
-        """Store ``blob`` under lease ``token``: 1 stored, 0 lease lost, -1 generation changed."""
+        """Store ``blob`` under lease ``token``: 1 stored, 0 lease lost, -1 generation changed.
+
+        ``announce`` publishes the fill even when nobody waits, for near caches.
+        """
         names = self._for(key.service)
         reply = reply_list(
             await self._store.run(
@@ -157,6 +167,7 @@ class CacheStore:
                     names.channel,
                     key.digest,
                     self._now(),
+                    "1" if announce else "",
                 ],
             )
         )
@@ -176,7 +187,12 @@ class CacheStore:
 
     async def drop(self, key: CacheKey, stored_at_ms: int) -> bool:
         """Delete the entry stored at ``stored_at_ms`` if it is still the current one."""
-        reply = await self._store.run("cache_drop", [self.entry_key(key)], [stored_at_ms])
+        names = self._for(key.service)
+        reply = await self._store.run(
+            "cache_drop",
+            [names.entry_prefix + key.digest],
+            [stored_at_ms, names.channel, key.digest],
+        )
         return reply_int(reply) == 1
 
     async def clear(self, key: CacheKey) -> bool:
@@ -190,6 +206,8 @@ class CacheStore:
     async def invalidate(self, service: str, field_name: str) -> int:
         """Bump generation ``field_name`` ('_' = whole service); the new generation."""
         reply = await self._store.run(
-            "cache_invalidate", [self.generation_key(service)], [field_name, GENERATION_KEEP_MS]
+            "cache_invalidate",
+            [self.generation_key(service)],
+            [field_name, GENERATION_KEEP_MS, self.channel(service)],
         )
         return reply_int(reply)
