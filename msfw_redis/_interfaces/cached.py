@@ -26,7 +26,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from msfw_redis._cache.cache import CacheKey, CachePolicy, HttpResponseCodec, TypeAdapterCodec
+from msfw_redis._cache.cache import CacheKey, CachePolicy, TypeAdapterCodec
+from msfw_redis._cache.http import HttpCacheSettings
 from msfw_redis._interfaces.decorators import function_name, meta_of
 
 if TYPE_CHECKING:
@@ -53,14 +54,15 @@ class CacheServed:
 
 
 class HttpCacheRunner:
-    """Runs one cacheable request through the shared cache."""
+    """Runs one cacheable request through the shared cache's HTTP rules."""
 
-    _codec = HttpResponseCodec()
-
-    def __init__(self, sdk: ServiceSDK, key: CacheKey, policy: CachePolicy) -> None:
+    def __init__(
+        self, sdk: ServiceSDK, key: CacheKey, policy: CachePolicy, settings: HttpCacheSettings
+    ) -> None:
         self.sdk = sdk
         self.key = key
         self.policy = policy
+        self.settings = settings
 
     @classmethod
     def for_request(
@@ -68,12 +70,14 @@ class HttpCacheRunner:
     ) -> HttpCacheRunner | None:
         if not policy.cache_enabled or request.method not in ("GET", "HEAD"):
             return None
+        svc = sdk.settings.for_service(service)
         key = sdk._cache.request_key(
             service=service,
             method=request.method,
             path=request.url.path,
             params=list(request.url.params.multi_items()),
             headers=request.headers,
+            extra_credential_headers=svc.cache_credential_headers if svc is not None else (),
         )
         if key is None:
             return None  # credentials without a secret: never shared
@@ -85,7 +89,12 @@ class HttpCacheRunner:
             wait_timeout=min(lease, 10.0),
             max_entry_bytes=sdk.config.cache_max_entry_bytes,
         )
-        return cls(sdk, key, cache_policy)
+        settings = HttpCacheSettings(
+            negative_ttl=sdk.config.cache_negative_ttl,
+            error_ttl=sdk.config.cache_error_ttl,
+            near=bool(svc is not None and svc.near_cache),
+        )
+        return cls(sdk, key, cache_policy, settings)
 
     async def __call__(
         self,
@@ -94,15 +103,10 @@ class HttpCacheRunner:
         template: str,
         force_refresh: bool,
     ) -> CacheServed:
-        result = await self.sdk._cache.get_or_fetch(
-            self.key,
-            lambda: send(request),
-            codec=self._codec,
-            policy=self.policy,
-            force_refresh=force_refresh,
-            is_error=lambda r: r.status_code >= 500,
+        served = await self.sdk._http_cache.serve(
+            self.key, request, send, self.policy, self.settings, force_refresh=force_refresh
         )
-        return CacheServed(result.value, result.from_cache, result.stale)
+        return CacheServed(served.response, served.from_cache, served.stale)
 
 
 @dataclass
@@ -114,6 +118,7 @@ class _CachedCall:
     cache_on_error: bool
     vary_on: Sequence[str] | None
     max_stale: float | None
+    near: bool = False
     function: str = ""
     service: str = ""
     codecs: dict[int, TypeAdapterCodec[Any]] = field(default_factory=dict)
@@ -191,6 +196,7 @@ class _CachedCall:
             codec=self.codec(annotation),
             policy=self.policy(sdk),
             force_refresh=force_refresh,
+            near=self.near,
         )
         return result.value
 
@@ -275,6 +281,7 @@ def cached_service_call(
     vary_on: Sequence[str] | None = None,
     *,
     max_stale: float | None = None,
+    near_cache: bool = False,
     sdk: ServiceSDK | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Cache a call's result in the shared cache, one origin call per key fleet-wide.
@@ -287,6 +294,9 @@ def cached_service_call(
         vary_on: argument names the key depends on (default: all arguments).
         max_stale: seconds after ``ttl`` a stale entry may stand in when the origin
             fails or the breaker is open (default ``cache_max_stale`` of the SDK).
+        near_cache: also keep hot fresh entries in this process (no Redis round trip
+            on a near hit; invalidated by pub/sub, never older than the SDK's
+            ``near_cache_max_staleness``).
         sdk: for plain functions, the SDK whose store holds the cache.
 
     The decorated callable accepts ``force_refresh=True`` to skip a fresh entry.
@@ -298,7 +308,7 @@ def cached_service_call(
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         settings = _CachedCall(
-            ttl, key_func, cache_on_error, list(vary_on) if vary_on else None, max_stale
+            ttl, key_func, cache_on_error, list(vary_on) if vary_on else None, max_stale, near_cache
         )
         signature = inspect.signature(fn)
         if vary_on:
@@ -336,6 +346,7 @@ def cached_service_call(
                 codec=settings.codec(annotation),
                 policy=settings.policy(chosen),
                 force_refresh=force_refresh,
+                near=settings.near,
             )
             value: R = result.value
             return value

@@ -10,7 +10,8 @@ steps:
 4. cacheable GETs go through the shared cache (one origin call per key fleet-wide);
 5. the retry controller makes attempts; each attempt passes the breaker, may go to
    another instance, and is bounded by the attempt timeout and the total deadline;
-6. httpx sends it; the body is read up to ``max_response_bytes``.
+6. httpx sends it; the body is read and decoded up to ``max_response_bytes``
+   (``_pipeline/body.py``).
 
 Failures after retries are handed once to the SDK's error handlers.
 """
@@ -36,6 +37,7 @@ from msfw_redis._exceptions import (
     ServiceTimeoutError,
 )
 from msfw_redis._models import HTTPMethod
+from msfw_redis._pipeline.body import read_decoded
 from msfw_redis._pipeline.retry import RetryPolicy, call_with_retries
 
 if TYPE_CHECKING:
@@ -556,30 +558,10 @@ class ServiceClient:
         limit = self.sdk.config.max_response_bytes
         response: httpx.Response = await self.sdk._http.send(request, stream=True)
         try:
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise ServiceClientError(
-                    f"response of {declared} bytes exceeds max_response_bytes={limit}",
-                    status_code=response.status_code,
-                    service_name=self.service_name,
-                    endpoint=request.url.path,
-                )
-            if declared is not None and declared.isdigit():
-                # The declared length is within the limit; httpx reads it exactly.
-                await response.aread()
-                return response
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ServiceClientError(
-                        f"response exceeds max_response_bytes={limit}",
-                        status_code=response.status_code,
-                        service_name=self.service_name,
-                        endpoint=request.url.path,
-                    )
-                chunks.append(chunk)
+            # The limit bounds the DECODED body: body.py inflates within it (gzip bombs).
+            content = await read_decoded(
+                response, limit, service=self.service_name, endpoint=request.url.path
+            )
         finally:
             await response.aclose()
         headers = [
@@ -590,7 +572,7 @@ class ServiceClient:
         return httpx.Response(
             response.status_code,
             headers=headers,
-            content=b"".join(chunks),
+            content=content,
             request=request,
             extensions={"http_version": response.extensions.get("http_version", b"HTTP/1.1")},
         )

@@ -22,6 +22,7 @@ import httpx
 
 from msfw_redis._breaker.hub import BreakerHub, TransitionListener
 from msfw_redis._cache.cache import ResponseCache
+from msfw_redis._cache.http import HttpCache
 from msfw_redis._callbacks import call_logged
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
 from msfw_redis._exceptions import (
@@ -147,7 +148,16 @@ class ServiceSDK:
         self._http = http_client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._registry = ServiceRegistry(self._store, self._bus, default_ttl=cfg.instance_ttl)
         secret = cfg.cache_key_secret.encode() if cfg.cache_key_secret else None
-        self._cache = ResponseCache(self._store, self._bus, secret=secret)
+        self._cache = ResponseCache(
+            self._store,
+            self._bus,
+            secret=secret,
+            credential_headers=cfg.cache_credential_headers,
+            credential_params=cfg.cache_credential_params,
+            near_max_entries=cfg.near_cache_max_entries,
+            near_max_staleness=cfg.near_cache_max_staleness,
+        )
+        self._http_cache = HttpCache(self._cache)
         self._health = HealthMonitor(
             self._store,
             self._registry,
