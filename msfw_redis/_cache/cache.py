@@ -39,46 +39,46 @@ How one call goes (``get_or_fetch``):
 6. **Redis unwell.** Every store error makes the call go straight to the origin, with
    no error to the caller, one WARNING per outage and one INFO on recovery.
 
-Negative caching: with ``cache_on_error``, a ``ServiceClientError`` that carries an
-HTTP status, or a value for which ``is_error`` is true, is stored for ``error_ttl``
-(never over a usable stale entry). A cached error is raised again as a new
-``ServiceClientError``. Timeouts and ``CircuitOpenError`` are never cached.
+Negative caching (``cache_on_error``, or the HTTP ``storage`` rules): errors with an
+HTTP status are stored for ``error_ttl``, never over a usable stale entry; timeouts and
+``CircuitOpenError`` never. A cached error is raised again as a new one.
 
 Clearing: :meth:`ResponseCache.clear` deletes one entry (and voids a fill in flight);
 ``clear_function`` and ``clear_service`` bump a generation counter, O(1), never a scan.
 Clear operations raise :class:`~msfw_redis.StoreError` when Redis is unavailable: an
 invalidation that did not happen must not look like one that did.
 
-Values handed to concurrent callers of one key in one process are decoded afresh for
-each caller when the value was stored, so callers may mutate what they get.
-
-The parts: keys in ``_cache_keys`` (sans-I/O), envelopes and codecs in
-``_cache_entry``, policy/result/metrics types in ``_cache_policy``, the Redis key
-schema and script calls in ``_cache_store``, waiting in ``_cache_wakeups``. Everything
-the SDK needs is importable from here.
+Followers get a value decoded afresh, so callers may mutate what they get. The parts:
+keys (``keys``), envelopes and codecs (``entry``), the fill side (``filling``), RFC 9111
+rules (``rules``) and the HTTP path (``http``), the near cache (``near``), script calls
+(``store``), waiting (``wakeups``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import secrets
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from msfw_redis._cache.entry import (
     CacheCodec,
     CacheEntry,
-    DataBody,
-    EntryTooLargeError,
     ErrorBody,
     HttpResponseCodec,
-    ResponseBody,
     TypeAdapterCodec,
     decode_envelope,
-    encode_envelope,
+)
+from msfw_redis._cache.filling import (
+    Filler,
+    Hooks,
+    Outcome,
+    Served,
+    count,
+    deliver,
+    served_outcome,
+    stale_outcome,
 )
 from msfw_redis._cache.flights import Flights
 from msfw_redis._cache.keys import (
@@ -101,8 +101,6 @@ from msfw_redis._cache.policy import (
     CacheResult,
     CacheStats,
     StaleReason,
-    is_negative_cacheable,
-    stale_reason_for,
 )
 from msfw_redis._cache.store import (
     LOOKUP_MALFORMED,
@@ -119,7 +117,6 @@ from msfw_redis._cache.wakeups import (
     FillWakeups,
 )
 from msfw_redis._exceptions import (
-    ServiceClientError,
     StoreError,
 )
 from msfw_redis._shutdown import logged
@@ -153,41 +150,6 @@ __all__ = [
 logger = logging.getLogger("msfw_redis.cache")
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Served:
-    """A usable entry, decoded: a value, or a negative entry's error."""
-
-    value: Any
-    body: DataBody | ResponseBody | ErrorBody
-    stored_at_ms: int
-    fresh: bool
-    age: float
-
-    @property
-    def may_serve_stale(self) -> bool:
-        """False for an entry that must be revalidated before use (no-cache, max-age=0)."""
-        return not (isinstance(self.body, ResponseBody) and self.body.revalidate)
-
-
-@dataclass(frozen=True, slots=True)
-class _Hooks:
-    """Per-call callables: which values are errors, storage rules, revalidation."""
-
-    is_error: Callable[[Any], bool] | None
-    storage: Callable[[Any], Storage] | None
-    revalidate: Callable[[Any], Awaitable[Any]] | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What a resolution produced, for its caller and for coalesced followers."""
-
-    kind: CacheOutcome
-    result: CacheResult[Any] | None = None
-    error: BaseException | None = None
-    body: DataBody | ResponseBody | ErrorBody | None = None
 
 
 class ResponseCache:
@@ -224,8 +186,11 @@ class ResponseCache:
         self._credential_headers = tuple(h.lower() for h in credential_headers)
         self._credential_params = tuple(p.lower() for p in credential_params)
         self.stats = CacheStats()
-        self._flights: Flights[_Outcome] = Flights()
+        self._flights: Flights[Outcome] = Flights()
         self._near = NearCache(near_max_entries, near_max_staleness)
+        self._filler = Filler(
+            self._redis, self.stats, self._store_failed, self._store_ok, self._spawn
+        )
         self._wakeups = FillWakeups(
             bus, self._redis.channel, self._near.on_message, self._near.drop_service
         )
@@ -328,11 +293,11 @@ class ResponseCache:
         A cached negative entry raises a new ``ServiceClientError``. Store errors never
         propagate: the call goes to the origin.
         """
-        hooks = _Hooks(is_error, storage, revalidate)
+        hooks = Hooks(is_error, storage, revalidate)
         near_cache = self._near if near else None
         if force_refresh:
             outcome = await self._resolve(key, fetch, codec, policy, hooks, None, force=True)
-            return self._deliver(outcome, False, codec)
+            return deliver(outcome, False, codec, self.stats)
         if near_cache is not None:
             hit = near_cache.get(key.service, key.digest)
             if hit is not None:
@@ -343,58 +308,14 @@ class ResponseCache:
                     near_cache.discard(key.service, key.digest)
                 else:
                     self.stats.near_hits += 1
-                    self._count(CacheOutcome.HIT)
+                    count(self.stats, CacheOutcome.HIT)
                     return CacheResult(value=value, outcome=CacheOutcome.HIT, age=hit.age)
             await self._wakeups.subscribe(key.service)
         outcome, follower = await self._flights.run(
             (key.service, key.digest),
             lambda: self._resolve(key, fetch, codec, policy, hooks, near_cache),
         )
-        return self._deliver(outcome, follower, codec)
-
-    def _deliver(self, outcome: _Outcome, follower: bool, codec: CacheCodec[T]) -> CacheResult[T]:
-        """Count the call and hand back its result (or raise its error)."""
-        kind = outcome.kind
-        if follower and kind in (CacheOutcome.MISS, CacheOutcome.BYPASS):
-            kind = CacheOutcome.COALESCED
-        self._count(kind)
-        body = outcome.body
-        if isinstance(body, ErrorBody) and outcome.error is None:
-            raise body.to_error()
-        if outcome.error is not None:
-            raise outcome.error
-        result = outcome.result
-        if result is None:  # pragma: no cover - every outcome without error has a result
-            raise RuntimeError("cache resolution produced neither a result nor an error")
-        if not follower:
-            return result
-        value = result.value
-        if isinstance(body, (DataBody, ResponseBody)):
-            # A follower gets its own copy, so one caller's mutation is not another's.
-            try:
-                value = codec.decode(body)
-            except Exception as exc:  # the leader decoded it; fall back to its value
-                logger.debug("re-decoding a coalesced value failed: %r", exc)
-        return CacheResult(
-            value=value,
-            outcome=kind,
-            stale_reason=result.stale_reason,
-            error=result.error,
-            age=result.age,
-        )
-
-    def _count(self, kind: CacheOutcome) -> None:
-        stats = self.stats
-        if kind is CacheOutcome.HIT:
-            stats.hits += 1
-        elif kind is CacheOutcome.STALE:
-            stats.stale_served += 1
-        elif kind is CacheOutcome.MISS:
-            stats.misses += 1
-        elif kind is CacheOutcome.COALESCED:
-            stats.coalesced_waiters += 1
-        else:
-            stats.bypasses += 1
+        return deliver(outcome, follower, codec, self.stats)
 
     async def _resolve(
         self,
@@ -402,11 +323,11 @@ class ResponseCache:
         fetch: Callable[[], Awaitable[Any]],
         codec: CacheCodec[Any],
         policy: CachePolicy,
-        hooks: _Hooks,
+        hooks: Hooks,
         near: NearCache | None,
         *,
         force: bool = False,
-    ) -> _Outcome:
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + policy.wait_timeout
         waited = False
@@ -441,21 +362,21 @@ class ResponseCache:
                         and not isinstance(served.body, ErrorBody)
                     ):
                         self._spawn_refresh(key, fetch, codec, policy, hooks, lookup.token, served)
-                        return self._stale(served, StaleReason.REVALIDATING, None)
-                    return await self._fetch_and_fill(
+                        return stale_outcome(served, StaleReason.REVALIDATING, None)
+                    return await self._filler.fetch_and_fill(
                         key, fetch, codec, policy, hooks, lookup.token, served
                     )
                 if served is not None:
                     if served.fresh and near is not None and not isinstance(served.body, ErrorBody):
                         near.put(key.service, key.digest, served.body, lookup, epoch)
                     if waited and (served.fresh or served.may_serve_stale):
-                        return self._served(served, CacheOutcome.COALESCED)
+                        return served_outcome(served, CacheOutcome.COALESCED)
                     if served.fresh:
-                        return self._served(served, CacheOutcome.HIT)
+                        return served_outcome(served, CacheOutcome.HIT)
                     if not served.may_serve_stale:
                         # Another replica revalidates it; it must not be served unchecked.
                         return await self._origin_only(fetch, CacheOutcome.MISS)
-                    return self._stale(served, StaleReason.REVALIDATING, None)
+                    return stale_outcome(served, StaleReason.REVALIDATING, None)
                 if lookup.state != "WAIT" or waiter is None:
                     # 'get' never answers MISS without a lease; be safe all the same.
                     return await self._origin_only(fetch, CacheOutcome.MISS)
@@ -492,7 +413,7 @@ class ResponseCache:
 
     async def _decode_or_drop(
         self, key: CacheKey, lookup: Lookup, codec: CacheCodec[Any]
-    ) -> _Served | None:
+    ) -> Served | None:
         """The usable entry decoded, or None after deleting one that does not decode."""
         if not lookup.value:
             return None
@@ -508,7 +429,7 @@ class ResponseCache:
                 self._store_failed(store_exc)
             return None
         entry = CacheEntry(body, lookup.stored_at_ms, lookup.fresh_until_ms, lookup.stale_until_ms)
-        return _Served(
+        return Served(
             value=value,
             body=body,
             stored_at_ms=entry.stored_at_ms,
@@ -516,197 +437,17 @@ class ResponseCache:
             age=entry.age(lookup.now_ms),
         )
 
-    def _served(self, served: _Served, kind: CacheOutcome) -> _Outcome:
-        if isinstance(served.body, ErrorBody):
-            return _Outcome(kind, body=served.body)
-        result: CacheResult[Any] = CacheResult(value=served.value, outcome=kind, age=served.age)
-        return _Outcome(kind, result=result, body=served.body)
-
-    def _stale(self, served: _Served, reason: StaleReason, error: BaseException | None) -> _Outcome:
-        result: CacheResult[Any] = CacheResult(
-            value=served.value,
-            outcome=CacheOutcome.STALE,
-            stale_reason=reason,
-            error=error,
-            age=served.age,
-        )
-        return _Outcome(CacheOutcome.STALE, result=result, body=served.body)
-
     async def _origin_only(
         self, fetch: Callable[[], Awaitable[Any]], kind: CacheOutcome
-    ) -> _Outcome:
+    ) -> Outcome:
         """Call the origin without touching the cache."""
         self.stats.origin_calls += 1
         try:
             value = await fetch()
         except Exception as exc:
             self.stats.origin_errors += 1
-            return _Outcome(kind, error=exc)
-        return _Outcome(kind, result=CacheResult(value=value, outcome=kind))
-
-    async def _fetch_and_fill(
-        self,
-        key: CacheKey,
-        fetch: Callable[[], Awaitable[Any]],
-        codec: CacheCodec[Any],
-        policy: CachePolicy,
-        hooks: _Hooks,
-        token: str,
-        served: _Served | None,
-    ) -> _Outcome:
-        """Call the origin under a lease, then fill or release the lease."""
-        known = served if served is not None and not isinstance(served.body, ErrorBody) else None
-        usable = known if known is not None and known.may_serve_stale else None
-        is_error = hooks.is_error
-        self.stats.origin_calls += 1
-        try:
-            if known is not None and hooks.revalidate is not None:
-                value = await hooks.revalidate(known.value)
-            else:
-                value = await fetch()
-        except asyncio.CancelledError:
-            # The caller gave up: free the lease now so others need not wait it out.
-            self._spawn(self._release(key, token))
-            raise
-        except Exception as exc:
-            self.stats.origin_errors += 1
-            reason = stale_reason_for(exc)
-            if usable is not None and reason is not None:
-                await self._release(key, token)
-                return self._stale(usable, reason, exc)
-            if (
-                policy.cache_on_error
-                and isinstance(exc, ServiceClientError)
-                and is_negative_cacheable(exc)
-            ):
-                error_body = ErrorBody.from_error(exc)
-                if await self._fill(key, token, error_body, policy.error_ttl, 0.0, policy):
-                    self.stats.errors_cached += 1
-                return _Outcome(CacheOutcome.MISS, error=exc)
-            await self._release(key, token)
-            return _Outcome(CacheOutcome.MISS, error=exc)
-        try:
-            failed = is_error is not None and is_error(value)
-            if failed:
-                self.stats.origin_errors += 1
-                if usable is not None:
-                    await self._release(key, token)
-                    return self._stale(usable, StaleReason.ORIGIN_ERROR, None)
-            stored = False
-            body: DataBody | ResponseBody | None = None
-            if hooks.storage is not None:
-                stored, body = await self._fill_by_rule(
-                    key, codec, policy, hooks.storage, token, value
-                )
-                result = CacheResult(value=value, outcome=CacheOutcome.MISS, stored=stored)
-                return _Outcome(CacheOutcome.MISS, result=result, body=body)
-            if not failed or policy.cache_on_error:
-                body = self._encode(key, codec, value)
-            if body is None:
-                await self._release(key, token)
-            elif failed:
-                stored = await self._fill(key, token, body, policy.error_ttl, 0.0, policy)
-                self.stats.errors_cached += int(stored)
-            else:
-                stored = await self._fill(key, token, body, policy.ttl, policy.max_stale, policy)
-        except BaseException:
-            await self._release(key, token)
-            raise
-        result = CacheResult(value=value, outcome=CacheOutcome.MISS, stored=stored)
-        return _Outcome(CacheOutcome.MISS, result=result, body=body)
-
-    async def _fill_by_rule(
-        self,
-        key: CacheKey,
-        codec: CacheCodec[Any],
-        policy: CachePolicy,
-        storage: Callable[[Any], Storage],
-        token: str,
-        value: Any,
-    ) -> tuple[bool, DataBody | ResponseBody | None]:
-        """Store ``value`` as the RFC 9111 rules say; (stored, body)."""
-        rule = storage(value)
-        body = self._encode(key, codec, value) if rule.store else None
-        if body is None:
-            if not rule.store:
-                self.stats.uncacheable_skips += 1
-            await self._release(key, token)
-            return False, None
-        if (rule.ttl <= 0 or not rule.serve_stale) and isinstance(body, ResponseBody):
-            body = dataclasses.replace(body, revalidate=True)
-        if rule.negative:
-            max_stale = 0.0  # a negative entry is never served past its short life
-        elif rule.ttl <= 0:
-            # Kept only to be revalidated: as long as a good entry would be usable.
-            max_stale = max(policy.ttl, policy.max_stale)
-        else:
-            max_stale = policy.max_stale
-        stored = await self._fill(key, token, body, rule.ttl, max_stale, policy)
-        if stored and rule.negative:
-            self.stats.errors_cached += 1
-        return stored, body
-
-    def _encode(
-        self, key: CacheKey, codec: CacheCodec[Any], value: Any
-    ) -> DataBody | ResponseBody | None:
-        try:
-            body = codec.encode(value)
-        except Exception as exc:  # a codec bug must not fail the call it caches
-            self.stats.encode_failures += 1
-            logger.warning("cannot encode the value for %s, not caching it: %r", key.label, exc)
-            return None
-        if body is None:
-            self.stats.uncacheable_skips += 1
-        return body
-
-    async def _fill(
-        self,
-        key: CacheKey,
-        token: str,
-        body: DataBody | ResponseBody | ErrorBody,
-        ttl: float,
-        max_stale: float,
-        policy: CachePolicy,
-    ) -> bool:
-        """Store ``body`` under the lease ``token``; False (lease released) if not stored."""
-        try:
-            blob = encode_envelope(body, max_bytes=policy.max_entry_bytes)
-        except EntryTooLargeError as exc:
-            self.stats.oversize_skips += 1
-            logger.debug("not caching %s: %s", key.label, exc)
-            await self._release(key, token)
-            return False
-        except (TypeError, ValueError) as exc:
-            self.stats.encode_failures += 1
-            logger.warning("cannot pack the value for %s, not caching it: %r", key.label, exc)
-            await self._release(key, token)
-            return False
-        try:
-            result = await self._redis.fill(
-                key,
-                token,
-                blob,
-                fresh_ms=0 if ttl <= 0 else seconds_to_ms(ttl),
-                stale_ms=max(0, round(max_stale * 1000.0)),
-                announce=True,
-            )
-        except StoreError as exc:
-            self._store_failed(exc)
-            return False
-        self._store_ok()
-        if result == 1:
-            self.stats.fills += 1
-            return True
-        self.stats.fill_rejections += 1
-        logger.debug("fill of %s refused (lease lost or generation changed)", key.label)
-        return False
-
-    async def _release(self, key: CacheKey, token: str) -> None:
-        try:
-            await self._redis.release(key, token)
-        except StoreError as exc:
-            # The lease then lapses on its own after lease_timeout.
-            self._store_failed(exc)
+            return Outcome(kind, error=exc)
+        return Outcome(kind, result=CacheResult(value=value, outcome=kind))
 
     def _spawn_refresh(
         self,
@@ -714,9 +455,9 @@ class ResponseCache:
         fetch: Callable[[], Awaitable[Any]],
         codec: CacheCodec[Any],
         policy: CachePolicy,
-        hooks: _Hooks,
+        hooks: Hooks,
         token: str,
-        served: _Served,
+        served: Served,
     ) -> None:
         self.stats.refreshes += 1
         self._spawn(self._refresh(key, fetch, codec, policy, hooks, token, served))
@@ -732,12 +473,14 @@ class ResponseCache:
         fetch: Callable[[], Awaitable[Any]],
         codec: CacheCodec[Any],
         policy: CachePolicy,
-        hooks: _Hooks,
+        hooks: Hooks,
         token: str,
-        served: _Served,
+        served: Served,
     ) -> None:
         try:
-            outcome = await self._fetch_and_fill(key, fetch, codec, policy, hooks, token, served)
+            outcome = await self._filler.fetch_and_fill(
+                key, fetch, codec, policy, hooks, token, served
+            )
         except Exception as exc:
             self.stats.refresh_failures += 1
             logger.warning("background refresh of %s crashed: %r", key.label, exc)
@@ -778,10 +521,10 @@ class ResponseCache:
         if not served.fresh and not served.may_serve_stale:
             return None
         if served.fresh:
-            outcome = self._served(served, CacheOutcome.HIT)
+            outcome = served_outcome(served, CacheOutcome.HIT)
         else:
-            outcome = self._stale(served, reason, None)
-        return self._deliver(outcome, False, codec)
+            outcome = stale_outcome(served, reason, None)
+        return deliver(outcome, False, codec, self.stats)
 
     async def clear(self, key: CacheKey) -> bool:
         """Delete one entry and void any fill in flight for it; True if one existed.
