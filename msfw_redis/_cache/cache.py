@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -374,8 +375,12 @@ class ResponseCache:
                     if served.fresh:
                         return served_outcome(served, CacheOutcome.HIT)
                     if not served.may_serve_stale:
-                        # Another replica revalidates it; it must not be served unchecked.
-                        return await self._origin_only(fetch, CacheOutcome.MISS)
+                        # Another replica holds the refresh lease and this entry must not be
+                        # served unchecked: check it ourselves (conditionally when we can).
+                        ask = fetch
+                        if hooks.revalidate is not None:
+                            ask = functools.partial(hooks.revalidate, served.value)
+                        return await self._origin_only(ask, CacheOutcome.MISS)
                     return stale_outcome(served, StaleReason.REVALIDATING, None)
                 if lookup.state != "WAIT" or waiter is None:
                     # 'get' never answers MISS without a lease; be safe all the same.

@@ -8,8 +8,8 @@
 * **Vary.** A response stored with ``Vary`` records the request's values of the headers
   it names. It is served only to a request with the same values; any other request is
   sent to that variant's own key (:func:`~msfw_redis._cache.keys.variant_key`), which
-  has its own single-flight lease. The names are remembered per key in this process
-  (bounded), so later calls go to their variant in one round trip.
+  has its own single-flight lease. The names are learnt per key in this process at the
+  first mismatch (bounded memo), so later calls go to their variant in one round trip.
 * **Revalidation.** A stale entry with an ``ETag`` or ``Last-Modified`` is refreshed
   under the cache's single refresh lease with ``If-None-Match`` / ``If-Modified-Since``.
   A ``304`` turns into the stored response with the 304's headers merged in, which is
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from msfw_redis._cache.entry import VARY_EXTENSION, HttpResponseCodec, request_vary_values
-from msfw_redis._cache.rules import Storage, storage_decision, vary_names
+from msfw_redis._cache.rules import Storage, storage_decision
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -159,13 +159,6 @@ class HttpCache:
 
         decide = self._rule(policy, settings)
 
-        def remember(response: httpx.Response) -> Storage:
-            rule = decide(response)
-            names = vary_names(response.headers.get_list("vary"))
-            if names and "*" not in names:
-                self._learn(key, names)
-            return rule
-
         return await self._cache.get_or_fetch(
             key,
             lambda: send(request),
@@ -173,7 +166,7 @@ class HttpCache:
             policy=policy,
             force_refresh=force_refresh,
             is_error=lambda r: r.status_code >= 500,
-            storage=remember,
+            storage=decide,
             revalidate=revalidate,
             near=settings.near,
         )
