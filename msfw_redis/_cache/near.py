@@ -20,6 +20,7 @@ copy honest:
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -96,7 +97,8 @@ class NearCache:
         if copy is None:
             return None
         elapsed = self._clock() - copy.read_at
-        server_now = copy.server_ms + int(elapsed * 1000.0)
+        # Rounded up: the estimate errs towards older, never towards fresher.
+        server_now = copy.server_ms + math.ceil(elapsed * 1000.0)
         if elapsed >= self.max_staleness or server_now >= copy.fresh_until_ms:
             del self._copies[(service, digest)]
             return None
