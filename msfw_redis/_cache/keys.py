@@ -36,6 +36,7 @@ generation, which invalidates all its entries at once (see ``msfw_redis._cache.c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -105,6 +106,7 @@ class CacheKey:
         return function_field(self.function)
 
 
+@functools.lru_cache(maxsize=4096)  # on every lookup's hot path: hash each name once
 def function_field(function: str) -> str:
     """The generation-hash field for ``function`` (``f`` + 24 hex characters).
 

@@ -124,20 +124,26 @@ class CacheStore:
                 [mode, token, lease_ms, key.function_field, self._now()],
             )
         )
-        if len(reply) != 9:
-            raise StoreError(f"cache_lookup replied {len(reply)} items, expected 9")
-        raw_value = reply[2]
-        return Lookup(
-            state=_text(reply[0]),
-            token=_text(reply[1]),
-            value=raw_value if isinstance(raw_value, bytes) else _text(raw_value).encode(),
-            stored_at_ms=reply_int(reply[3]),
-            fresh_until_ms=reply_int(reply[4]),
-            stale_until_ms=reply_int(reply[5]),
-            wait_ms=reply_int(reply[6]),
-            flags=reply_int(reply[7]),
-            now_ms=reply_int(reply[8]),
-        )
+        if len(reply) != 2:
+            raise StoreError(f"cache_lookup replied {len(reply)} items, expected 2")
+        fields = _text(reply[0]).split(" ")
+        if len(fields) != 8:
+            raise StoreError(f"cache_lookup replied a head of {len(fields)} fields, expected 8")
+        raw_value = reply[1]
+        try:
+            return Lookup(
+                state=fields[0],
+                token="" if fields[1] == "-" else fields[1],
+                value=raw_value if isinstance(raw_value, bytes) else _text(raw_value).encode(),
+                stored_at_ms=int(fields[2]),
+                fresh_until_ms=int(fields[3]),
+                stale_until_ms=int(fields[4]),
+                wait_ms=int(fields[5]),
+                flags=int(fields[6]),
+                now_ms=int(fields[7]),
+            )
+        except ValueError:
+            raise StoreError(f"cache_lookup replied a malformed head {fields!r}") from None
 
     async def fill(
         self,
