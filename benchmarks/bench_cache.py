@@ -224,6 +224,17 @@ async def measure_latencies(url: str, origin_url: str, calls: int, *, real: bool
                 used = delta(before, commandstats(url))
                 out["commands_per_hit"] = round(sum(used.values()) / calls, 2)
                 out["round_trips_per_hit"] = round(used.get("evalsha", 0) / calls, 2)
+            # The ratio that matters, measured interleaved (one bare EVALSHA, one hit) so
+            # that load from other processes on the machine hits both alike.
+            bare, hits = [], []
+            for _ in range(calls):
+                started = time.perf_counter()
+                await store.run("clock_now", [], [])
+                bare.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                await cache.get_or_fetch(key, fetch, codec=codec, policy=policy)
+                hits.append(time.perf_counter() - started)
+            out["interleaved"] = {"evalsha": summary(bare), "hit": summary(hits)}
 
             # Near cache: the same hit served from this process's copy (no round trip).
             near_key = cache.request_key(service=SERVICE, method="GET", path="/near")
@@ -457,9 +468,11 @@ async def _latencies(ctx: Context, origin: Origin, calls: int) -> Result:
     table.notes.append(
         f"hit / origin median latency: {real['hit']['median_us'] / real['origin']['median_us']:.2f}"
     )
+    pair = real["interleaved"]
     table.notes.append(
-        "shared hit / bare EVALSHA median latency: "
-        f"{real['hit']['median_us'] / real['evalsha']['median_us']:.2f} (target <= 1.2)"
+        "shared hit / bare EVALSHA median latency, interleaved: "
+        f"{pair['hit']['median_us']:.0f} / {pair['evalsha']['median_us']:.0f} µs = "
+        f"{pair['hit']['median_us'] / pair['evalsha']['median_us']:.2f} (target <= 1.2)"
     )
     return table
 
