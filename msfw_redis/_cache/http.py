@@ -69,6 +69,7 @@ class HttpServed:
     response: httpx.Response
     from_cache: bool
     stale: bool
+    outcome: str = "miss"
 
 
 def _vary_matches(response: httpx.Response, request: httpx.Request) -> bool:
@@ -205,9 +206,9 @@ class HttpCache:
                 # The origin changed what it varies on; answer from the origin itself.
                 self._learn(base, tuple(stored))
                 response = await send(request)
-                return HttpServed(response, False, False)
+                return HttpServed(response, False, False, "miss")
         response = result.value
         if result.from_cache:
             response.headers["age"] = str(int(result.age or 0.0))
             response.request = request
-        return HttpServed(response, result.from_cache, result.stale)
+        return HttpServed(response, result.from_cache, result.stale, str(result.outcome))
