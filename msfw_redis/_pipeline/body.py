@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import importlib
 import zlib
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+import httpx
 
 from msfw_redis._exceptions import ServiceClientError
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = [
     "ResponseDecodeError",
@@ -195,6 +194,19 @@ async def read_decoded(
     (the rest is neither read nor decoded) and :class:`ResponseDecodeError` for a body
     that does not decode. The response is not closed here.
     """
+    try:
+        already = response.content  # a transport that handed back a response already read
+    except httpx.ResponseNotRead:
+        pass
+    else:
+        if len(already) > limit:
+            raise ResponseTooLargeError(
+                f"decoded response exceeds max_response_bytes={limit}",
+                status_code=response.status_code,
+                service_name=service,
+                endpoint=endpoint,
+            )
+        return already
     try:
         chain = _Chain(response.headers.get("content-encoding", ""))
     except ValueError as exc:
