@@ -5,6 +5,9 @@
 -- ARGV[2] - the entry's id in that message (the key digest)
 -- Reply: integer, 1 when something was deleted, else 0
 --
+-- Near caches in every process listen on the channel too: without waiters the clear is
+-- announced as '<id> C', so their copies go at once.
+--
 -- Deleting the lease too means a fill already in flight is refused (its token is gone),
 -- so data fetched before the clear cannot be stored after it. Waiters of that fill are
 -- told '<id> S' and call the origin themselves.
@@ -23,5 +26,7 @@ end
 local f = redis.pcall('HMGET', entry_key, 'w')
 if not f.err and f[1] then
   redis.call('PUBLISH', channel, entry_id .. ' S')
+else
+  redis.call('PUBLISH', channel, entry_id .. ' C')
 end
 return redis.call('DEL', entry_key)

@@ -2,6 +2,8 @@
 --
 -- KEYS[1] - the entry hash (fields as in cache_lookup)
 -- ARGV[1] - stored_at_ms of the entry that failed to decode
+-- ARGV[2] - optional: the channel on which near caches are told '<id> D'
+-- ARGV[3] - optional: the entry's id in that message (the key digest)
 -- Reply: integer, 1 when the entry was dropped, 0 when it had already changed or gone
 --
 -- Compare-and-delete on stored-at, so a reader holding an old corrupt copy cannot
@@ -11,6 +13,8 @@
 
 local entry_key = KEYS[1]
 local stored_at = ARGV[1]
+local channel = ARGV[2] or ''
+local entry_id = ARGV[3] or ''
 
 local err = arg_error(stored_at == '' or not tonumber(stored_at),
   'stored_at_ms must be an integer')
@@ -26,4 +30,7 @@ if f[1] ~= stored_at then
   return 0
 end
 redis.call('HDEL', entry_key, 'v', 'sa', 'fu', 'su', 'g')
+if channel ~= '' and entry_id ~= '' then
+  redis.call('PUBLISH', channel, entry_id .. ' D')
+end
 return 1

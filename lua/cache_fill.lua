@@ -4,12 +4,13 @@
 -- KEYS[2] - the service's generation hash (same {service} hash tag)
 -- ARGV[1] - the lease token that cache_lookup granted
 -- ARGV[2] - the envelope to store (msgpack bytes)
--- ARGV[3] - fresh_ms: how long the entry is fresh
+-- ARGV[3] - fresh_ms: how long the entry is fresh (0: stored only to be revalidated)
 -- ARGV[4] - stale_ms: how long after that it may still be served stale
 -- ARGV[5] - the function's field in KEYS[2]
 -- ARGV[6] - the channel on which waiters are told
 -- ARGV[7] - the entry's id in that message (the key digest)
 -- ARGV[8] - now_ms: 0 to read the server's TIME (tests pass a fixed time)
+-- ARGV[9] - '1' to publish '<id> F' even when nobody waits (near caches listen), else ''
 -- Reply: flat array {result, receivers}
 --   result: 1 stored; 0 refused, the token is not the current lease (it expired and
 --           was taken over, was replaced by a forced refresh, or the key was cleared);
@@ -35,11 +36,14 @@ local function_field = ARGV[5]
 local channel = ARGV[6]
 local entry_id = ARGV[7]
 local now_ms = tonumber(ARGV[8])
+local announce = ARGV[9] == '1'
 
 local err = arg_error(token == '', 'a lease token is required')
   or arg_error(value == '', 'value must not be empty')
-  or arg_error(not is_whole(fresh_ms, 1), 'fresh_ms must be a positive integer')
+  or arg_error(not is_whole(fresh_ms, 0), 'fresh_ms must be an integer >= 0')
   or arg_error(not is_whole(stale_ms, 0), 'stale_ms must be an integer >= 0')
+  or arg_error(is_whole(fresh_ms, 0) and is_whole(stale_ms, 0) and fresh_ms + stale_ms < 1,
+    'fresh_ms + stale_ms must be at least 1')
   or arg_error(function_field == '' or function_field == '_',
     'function field must be non-empty and not _')
   or arg_error(channel == '' or entry_id == '', 'channel and entry id are required')
@@ -86,7 +90,7 @@ elseif gen_ttl < life_ms then
   redis.call('PEXPIRE', gen_key, life_ms)
 end
 
-if waiting then
+if waiting or announce then
   receivers = redis.call('PUBLISH', channel, entry_id .. ' F')
 end
 return {1, receivers}

@@ -4,6 +4,7 @@
 --           field per cleared function holds that function's generation
 -- ARGV[1] - the field to bump: '_' for the whole service, else the function's field
 -- ARGV[2] - keep_ms: the least time the generation hash is kept from now
+-- ARGV[3] - optional: the channel on which near caches are told '<field> G'
 -- Reply: integer, the field's new generation
 --
 -- Entries and leases remember the generation they were written under, and
@@ -19,6 +20,7 @@
 local gen_key = KEYS[1]
 local field = ARGV[1]
 local keep_ms = tonumber(ARGV[2])
+local channel = ARGV[3] or ''
 
 local err = arg_error(field == '', 'field must not be empty')
   or arg_error(not is_whole(keep_ms, 1), 'keep_ms must be a positive integer')
@@ -34,5 +36,9 @@ local gen = redis.call('HINCRBY', gen_key, field, 1)
 local ttl = redis.call('PTTL', gen_key)
 if ttl < keep_ms then
   redis.call('PEXPIRE', gen_key, keep_ms)
+end
+if channel ~= '' then
+  -- Near caches drop their copies of the service (or function) at once.
+  redis.call('PUBLISH', channel, field .. ' G')
 end
 return gen

@@ -13,8 +13,11 @@
 -- ARGV[3] - lease_ms: how long a granted lease lasts
 -- ARGV[4] - the function's field in KEYS[2]
 -- ARGV[5] - now_ms: 0 to read the server's TIME (tests pass a fixed time)
--- Reply: flat array {state, token, value, stored_at_ms, fresh_until_ms, stale_until_ms,
---          wait_ms, flags, now_ms}
+-- Reply: {head, value}: head is one space-separated string
+--          'state token stored_at_ms fresh_until_ms stale_until_ms wait_ms flags now_ms'
+--          (token '-' when none was granted; integers written with %d), value the
+--          envelope. Two bulk strings instead of nine items: the hit path's reply parse
+--          is a measurable share of its latency.
 --   state: 'FRESH' (entry within fresh-until), 'STALE' (past fresh-until, before
 --          stale-until), 'MISS' (no usable entry) or 'WAIT' (no usable entry and another
 --          caller holds the fill lease: wait_ms is what is left of that lease)
@@ -32,6 +35,11 @@
 -- @include "lib/arg_error.lua"
 -- @include "lib/is_whole.lua"
 -- @include "lib/now_or_server_ms.lua"
+
+local function head(state, tok, sa, fu, su, wait, fl, now)
+  if tok == '' then tok = '-' end
+  return string.format('%s %s %d %d %d %d %d %d', state, tok, sa, fu, su, wait, fl, now)
+end
 
 local entry_key = KEYS[1]
 local gen_key = KEYS[2]
@@ -126,6 +134,7 @@ elseif state == 'WAIT' then
 end
 
 if not usable then
-  return {state, reply_token, '', 0, 0, 0, wait_ms, flags, now_ms}
+  return {head(state, reply_token, 0, 0, 0, wait_ms, flags, now_ms), ''}
 end
-return {state, reply_token, value, stored_at, fresh_until, stale_until, wait_ms, flags, now_ms}
+return {head(state, reply_token, stored_at, fresh_until, stale_until, wait_ms, flags, now_ms),
+  value}

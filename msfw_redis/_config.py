@@ -16,6 +16,8 @@ from msfw_redis._exceptions import ConfigurationError
 from msfw_redis._urls import check_url, redact_url
 
 __all__ = [
+    "DEFAULT_CACHE_CREDENTIAL_HEADERS",
+    "DEFAULT_CACHE_CREDENTIAL_PARAMS",
     "DEFAULT_FAILURE_THRESHOLD",
     "DEFAULT_REDIS_OP_TIMEOUT",
     "DEFAULT_RETRY_ATTEMPTS",
@@ -37,6 +39,24 @@ StoreFailurePolicy = Literal["fail_open", "fail_closed"]
 BreakerScope = Literal["service", "endpoint", "instance"]
 #: Statuses that count as breaker failures by default: every 5xx. 4xx are the caller's fault.
 DEFAULT_FAILURE_STATUS_CODES: frozenset[int] = frozenset(range(500, 600))
+#: Request headers that carry a caller's identity (cached per credential or not at all).
+DEFAULT_CACHE_CREDENTIAL_HEADERS: tuple[str, ...] = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-auth-token",
+)
+#: Query parameters that carry a credential, treated like the headers above.
+DEFAULT_CACHE_CREDENTIAL_PARAMS: tuple[str, ...] = (
+    "api_key",
+    "apikey",
+    "access_token",
+    "token",
+    "key",
+    "sig",
+    "signature",
+)
 
 
 def config_error_from(exc: ValidationError, model: str) -> ConfigurationError:
@@ -146,6 +166,14 @@ def _check_statuses(value: frozenset[int]) -> frozenset[int]:
     return value
 
 
+def _check_names(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Header or parameter names, lower-cased; blank names are refused."""
+    bad = [name for name in value if not name.strip() or name != name.strip()]
+    if bad:
+        raise ValueError(f"names must be non-empty without surrounding spaces, got {bad}")
+    return tuple(dict.fromkeys(name.lower() for name in value))
+
+
 class ServiceSDKConfig(_ConfigModel):
     """Settings of one :class:`~msfw_redis.ServiceSDK`.
 
@@ -180,6 +208,20 @@ class ServiceSDKConfig(_ConfigModel):
         cache_max_entry_bytes: larger entries are not stored (and are counted). 1 MiB.
         cache_key_secret: HMAC key (16+ characters) for keying cached responses of
             requests with credentials; without it such responses are not cached.
+        cache_credential_headers: request headers that carry a caller's identity:
+            requests with one are cached per credential (HMAC fingerprint) or not at
+            all. Default Authorization, Proxy-Authorization, Cookie, X-Api-Key,
+            X-Auth-Token; a service's ``cache_credential_headers`` add to it.
+        cache_credential_params: query parameters treated the same way. Default
+            api_key, apikey, access_token, token, key, sig, signature.
+        cache_negative_ttl: seconds a cacheable 404 or 410 answer stays fresh (they
+            are stored only as negative entries). Default 5.
+        cache_error_ttl: seconds an error answer stored under ``cache_on_error``
+            stays fresh (capped by its ``Retry-After``). Default 5.
+        near_cache_max_entries: entries each process's near cache keeps (LRU), for
+            services or functions that turn the near cache on. Default 1000.
+        near_cache_max_staleness: seconds a near-cache copy may be served without
+            Redis; the bound when an invalidation message is lost. Default 1.0.
         user_agent: the User-Agent header sent with every call.
         load_balancing_strategy: how discovery picks an instance: ``round_robin``
             (default), ``random``, ``weighted`` or ``least_outstanding``.
@@ -222,6 +264,12 @@ class ServiceSDKConfig(_ConfigModel):
     cache_max_stale: float = Field(default=60.0, ge=0)
     cache_max_entry_bytes: int = Field(default=1024 * 1024, ge=1)
     cache_key_secret: str | None = Field(default=None, min_length=16, repr=False)
+    cache_credential_headers: tuple[str, ...] = DEFAULT_CACHE_CREDENTIAL_HEADERS
+    cache_credential_params: tuple[str, ...] = DEFAULT_CACHE_CREDENTIAL_PARAMS
+    cache_negative_ttl: float = Field(default=5.0, gt=0)
+    cache_error_ttl: float = Field(default=5.0, gt=0)
+    near_cache_max_entries: int = Field(default=1000, ge=1)
+    near_cache_max_staleness: float = Field(default=1.0, gt=0, le=60)
     user_agent: str = "msfw-redis"
     load_balancing_strategy: Literal["round_robin", "random", "weighted", "least_outstanding"] = (
         "round_robin"
@@ -248,6 +296,11 @@ class ServiceSDKConfig(_ConfigModel):
         # The store URL may carry a password: show it redacted, as every log does.
         for name, value in super().__repr_args__():
             yield name, (redact_url(value) if name == "redis_url" and value else value)
+
+    @field_validator("cache_credential_headers", "cache_credential_params")
+    @classmethod
+    def _check_credential_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_names(value)
 
     @field_validator("retry_statuses")
     @classmethod

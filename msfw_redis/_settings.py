@@ -90,6 +90,10 @@ class ServiceSettings(BaseModel):
     recovery_timeout: float | None = Field(default=None, gt=0)
     cache_enabled: bool | None = None
     cache_ttl: float | None = Field(default=None, gt=0)
+    #: Credential headers this service adds to the SDK's ``cache_credential_headers``.
+    cache_credential_headers: tuple[str, ...] = ()
+    #: Keep a per-process near copy of this service's hot cache entries.
+    near_cache: bool | None = None
     store_failure_policy: Literal["fail_open", "fail_closed"] | None = None
     panic_routing: bool | None = None
     headers: dict[str, str] = Field(default_factory=dict)

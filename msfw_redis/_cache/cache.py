@@ -39,55 +39,62 @@ How one call goes (``get_or_fetch``):
 6. **Redis unwell.** Every store error makes the call go straight to the origin, with
    no error to the caller, one WARNING per outage and one INFO on recovery.
 
-Negative caching: with ``cache_on_error``, a ``ServiceClientError`` that carries an
-HTTP status, or a value for which ``is_error`` is true, is stored for ``error_ttl``
-(never over a usable stale entry). A cached error is raised again as a new
-``ServiceClientError``. Timeouts and ``CircuitOpenError`` are never cached.
+Negative caching (``cache_on_error``, or the HTTP ``storage`` rules): errors with an
+HTTP status are stored for ``error_ttl``, never over a usable stale entry; timeouts and
+``CircuitOpenError`` never. A cached error is raised again as a new one.
 
 Clearing: :meth:`ResponseCache.clear` deletes one entry (and voids a fill in flight);
 ``clear_function`` and ``clear_service`` bump a generation counter, O(1), never a scan.
 Clear operations raise :class:`~msfw_redis.StoreError` when Redis is unavailable: an
 invalidation that did not happen must not look like one that did.
 
-Values handed to concurrent callers of one key in one process are decoded afresh for
-each caller when the value was stored, so callers may mutate what they get.
-
-The parts: keys in ``_cache_keys`` (sans-I/O), envelopes and codecs in
-``_cache_entry``, policy/result/metrics types in ``_cache_policy``, the Redis key
-schema and script calls in ``_cache_store``, waiting in ``_cache_wakeups``. Everything
-the SDK needs is importable from here.
+Followers get a value decoded afresh, so callers may mutate what they get. The parts:
+keys (``keys``), envelopes and codecs (``entry``), the fill side (``filling``), RFC 9111
+rules (``rules``) and the HTTP path (``http``), the near cache (``near``), script calls
+(``store``), waiting (``wakeups``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import logging
 import secrets
-from dataclasses import dataclass
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from msfw_redis._cache.entry import (
     CacheCodec,
     CacheEntry,
-    DataBody,
-    EntryTooLargeError,
     ErrorBody,
     HttpResponseCodec,
-    ResponseBody,
     TypeAdapterCodec,
     decode_envelope,
-    encode_envelope,
+)
+from msfw_redis._cache.filling import (
+    Filler,
+    Hooks,
+    Outcome,
+    Served,
+    count,
+    deliver,
+    served_outcome,
+    stale_outcome,
 )
 from msfw_redis._cache.flights import Flights
 from msfw_redis._cache.keys import (
     DEFAULT_CREDENTIAL_HEADERS,
+    DEFAULT_CREDENTIAL_PARAMS,
     CacheKey,
     credential_fingerprint,
     custom_key,
     function_field,
     request_key,
+    variant_key,
 )
+from msfw_redis._cache.near import DEFAULT_NEAR_MAX_ENTRIES, DEFAULT_NEAR_MAX_STALENESS, NearCache
 from msfw_redis._cache.policy import (
     DEFAULT_ERROR_TTL,
     DEFAULT_LEASE_TIMEOUT,
@@ -97,8 +104,6 @@ from msfw_redis._cache.policy import (
     CacheResult,
     CacheStats,
     StaleReason,
-    is_negative_cacheable,
-    stale_reason_for,
 )
 from msfw_redis._cache.store import (
     LOOKUP_MALFORMED,
@@ -115,7 +120,6 @@ from msfw_redis._cache.wakeups import (
     FillWakeups,
 )
 from msfw_redis._exceptions import (
-    ServiceClientError,
     StoreError,
 )
 from msfw_redis._shutdown import logged
@@ -125,6 +129,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 
     from msfw_redis._cache.keys import Params
+    from msfw_redis._cache.rules import Storage
     from msfw_redis._store.events import EventBus
     from msfw_redis._store.store import Store
 
@@ -146,29 +151,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("msfw_redis.cache")
+_HOT_KEYS = 4096
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Served:
-    """A usable entry, decoded: a value, or a negative entry's error."""
-
-    value: Any
-    body: DataBody | ResponseBody | ErrorBody
-    stored_at_ms: int
-    fresh: bool
-    age: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What a resolution produced, for its caller and for coalesced followers."""
-
-    kind: CacheOutcome
-    result: CacheResult[Any] | None = None
-    error: BaseException | None = None
-    body: DataBody | ResponseBody | ErrorBody | None = None
 
 
 class ResponseCache:
@@ -181,6 +166,9 @@ class ResponseCache:
         secret: HMAC secret (>= 16 bytes) for credential fingerprints; without it,
             requests carrying Authorization or Cookie are not cached.
         credential_headers: request headers treated as credentials.
+        credential_params: query parameters treated as credentials.
+        near_max_entries: entries the near cache keeps (LRU), for ``near=True`` calls.
+        near_max_staleness: seconds a near copy may be served without Redis.
         now_ms: test hook; integer server-time ms passed to the scripts instead of
             their reading ``TIME``.
     """
@@ -192,14 +180,28 @@ class ResponseCache:
         *,
         secret: bytes | None = None,
         credential_headers: Iterable[str] = DEFAULT_CREDENTIAL_HEADERS,
+        credential_params: Iterable[str] = DEFAULT_CREDENTIAL_PARAMS,
+        near_max_entries: int = DEFAULT_NEAR_MAX_ENTRIES,
+        near_max_staleness: float = DEFAULT_NEAR_MAX_STALENESS,
         now_ms: Callable[[], int] | None = None,
     ) -> None:
         self._redis = CacheStore(store, now_ms)
         self._secret = secret
         self._credential_headers = tuple(h.lower() for h in credential_headers)
+        self._credential_params = tuple(p.lower() for p in credential_params)
         self.stats = CacheStats()
-        self._flights: Flights[_Outcome] = Flights()
-        self._wakeups = FillWakeups(bus, self._redis.channel)
+        self._flights: Flights[Outcome] = Flights()
+        self._near = NearCache(near_max_entries, near_max_staleness)
+        self._token_prefix = secrets.token_hex(8) + "."
+        # Keys whose last lookup was a fresh hit: they take the one-peek hit path.
+        self._hot: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._tokens = itertools.count(1)
+        self._filler = Filler(
+            self._redis, self.stats, self._store_failed, self._store_ok, self._spawn
+        )
+        self._wakeups = FillWakeups(
+            bus, self._redis.channel, self._near.on_message, self._near.drop_service
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._degraded = False
         # Validates the secret now, not on the first request that carries a credential.
@@ -218,8 +220,11 @@ class ResponseCache:
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         vary_headers: Iterable[str] = (),
         function: str | None = None,
+        extra_credential_headers: Iterable[str] = (),
     ) -> CacheKey | None:
         """A request's key with this cache's secret; ``None`` means do not cache it.
+
+        ``extra_credential_headers`` adds a service's own credential headers.
 
         See :func:`msfw_redis._cache_keys.request_key` for the arguments.
         """
@@ -233,8 +238,18 @@ class ResponseCache:
             vary_headers=vary_headers,
             secret=self._secret,
             function=function,
-            credential_headers=self._credential_headers,
+            credential_headers=self._credential_headers + tuple(extra_credential_headers),
+            credential_params=self._credential_params,
         )
+
+    def variant_key(
+        self,
+        key: CacheKey,
+        names: Iterable[str],
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    ) -> CacheKey:
+        """The key of one ``Vary`` variant of ``key`` (see :func:`~._cache.keys.variant_key`)."""
+        return variant_key(key, names, headers, credential_headers=self._credential_headers)
 
     @staticmethod
     def custom_key(*, service: str, key: str, function: str) -> CacheKey:
@@ -260,6 +275,9 @@ class ResponseCache:
         policy: CachePolicy,
         force_refresh: bool = False,
         is_error: Callable[[T], bool] | None = None,
+        storage: Callable[[T], Storage] | None = None,
+        revalidate: Callable[[T], Awaitable[T]] | None = None,
+        near: bool = False,
     ) -> CacheResult[T]:
         """The value for ``key``: from the cache, from another caller's fill, or ``fetch()``.
 
@@ -272,63 +290,64 @@ class ResponseCache:
                 usable entry is still served if the origin fails.
             is_error: marks values that are errors (stored only under
                 ``cache_on_error``, for ``error_ttl``; a stale entry is preferred).
+            storage: decides per value whether and how long it is stored (the HTTP
+                path's RFC 9111 rules); replaces ``ttl`` and ``cache_on_error`` then.
+            revalidate: called with the stale value instead of ``fetch`` when an
+                entry is refreshed (a conditional request); returns the new value.
+            near: serve hot fresh entries from this process's near cache (if the
+                cache has one), with no Redis round trip.
 
         Exceptions from ``fetch`` propagate unless a stale entry stands in for them.
         A cached negative entry raises a new ``ServiceClientError``. Store errors never
         propagate: the call goes to the origin.
         """
+        hooks = Hooks(is_error, storage, revalidate)
+        near_cache = self._near if near else None
         if force_refresh:
-            outcome = await self._resolve(key, fetch, codec, policy, is_error, force=True)
-            return self._deliver(outcome, False, codec)
-        outcome, follower = await self._flights.run(
-            (key.service, key.digest),
-            lambda: self._resolve(key, fetch, codec, policy, is_error),
-        )
-        return self._deliver(outcome, follower, codec)
-
-    def _deliver(self, outcome: _Outcome, follower: bool, codec: CacheCodec[T]) -> CacheResult[T]:
-        """Count the call and hand back its result (or raise its error)."""
-        kind = outcome.kind
-        if follower and kind in (CacheOutcome.MISS, CacheOutcome.BYPASS):
-            kind = CacheOutcome.COALESCED
-        self._count(kind)
-        body = outcome.body
-        if isinstance(body, ErrorBody) and outcome.error is None:
-            raise body.to_error()
-        if outcome.error is not None:
-            raise outcome.error
-        result = outcome.result
-        if result is None:  # pragma: no cover - every outcome without error has a result
-            raise RuntimeError("cache resolution produced neither a result nor an error")
-        if not follower:
-            return result
-        value = result.value
-        if isinstance(body, (DataBody, ResponseBody)):
-            # A follower gets its own copy, so one caller's mutation is not another's.
+            outcome = await self._resolve(key, fetch, codec, policy, hooks, None, force=True)
+            return deliver(outcome, False, codec, self.stats)
+        if near_cache is not None:
+            hit = near_cache.get(key.service, key.digest)
+            if hit is not None:
+                try:
+                    value = codec.decode(hit.body)
+                except Exception as exc:  # same checks as a Redis hit: a miss, never a crash
+                    logger.debug("near-cache copy of %s does not decode: %r", key.label, exc)
+                    near_cache.discard(key.service, key.digest)
+                else:
+                    self.stats.near_hits += 1
+                    count(self.stats, CacheOutcome.HIT)
+                    return CacheResult(value=value, outcome=CacheOutcome.HIT, age=hit.age)
+            await self._wakeups.subscribe(key.service)
+        flight = (key.service, key.digest)
+        if flight in self._hot and not self._flights.busy(flight):
+            # The hit path for keys that were fresh last time: one 'peek' (never leases,
+            # never waits), no flight or waiter set up. Anything else takes the full path.
+            epoch = near_cache.epoch(key.service) if near_cache is not None else 0
             try:
-                value = codec.decode(body)
-            except Exception as exc:  # the leader decoded it; fall back to its value
-                logger.debug("re-decoding a coalesced value failed: %r", exc)
-        return CacheResult(
-            value=value,
-            outcome=kind,
-            stale_reason=result.stale_reason,
-            error=result.error,
-            age=result.age,
+                first = await self._lookup(key, "peek", None)
+            except StoreError:
+                first = None  # the full path meets the error again and bypasses
+            if first is not None and first.state == "FRESH":
+                served = await self._decode_or_drop(key, first, codec)
+                if served is not None and not isinstance(served.body, ErrorBody):
+                    if near_cache is not None:
+                        near_cache.put(key.service, key.digest, served.body, first, epoch)
+                    count(self.stats, CacheOutcome.HIT)
+                    return CacheResult(value=served.value, outcome=CacheOutcome.HIT, age=served.age)
+            self._hot.pop(flight, None)
+        outcome, follower = await self._flights.run(
+            flight, lambda: self._resolve(key, fetch, codec, policy, hooks, near_cache)
         )
+        if outcome.kind is CacheOutcome.HIT:
+            self._remember_hot(flight)
+        return deliver(outcome, follower, codec, self.stats)
 
-    def _count(self, kind: CacheOutcome) -> None:
-        stats = self.stats
-        if kind is CacheOutcome.HIT:
-            stats.hits += 1
-        elif kind is CacheOutcome.STALE:
-            stats.stale_served += 1
-        elif kind is CacheOutcome.MISS:
-            stats.misses += 1
-        elif kind is CacheOutcome.COALESCED:
-            stats.coalesced_waiters += 1
-        else:
-            stats.bypasses += 1
+    def _remember_hot(self, flight: tuple[str, str]) -> None:
+        self._hot[flight] = None
+        self._hot.move_to_end(flight)
+        if len(self._hot) > _HOT_KEYS:
+            self._hot.popitem(last=False)
 
     async def _resolve(
         self,
@@ -336,10 +355,11 @@ class ResponseCache:
         fetch: Callable[[], Awaitable[Any]],
         codec: CacheCodec[Any],
         policy: CachePolicy,
-        is_error: Callable[[Any], bool] | None,
+        hooks: Hooks,
+        near: NearCache | None,
         *,
         force: bool = False,
-    ) -> _Outcome:
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + policy.wait_timeout
         waited = False
@@ -351,6 +371,7 @@ class ResponseCache:
                 if not force:
                     # Armed before the lookup: a wake-up may arrive before its reply.
                     waiter = self._wakeups.arm(key.service, key.digest)
+                epoch = near.epoch(key.service) if near is not None else 0
                 try:
                     lookup = await self._lookup(key, "force" if force else "get", policy)
                 except StoreError as exc:
@@ -369,21 +390,29 @@ class ResponseCache:
                         and not served.fresh
                         and not force
                         and policy.stale_while_revalidate
+                        and served.may_serve_stale
                         and not isinstance(served.body, ErrorBody)
                     ):
-                        self._spawn_refresh(
-                            key, fetch, codec, policy, is_error, lookup.token, served
-                        )
-                        return self._stale(served, StaleReason.REVALIDATING, None)
-                    return await self._fetch_and_fill(
-                        key, fetch, codec, policy, is_error, lookup.token, served
+                        self._spawn_refresh(key, fetch, codec, policy, hooks, lookup.token, served)
+                        return stale_outcome(served, StaleReason.REVALIDATING, None)
+                    return await self._filler.fetch_and_fill(
+                        key, fetch, codec, policy, hooks, lookup.token, served
                     )
                 if served is not None:
-                    if waited:
-                        return self._served(served, CacheOutcome.COALESCED)
+                    if served.fresh and near is not None and not isinstance(served.body, ErrorBody):
+                        near.put(key.service, key.digest, served.body, lookup, epoch)
+                    if waited and (served.fresh or served.may_serve_stale):
+                        return served_outcome(served, CacheOutcome.COALESCED)
                     if served.fresh:
-                        return self._served(served, CacheOutcome.HIT)
-                    return self._stale(served, StaleReason.REVALIDATING, None)
+                        return served_outcome(served, CacheOutcome.HIT)
+                    if not served.may_serve_stale:
+                        # Another replica holds the refresh lease and this entry must not be
+                        # served unchecked: check it ourselves (conditionally when we can).
+                        ask = fetch
+                        if hooks.revalidate is not None:
+                            ask = functools.partial(hooks.revalidate, served.value)
+                        return await self._origin_only(ask, CacheOutcome.MISS)
+                    return stale_outcome(served, StaleReason.REVALIDATING, None)
                 if lookup.state != "WAIT" or waiter is None:
                     # 'get' never answers MISS without a lease; be safe all the same.
                     return await self._origin_only(fetch, CacheOutcome.MISS)
@@ -406,7 +435,8 @@ class ResponseCache:
             self._wakeups.disarm(key.service, key.digest, waiter)
 
     async def _lookup(self, key: CacheKey, mode: str, policy: CachePolicy | None) -> Lookup:
-        token = secrets.token_hex(8) if mode != "peek" else ""
+        # Unique per call without a syscall: a random per-cache prefix and a counter.
+        token = f"{self._token_prefix}{next(self._tokens)}" if mode != "peek" else ""
         lease_ms = seconds_to_ms(policy.lease_timeout) if policy is not None else 1
         lookup = await self._redis.lookup(key, mode, token, lease_ms=lease_ms)
         self._store_ok()
@@ -420,7 +450,7 @@ class ResponseCache:
 
     async def _decode_or_drop(
         self, key: CacheKey, lookup: Lookup, codec: CacheCodec[Any]
-    ) -> _Served | None:
+    ) -> Served | None:
         """The usable entry decoded, or None after deleting one that does not decode."""
         if not lookup.value:
             return None
@@ -436,7 +466,7 @@ class ResponseCache:
                 self._store_failed(store_exc)
             return None
         entry = CacheEntry(body, lookup.stored_at_ms, lookup.fresh_until_ms, lookup.stale_until_ms)
-        return _Served(
+        return Served(
             value=value,
             body=body,
             stored_at_ms=entry.stored_at_ms,
@@ -444,154 +474,17 @@ class ResponseCache:
             age=entry.age(lookup.now_ms),
         )
 
-    def _served(self, served: _Served, kind: CacheOutcome) -> _Outcome:
-        if isinstance(served.body, ErrorBody):
-            return _Outcome(kind, body=served.body)
-        result: CacheResult[Any] = CacheResult(value=served.value, outcome=kind, age=served.age)
-        return _Outcome(kind, result=result, body=served.body)
-
-    def _stale(self, served: _Served, reason: StaleReason, error: BaseException | None) -> _Outcome:
-        result: CacheResult[Any] = CacheResult(
-            value=served.value,
-            outcome=CacheOutcome.STALE,
-            stale_reason=reason,
-            error=error,
-            age=served.age,
-        )
-        return _Outcome(CacheOutcome.STALE, result=result, body=served.body)
-
     async def _origin_only(
         self, fetch: Callable[[], Awaitable[Any]], kind: CacheOutcome
-    ) -> _Outcome:
+    ) -> Outcome:
         """Call the origin without touching the cache."""
         self.stats.origin_calls += 1
         try:
             value = await fetch()
         except Exception as exc:
             self.stats.origin_errors += 1
-            return _Outcome(kind, error=exc)
-        return _Outcome(kind, result=CacheResult(value=value, outcome=kind))
-
-    async def _fetch_and_fill(
-        self,
-        key: CacheKey,
-        fetch: Callable[[], Awaitable[Any]],
-        codec: CacheCodec[Any],
-        policy: CachePolicy,
-        is_error: Callable[[Any], bool] | None,
-        token: str,
-        served: _Served | None,
-    ) -> _Outcome:
-        """Call the origin under a lease, then fill or release the lease."""
-        usable = served if served is not None and not isinstance(served.body, ErrorBody) else None
-        self.stats.origin_calls += 1
-        try:
-            value = await fetch()
-        except asyncio.CancelledError:
-            # The caller gave up: free the lease now so others need not wait it out.
-            self._spawn(self._release(key, token))
-            raise
-        except Exception as exc:
-            self.stats.origin_errors += 1
-            reason = stale_reason_for(exc)
-            if usable is not None and reason is not None:
-                await self._release(key, token)
-                return self._stale(usable, reason, exc)
-            if (
-                policy.cache_on_error
-                and isinstance(exc, ServiceClientError)
-                and is_negative_cacheable(exc)
-            ):
-                error_body = ErrorBody.from_error(exc)
-                if await self._fill(key, token, error_body, policy.error_ttl, 0.0, policy):
-                    self.stats.errors_cached += 1
-                return _Outcome(CacheOutcome.MISS, error=exc)
-            await self._release(key, token)
-            return _Outcome(CacheOutcome.MISS, error=exc)
-        try:
-            failed = is_error is not None and is_error(value)
-            if failed:
-                self.stats.origin_errors += 1
-                if usable is not None:
-                    await self._release(key, token)
-                    return self._stale(usable, StaleReason.ORIGIN_ERROR, None)
-            stored = False
-            body: DataBody | ResponseBody | None = None
-            if not failed or policy.cache_on_error:
-                body = self._encode(key, codec, value)
-            if body is None:
-                await self._release(key, token)
-            elif failed:
-                stored = await self._fill(key, token, body, policy.error_ttl, 0.0, policy)
-                self.stats.errors_cached += int(stored)
-            else:
-                stored = await self._fill(key, token, body, policy.ttl, policy.max_stale, policy)
-        except BaseException:
-            await self._release(key, token)
-            raise
-        result = CacheResult(value=value, outcome=CacheOutcome.MISS, stored=stored)
-        return _Outcome(CacheOutcome.MISS, result=result, body=body)
-
-    def _encode(
-        self, key: CacheKey, codec: CacheCodec[Any], value: Any
-    ) -> DataBody | ResponseBody | None:
-        try:
-            body = codec.encode(value)
-        except Exception as exc:  # a codec bug must not fail the call it caches
-            self.stats.encode_failures += 1
-            logger.warning("cannot encode the value for %s, not caching it: %r", key.label, exc)
-            return None
-        if body is None:
-            self.stats.uncacheable_skips += 1
-        return body
-
-    async def _fill(
-        self,
-        key: CacheKey,
-        token: str,
-        body: DataBody | ResponseBody | ErrorBody,
-        ttl: float,
-        max_stale: float,
-        policy: CachePolicy,
-    ) -> bool:
-        """Store ``body`` under the lease ``token``; False (lease released) if not stored."""
-        try:
-            blob = encode_envelope(body, max_bytes=policy.max_entry_bytes)
-        except EntryTooLargeError as exc:
-            self.stats.oversize_skips += 1
-            logger.debug("not caching %s: %s", key.label, exc)
-            await self._release(key, token)
-            return False
-        except (TypeError, ValueError) as exc:
-            self.stats.encode_failures += 1
-            logger.warning("cannot pack the value for %s, not caching it: %r", key.label, exc)
-            await self._release(key, token)
-            return False
-        try:
-            result = await self._redis.fill(
-                key,
-                token,
-                blob,
-                fresh_ms=seconds_to_ms(ttl),
-                stale_ms=max(0, round(max_stale * 1000.0)),
-            )
-        except StoreError as exc:
-            self._store_failed(exc)
-            return False
-        self._store_ok()
-        if result == 1:
-            self.stats.fills += 1
-            return True
-        self.stats.fill_rejections += 1
-        logger.debug("fill of %s refused (lease lost or generation changed)", key.label)
-        return False
-
-    async def _release(self, key: CacheKey, token: str) -> None:
-        try:
-            await self._redis.release(key, token)
-        except StoreError as exc:
-            # The lease then lapses on its own after lease_timeout.
-            self._store_failed(exc)
+            return Outcome(kind, error=exc)
+        return Outcome(kind, result=CacheResult(value=value, outcome=kind))
 
     def _spawn_refresh(
         self,
@@ -599,12 +492,12 @@ class ResponseCache:
         fetch: Callable[[], Awaitable[Any]],
         codec: CacheCodec[Any],
         policy: CachePolicy,
-        is_error: Callable[[Any], bool] | None,
+        hooks: Hooks,
         token: str,
-        served: _Served,
+        served: Served,
     ) -> None:
         self.stats.refreshes += 1
-        self._spawn(self._refresh(key, fetch, codec, policy, is_error, token, served))
+        self._spawn(self._refresh(key, fetch, codec, policy, hooks, token, served))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -617,12 +510,14 @@ class ResponseCache:
         fetch: Callable[[], Awaitable[Any]],
         codec: CacheCodec[Any],
         policy: CachePolicy,
-        is_error: Callable[[Any], bool] | None,
+        hooks: Hooks,
         token: str,
-        served: _Served,
+        served: Served,
     ) -> None:
         try:
-            outcome = await self._fetch_and_fill(key, fetch, codec, policy, is_error, token, served)
+            outcome = await self._filler.fetch_and_fill(
+                key, fetch, codec, policy, hooks, token, served
+            )
         except Exception as exc:
             self.stats.refresh_failures += 1
             logger.warning("background refresh of %s crashed: %r", key.label, exc)
@@ -660,11 +555,13 @@ class ResponseCache:
         served = await self._decode_or_drop(key, lookup, codec)
         if served is None or isinstance(served.body, ErrorBody):
             return None
+        if not served.fresh and not served.may_serve_stale:
+            return None
         if served.fresh:
-            outcome = self._served(served, CacheOutcome.HIT)
+            outcome = served_outcome(served, CacheOutcome.HIT)
         else:
-            outcome = self._stale(served, reason, None)
-        return self._deliver(outcome, False, codec)
+            outcome = stale_outcome(served, reason, None)
+        return deliver(outcome, False, codec, self.stats)
 
     async def clear(self, key: CacheKey) -> bool:
         """Delete one entry and void any fill in flight for it; True if one existed.
@@ -711,11 +608,14 @@ class ResponseCache:
 
     def _store_failed(self, exc: StoreError) -> None:
         self.stats.store_errors += 1
+        # Invalidations cannot be trusted to arrive now: no near copies until Redis is back.
+        self._near.suspend()
         if not self._degraded:
             self._degraded = True
             logger.warning("response cache bypassed, calls go to the origin: %s", exc)
 
     def _store_ok(self) -> None:
+        self._near.resume()
         if self._degraded:
             self._degraded = False
             logger.info("response cache in use again")

@@ -10,13 +10,16 @@ An entry is one Redis hash (see ``lua/cache_fill.lua``)::
 The envelope is a msgpack map with short keys, never pickle::
 
     {"v": 1, "k": "d", "d": <JSON-mode data>}                          typed value
-    {"v": 1, "k": "r", "s": status, "h": [[name, value], ...], "b": body}   HTTP response
+    {"v": 1, "k": "r", "s": status, "h": [[name, value], ...], "b": body,
+     "m": 1 if it must be revalidated before use (optional),
+     "y": [[header, [request values...]], ...] its Vary variant (optional)}  HTTP response
     {"v": 1, "k": "e", "s": status, "m": message, "t": error type,
      "n": service, "p": endpoint, "d": response body}                  negative entry
 
 :class:`CacheEntry` is what a reader gets back: the decoded body plus the server-time
-stamps. Anything that does not decode (garbage bytes, another schema version, a value
-the codec rejects) raises :class:`CorruptEntryError`; the cache treats it as a miss,
+stamps. Anything that does not decode (garbage bytes, another schema version, a status
+outside 100-599 such as -1, a value the codec rejects) raises :class:`CorruptEntryError`;
+the cache treats it as a miss,
 deletes it and counts it. An envelope longer than the policy's ``max_entry_bytes``
 raises :class:`EntryTooLargeError` and is not stored.
 
@@ -27,9 +30,10 @@ Codecs turn a call's value into a body and back:
   and plain JSON values round-trip, and a changed model fails validation (a miss)
   instead of returning a wrong shape.
 * :class:`HttpResponseCodec` stores an ``httpx.Response``'s status, end-to-end
-  headers and decoded body. Responses that a shared cache must not keep
-  (``Cache-Control: no-store``, ``private`` or ``no-cache``, ``Set-Cookie``,
-  ``Vary: *``) encode to ``None``: not stored.
+  headers and decoded body, with the request header values its ``Vary`` names.
+  Responses that a shared cache must not keep (``Cache-Control: no-store`` or
+  ``private``, ``no-cache`` without a validator, ``Set-Cookie``, ``Vary: *``) encode to
+  ``None``: not stored. The full RFC 9111 rules are in ``msfw_redis._cache.rules``.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ __all__ = [
     "TypeAdapterCodec",
     "decode_envelope",
     "encode_envelope",
+    "REVALIDATE_EXTENSION",
+    "VARY_EXTENSION",
+    "request_vary_values",
     "response_is_storable",
 ]
 
@@ -86,7 +93,12 @@ _NOT_STORED_HEADERS = frozenset(
         "content-length",
     }
 )
-_NOT_STORABLE_DIRECTIVES = frozenset({"no-store", "private", "no-cache"})
+_NOT_STORABLE_DIRECTIVES = frozenset({"no-store", "private"})
+#: Extension under which a decoded response carries its stored Vary variant.
+VARY_EXTENSION = "msfw_vary"
+#: Extension marking a decoded response that must be revalidated before use.
+REVALIDATE_EXTENSION = "msfw_revalidate"
+VaryValues = tuple[tuple[str, tuple[str, ...]], ...]
 
 
 class CorruptEntryError(MsfwError, ValueError):
@@ -111,11 +123,18 @@ class DataBody:
 
 @dataclass(frozen=True, slots=True)
 class ResponseBody:
-    """An HTTP response: status, end-to-end headers (in order, repeats kept) and body."""
+    """An HTTP response: status, end-to-end headers (in order, repeats kept) and body.
+
+    ``revalidate`` marks an entry never to be served without revalidation (``no-cache``,
+    ``max-age=0``, ``must-revalidate`` once stale); ``vary`` holds, per header its
+    ``Vary`` names, the request's values when it was fetched.
+    """
 
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    revalidate: bool = False
+    vary: VaryValues = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +218,10 @@ def encode_envelope(body: EntryBody, *, max_bytes: int) -> bytes:
             "h": [[name, value] for name, value in body.headers],
             "b": body.body,
         }
+        if body.revalidate:
+            doc["m"] = 1
+        if body.vary:
+            doc["y"] = [[name, list(values)] for name, values in body.vary]
     else:
         doc = {
             "v": ENTRY_SCHEMA_VERSION,
@@ -252,10 +275,21 @@ def decode_envelope(blob: bytes) -> EntryBody:
             ):
                 raise CorruptEntryError("cache envelope has a malformed header")
             headers.append((pair[0], pair[1]))
-        return ResponseBody(status, tuple(headers), _need(doc, "b", bytes))
+        if not 100 <= status <= 599:
+            # A status no server sends (an old bug stored -1): never serve it as a success.
+            raise CorruptEntryError(f"cache envelope has an impossible status {status}")
+        return ResponseBody(
+            status,
+            tuple(headers),
+            _need(doc, "b", bytes),
+            revalidate=doc.get("m") == 1,
+            vary=_vary_values(doc.get("y")),
+        )
     if kind == "e":
         status_code = doc.get("s")
-        if status_code is not None and not isinstance(status_code, int):
+        if status_code is not None and (
+            not isinstance(status_code, int) or not 100 <= status_code <= 599
+        ):
             raise CorruptEntryError("cache envelope has a malformed status")
         return ErrorBody(
             status_code=status_code,
@@ -266,6 +300,31 @@ def decode_envelope(blob: bytes) -> EntryBody:
             response_body=doc.get("d"),
         )
     raise CorruptEntryError(f"cache envelope has unknown kind {kind!r}")
+
+
+def _vary_values(raw: Any) -> VaryValues:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise CorruptEntryError("cache envelope has a malformed vary list")
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for item in raw:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and isinstance(item[1], list)
+            and all(isinstance(v, str) for v in item[1])
+        ):
+            raise CorruptEntryError("cache envelope has a malformed vary entry")
+        out.append((item[0], tuple(item[1])))
+    return tuple(out)
+
+
+def request_vary_values(names: Iterable[str], request: httpx.Request | None) -> VaryValues:
+    """The values of the request headers ``names`` (lower-cased, sorted), repeats kept."""
+    headers = request.headers if request is not None else httpx.Headers()
+    return tuple((name, tuple(headers.get_list(name))) for name in sorted(set(names)))
 
 
 class CacheCodec(Protocol[T]):
@@ -317,15 +376,26 @@ def _directives(values: Iterable[str]) -> set[str]:
 def response_is_storable(headers: httpx.Headers) -> bool:
     """Whether a shared cache may keep a response with these headers.
 
-    Not stored: ``Cache-Control`` with ``no-store``, ``private`` or ``no-cache`` (we do
-    not revalidate, so a no-cache entry could never be served), any ``Set-Cookie``
-    (replaying one caller's cookie to another would leak a session), ``Vary: *``.
+    Not stored: ``Cache-Control`` with ``no-store`` or ``private``, ``no-cache`` without
+    an ``ETag`` or ``Last-Modified`` (it could only ever be refetched in full), any
+    ``Set-Cookie`` (replaying one caller's cookie to another would leak a session),
+    ``Vary: *``.
     """
-    if _directives(headers.get_list("cache-control")) & _NOT_STORABLE_DIRECTIVES:
+    directives = _directives(headers.get_list("cache-control"))
+    if directives & _NOT_STORABLE_DIRECTIVES:
+        return False
+    if "no-cache" in directives and not ("etag" in headers or "last-modified" in headers):
         return False
     if "set-cookie" in headers:
         return False
     return "*" not in {v.strip() for v in ",".join(headers.get_list("vary")).split(",")}
+
+
+def _request_of(response: httpx.Response) -> httpx.Request | None:
+    try:
+        return response.request  # set by the pipeline
+    except RuntimeError:  # a bare Response has none: its variant is 'header absent'
+        return None
 
 
 class HttpResponseCodec:
@@ -342,12 +412,20 @@ class HttpResponseCodec:
         headers = tuple(
             (name, val)
             for name, val in value.headers.multi_items()
-            if name.lower() not in _NOT_STORED_HEADERS
+            if name.lower() not in _NOT_STORED_HEADERS and name.lower() != "age"
         )
-        return ResponseBody(value.status_code, headers, value.content)
+        names = {n.strip().lower() for v in value.headers.get_list("vary") for n in v.split(",")}
+        names.discard("")
+        vary = request_vary_values(names, _request_of(value)) if names else ()
+        return ResponseBody(value.status_code, headers, value.content, vary=vary)
 
     def decode(self, body: DataBody | ResponseBody) -> httpx.Response:
         """A new ``httpx.Response`` with the stored status, headers and body."""
         if not isinstance(body, ResponseBody):
             raise CorruptEntryError("expected an HTTP response entry, found a data entry")
-        return httpx.Response(body.status, headers=list(body.headers), content=body.body)
+        return httpx.Response(
+            body.status,
+            headers=list(body.headers),
+            content=body.body,
+            extensions={VARY_EXTENSION: body.vary, REVALIDATE_EXTENSION: body.revalidate},
+        )

@@ -33,6 +33,10 @@ class Flights(Generic[R]):
     def __len__(self) -> int:
         return len(self._flights)
 
+    def busy(self, key: Hashable) -> bool:
+        """True while a flight for ``key`` is running (a caller would follow it)."""
+        return key in self._flights
+
     async def run(self, key: Hashable, work: Callable[[], Awaitable[R]]) -> tuple[R, bool]:
         """``work()``'s result for ``key`` and whether this caller was a follower."""
         while (flight := self._flights.get(key)) is not None:

@@ -12,7 +12,9 @@ JSON document of everything a response depends on::
 * ``vary`` holds extra values the response depends on (``vary_on`` arguments, tenant,
   selected request headers), also sorted by name.
 * ``credential`` is an HMAC-SHA256 fingerprint, under a configured secret, of the
-  request's ``Authorization``, ``Proxy-Authorization`` and ``Cookie`` headers. Two
+  request's credential headers (``Authorization``, ``Proxy-Authorization``, ``Cookie``,
+  ``X-Api-Key``, ``X-Auth-Token`` by default, configurable) and credential query
+  parameters (``api_key``, ``token``, ``sig``...; these are left out of ``params``). Two
   requests with different credentials therefore never share an entry, and the key
   name does not leak the credential (the secret stops offline guessing of weak
   tokens). A request carrying credentials when no secret is configured gets no key
@@ -34,6 +36,7 @@ generation, which invalidates all its entries at once (see ``msfw_redis._cache.c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -45,10 +48,12 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from msfw_redis._config import DEFAULT_CACHE_CREDENTIAL_HEADERS, DEFAULT_CACHE_CREDENTIAL_PARAMS
 from msfw_redis._store.keys import canonical_service_name
 
 __all__ = [
     "DEFAULT_CREDENTIAL_HEADERS",
+    "DEFAULT_CREDENTIAL_PARAMS",
     "KEY_DIGEST_CHARS",
     "MIN_SECRET_BYTES",
     "CacheKey",
@@ -58,10 +63,13 @@ __all__ = [
     "custom_key",
     "function_field",
     "request_key",
+    "variant_key",
 ]
 
 #: Request headers that carry a caller's identity; entries are never shared across them.
-DEFAULT_CREDENTIAL_HEADERS: tuple[str, ...] = ("authorization", "proxy-authorization", "cookie")
+DEFAULT_CREDENTIAL_HEADERS: tuple[str, ...] = DEFAULT_CACHE_CREDENTIAL_HEADERS
+#: Query parameters that carry a credential; keyed like the headers, never by value.
+DEFAULT_CREDENTIAL_PARAMS: tuple[str, ...] = DEFAULT_CACHE_CREDENTIAL_PARAMS
 #: Hex characters kept of the SHA-256 digest (128 bits).
 KEY_DIGEST_CHARS = 32
 #: Shortest accepted HMAC secret. Shorter secrets make credential fingerprints guessable.
@@ -98,6 +106,7 @@ class CacheKey:
         return function_field(self.function)
 
 
+@functools.lru_cache(maxsize=4096)  # on every lookup's hot path: hash each name once
 def function_field(function: str) -> str:
     """The generation-hash field for ``function`` (``f`` + 24 hex characters).
 
@@ -191,8 +200,9 @@ def credential_fingerprint(
     secret: bytes | None,
     *,
     credential_headers: Iterable[str] = DEFAULT_CREDENTIAL_HEADERS,
+    params: Iterable[tuple[str, str]] = (),
 ) -> tuple[bool, str | None]:
-    """Fingerprint the credential headers of a request.
+    """Fingerprint the credential headers (and credential query ``params``) of a request.
 
     Returns ``(True, None)`` when the request carries no credential, ``(True, hex)``
     with the HMAC-SHA256 fingerprint when it does and a secret is set, and
@@ -200,11 +210,12 @@ def credential_fingerprint(
     cached, since its response may be private to that caller.
     """
     _check_secret(secret)
-    if headers is None:
-        return True, None
     wanted = {h.lower() for h in credential_headers}
+    pairs = _header_pairs(headers) if headers is not None else []
     found = sorted(
-        ((name, value) for name, value in _header_pairs(headers) if name in wanted),
+        [(name, value) for name, value in pairs if name in wanted]
+        # '?' cannot start a header name, so a parameter never collides with a header.
+        + [("?" + name, str(value)) for name, value in params],
         key=lambda pair: pair[0],
     )
     if not found:
@@ -237,6 +248,7 @@ def request_key(
     secret: bytes | None = None,
     function: str | None = None,
     credential_headers: Iterable[str] = DEFAULT_CREDENTIAL_HEADERS,
+    credential_params: Iterable[str] = DEFAULT_CREDENTIAL_PARAMS,
 ) -> CacheKey | None:
     """The key of a request, or ``None`` when the request must not be cached.
 
@@ -253,15 +265,27 @@ def request_key(
         secret: the HMAC secret for credential fingerprints (at least 16 bytes).
         function: the generation scope; defaults to ``"METHOD path"``.
         credential_headers: header names treated as credentials.
+        credential_params: query parameter names treated as credentials (matched
+            case-insensitively): fingerprinted with the headers, left out of ``params``.
 
-    Returns ``None`` when ``headers`` carry a credential and ``secret`` is ``None``.
+    Returns ``None`` when the request carries a credential and ``secret`` is ``None``.
     Raises ``TypeError`` when a value cannot be serialised, ``ValueError`` for an
     invalid service name or secret.
     """
     service = canonical_service_name(service)
     verb = method.upper()
+    secret_params = {p.lower() for p in credential_params}
+    plain_params: Params | None = params
+    found_params: list[tuple[str, str]] = []
+    if params is not None and secret_params:
+        pairs = list(params.items() if isinstance(params, Mapping) else params)
+        found_params = [
+            (str(n).lower(), str(v)) for n, v in pairs if str(n).lower() in secret_params
+        ]
+        if found_params:
+            plain_params = [(n, v) for n, v in pairs if str(n).lower() not in secret_params]
     shareable, credential = credential_fingerprint(
-        headers, secret, credential_headers=credential_headers
+        headers, secret, credential_headers=credential_headers, params=found_params
     )
     if not shareable:
         return None
@@ -281,7 +305,7 @@ def request_key(
         service,
         verb,
         path,
-        _sorted_params(params, "parameter"),
+        _sorted_params(plain_params, "parameter"),
         _sorted_params(vary_items, "vary_on value"),
         credential,
     ]
@@ -289,6 +313,29 @@ def request_key(
     scope = function if function is not None else f"{verb} {path}"
     function_field(scope)
     return CacheKey(service=service, function=scope, digest=digest, label=_label(verb, path))
+
+
+def variant_key(
+    key: CacheKey,
+    names: Iterable[str],
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    *,
+    credential_headers: Iterable[str] = DEFAULT_CREDENTIAL_HEADERS,
+) -> CacheKey:
+    """The key of one ``Vary`` variant of ``key``: its digest also covers the values of
+    the request headers ``names`` (lower-cased, sorted; repeats kept in order).
+
+    Credential headers are left out by value: ``key`` already carries their HMAC.
+    """
+    skip = {h.lower() for h in credential_headers}
+    wanted = sorted({n.strip().lower() for n in names} - skip)
+    pairs = _header_pairs(headers) if headers is not None else []
+    values = [[name, [v for n, v in pairs if n == name]] for name in wanted]
+    document = ["msfw-cache-variant/1", key.digest, values]
+    digest = hashlib.sha256(_dumps(document).encode("utf-8")).hexdigest()[:KEY_DIGEST_CHARS]
+    return CacheKey(
+        service=key.service, function=key.function, digest=digest, label=key.label + " (vary)"
+    )
 
 
 def custom_key(*, service: str, key: str, function: str) -> CacheKey:

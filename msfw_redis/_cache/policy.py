@@ -162,7 +162,9 @@ class CacheStats:
     and ``encode_failures``, values not stored; ``corrupt_entries`` deleted;
     ``wait_timeouts``, waits that hit ``wait_timeout``; background ``refreshes`` and
     ``refresh_failures``; ``errors_cached`` (negative entries); ``origin_calls`` and
-    ``origin_errors``; ``store_errors`` (Redis operations that failed).
+    ``origin_errors``; ``store_errors`` (Redis operations that failed);
+    ``near_hits`` (hits served from the near cache, counted in ``hits`` too);
+    ``revalidations`` (conditional refreshes) and ``not_modified`` (those answered 304).
     """
 
     hits: int = 0
@@ -184,6 +186,9 @@ class CacheStats:
     origin_calls: int = 0
     origin_errors: int = 0
     store_errors: int = 0
+    near_hits: int = 0
+    revalidations: int = 0
+    not_modified: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""

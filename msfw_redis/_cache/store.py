@@ -124,25 +124,41 @@ class CacheStore:
                 [mode, token, lease_ms, key.function_field, self._now()],
             )
         )
-        if len(reply) != 9:
-            raise StoreError(f"cache_lookup replied {len(reply)} items, expected 9")
-        raw_value = reply[2]
-        return Lookup(
-            state=_text(reply[0]),
-            token=_text(reply[1]),
-            value=raw_value if isinstance(raw_value, bytes) else _text(raw_value).encode(),
-            stored_at_ms=reply_int(reply[3]),
-            fresh_until_ms=reply_int(reply[4]),
-            stale_until_ms=reply_int(reply[5]),
-            wait_ms=reply_int(reply[6]),
-            flags=reply_int(reply[7]),
-            now_ms=reply_int(reply[8]),
-        )
+        if len(reply) != 2:
+            raise StoreError(f"cache_lookup replied {len(reply)} items, expected 2")
+        fields = _text(reply[0]).split(" ")
+        if len(fields) != 8:
+            raise StoreError(f"cache_lookup replied a head of {len(fields)} fields, expected 8")
+        raw_value = reply[1]
+        try:
+            return Lookup(
+                state=fields[0],
+                token="" if fields[1] == "-" else fields[1],
+                value=raw_value if isinstance(raw_value, bytes) else _text(raw_value).encode(),
+                stored_at_ms=int(fields[2]),
+                fresh_until_ms=int(fields[3]),
+                stale_until_ms=int(fields[4]),
+                wait_ms=int(fields[5]),
+                flags=int(fields[6]),
+                now_ms=int(fields[7]),
+            )
+        except ValueError:
+            raise StoreError(f"cache_lookup replied a malformed head {fields!r}") from None
 
     async def fill(
-        self, key: CacheKey, token: str, blob: bytes, *, fresh_ms: int, stale_ms: int
+        self,
+        key: CacheKey,
+        token: str,
+        blob: bytes,
+        *,
+        fresh_ms: int,
+        stale_ms: int,
+        announce: bool = False,
     ) -> int:
-        """Store ``blob`` under lease ``token``: 1 stored, 0 lease lost, -1 generation changed."""
+        """Store ``blob`` under lease ``token``: 1 stored, 0 lease lost, -1 generation changed.
+
+        ``announce`` publishes the fill even when nobody waits, for near caches.
+        """
         names = self._for(key.service)
         reply = reply_list(
             await self._store.run(
@@ -157,6 +173,7 @@ class CacheStore:
                     names.channel,
                     key.digest,
                     self._now(),
+                    "1" if announce else "",
                 ],
             )
         )
@@ -176,7 +193,12 @@ class CacheStore:
 
     async def drop(self, key: CacheKey, stored_at_ms: int) -> bool:
         """Delete the entry stored at ``stored_at_ms`` if it is still the current one."""
-        reply = await self._store.run("cache_drop", [self.entry_key(key)], [stored_at_ms])
+        names = self._for(key.service)
+        reply = await self._store.run(
+            "cache_drop",
+            [names.entry_prefix + key.digest],
+            [stored_at_ms, names.channel, key.digest],
+        )
         return reply_int(reply) == 1
 
     async def clear(self, key: CacheKey) -> bool:
@@ -190,6 +212,8 @@ class CacheStore:
     async def invalidate(self, service: str, field_name: str) -> int:
         """Bump generation ``field_name`` ('_' = whole service); the new generation."""
         reply = await self._store.run(
-            "cache_invalidate", [self.generation_key(service)], [field_name, GENERATION_KEEP_MS]
+            "cache_invalidate",
+            [self.generation_key(service)],
+            [field_name, GENERATION_KEEP_MS, self.channel(service)],
         )
         return reply_int(reply)

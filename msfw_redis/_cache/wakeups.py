@@ -78,9 +78,18 @@ class FillWakeups:
         channel_for: the cache channel name of a service.
     """
 
-    def __init__(self, bus: EventBus | None, channel_for: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        bus: EventBus | None,
+        channel_for: Callable[[str], str],
+        listener: Callable[[str, str, str], None] | None = None,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self._bus = bus
         self._channel_for = channel_for
+        # The near cache hears every message (service, id, kind), and every resync.
+        self._listener = listener
+        self._on_lost = on_lost
         self._waiters: dict[tuple[str, str], _Waiter] = {}
         self._subscriptions: dict[str, asyncio.Task[None]] = {}
 
@@ -98,12 +107,16 @@ class FillWakeups:
 
     def _on_message(self, service: str, payload: bytes) -> None:
         digest, _, kind = payload.decode("ascii", "replace").partition(" ")
+        if self._listener is not None:
+            self._listener(service, digest, kind)
         waiter = self._waiters.get((service, digest))
         if waiter is not None and not waiter.future.done():
             waiter.future.set_result(WAKE_SKIP if kind == WAKE_SKIP else WAKE_FILL)
 
     def _on_resync(self, service: str) -> None:
         # Messages may have been lost while the subscriber was away: everyone looks again.
+        if self._on_lost is not None:
+            self._on_lost(service)
         for waiter in list(self._waiters.values()):
             if waiter.service == service and not waiter.future.done():
                 waiter.future.set_result(WAKE_RECHECK)

@@ -55,6 +55,7 @@ class _CachedCall:
     cache_on_error: bool
     vary_on: Sequence[str] | None
     max_stale: float | None
+    near: bool = False
     function: str = ""
     service: str = ""
     codecs: dict[int, TypeAdapterCodec[Any]] = field(default_factory=dict)
@@ -127,7 +128,7 @@ class _CachedCall:
                 shareable, _ = credential_fingerprint(headers, None)
                 return custom if shareable else None
 
-            return FunctionCache(key=custom_for, policy=self.policy(sdk))
+            return FunctionCache(key=custom_for, policy=self.policy(sdk), near=self.near)
         values = dict(list(bound.arguments.items())[1 if skip_first else 0 :])
         if self.vary_on is not None:
             values = {name: values[name] for name in self.vary_on if name in values}
@@ -144,7 +145,7 @@ class _CachedCall:
                 function=function,
             )
 
-        return FunctionCache(key=key_for, policy=self.policy(sdk))
+        return FunctionCache(key=key_for, policy=self.policy(sdk), near=self.near)
 
 
 def _plain(value: Any) -> Any:
@@ -227,6 +228,7 @@ def cached_service_call(
     vary_on: Sequence[str] | None = None,
     *,
     max_stale: float | None = None,
+    near_cache: bool = False,
     sdk: ServiceSDK | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Cache a call's result in the shared cache, one origin call per key fleet-wide.
@@ -239,6 +241,9 @@ def cached_service_call(
         vary_on: argument names the key depends on (default: all arguments).
         max_stale: seconds after ``ttl`` a stale entry may stand in when the origin
             fails or the breaker is open (default ``cache_max_stale`` of the SDK).
+        near_cache: also keep hot fresh entries in this process (no Redis round trip
+            on a near hit; invalidated by pub/sub, never older than the SDK's
+            ``near_cache_max_staleness``).
         sdk: for plain functions, the SDK whose store holds the cache.
 
     The decorated callable accepts ``force_refresh=True`` to skip a fresh entry.
@@ -250,7 +255,7 @@ def cached_service_call(
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         settings = _CachedCall(
-            ttl, key_func, cache_on_error, list(vary_on) if vary_on else None, max_stale
+            ttl, key_func, cache_on_error, list(vary_on) if vary_on else None, max_stale, near_cache
         )
         signature = inspect.signature(fn)
         if vary_on:
@@ -288,6 +293,7 @@ def cached_service_call(
                 codec=settings.codec(annotation),
                 policy=settings.policy(chosen),
                 force_refresh=force_refresh,
+                near=settings.near,
             )
             value: R = result.value
             return value

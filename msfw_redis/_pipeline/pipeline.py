@@ -157,7 +157,7 @@ class Pipeline:
         step = BreakerStep(step, hub=self.hub, metrics=self.metrics)
         step = InstanceStep(step, resolve=resolve, balancer=balancer)
         step = RetryStep(step, sleep=self._sleep, metrics=self.metrics)
-        return CacheStep(step, self._cache)
+        return CacheStep(step, self._cache, self.policies.http_cache_settings)
 
     def transport(self, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
         """The chain after middleware, sending through ``inner`` to the URL it is given."""

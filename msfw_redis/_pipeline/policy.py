@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from msfw_redis._cache.http import HttpCacheSettings
 from msfw_redis._cache.policy import CachePolicy
 from msfw_redis._config import CircuitBreakerConfig
 from msfw_redis._exceptions import InvalidRequestError
@@ -70,6 +71,16 @@ class PolicyBook:
         # Keyed by the identity of the client's circuit config: configs are built once
         # per client or decorator, and the value keeps the config alive.
         self._policies: dict[tuple[str, int], tuple[CircuitBreakerConfig | None, CallPolicy]] = {}
+
+    def http_cache_settings(self, service: str) -> tuple[HttpCacheSettings, tuple[str, ...]]:
+        """How the HTTP cache stores ``service``'s answers, and its extra credential headers."""
+        svc = self._settings.for_service(service)
+        settings = HttpCacheSettings(
+            negative_ttl=self._config.cache_negative_ttl,
+            error_ttl=self._config.cache_error_ttl,
+            near=bool(svc is not None and svc.near_cache),
+        )
+        return settings, (svc.cache_credential_headers if svc is not None else ())
 
     def breaker_config(self, service: str) -> CircuitBreakerConfig:
         """The default breaker policy with the service's settings applied, built once."""

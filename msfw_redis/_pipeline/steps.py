@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from msfw_redis._cache.cache import HttpResponseCodec
-from msfw_redis._exceptions import CircuitOpenError, ServiceClientError, ServiceTimeoutError
+from msfw_redis._cache.http import HttpCache, HttpCacheSettings
+from msfw_redis._exceptions import CircuitOpenError, ServiceTimeoutError
+from msfw_redis._pipeline.body import read_decoded
 from msfw_redis._pipeline.observe import AttemptRecord
 from msfw_redis._pipeline.retry import call_with_retries
 
@@ -106,6 +108,7 @@ class FunctionCache:
 
     key: Callable[[httpx.Headers], CacheKey | None]
     policy: CachePolicy
+    near: bool = False
 
 
 @dataclass(slots=True)
@@ -186,9 +189,17 @@ class CacheStep(httpx.AsyncBaseTransport):
 
     _codec = HttpResponseCodec()
 
-    def __init__(self, next_transport: httpx.AsyncBaseTransport, cache: ResponseCache) -> None:
+    def __init__(
+        self,
+        next_transport: httpx.AsyncBaseTransport,
+        cache: ResponseCache,
+        http_settings: Callable[[str], tuple[HttpCacheSettings, tuple[str, ...]]] | None = None,
+    ) -> None:
         self.next_transport = next_transport
         self._cache = cache
+        # The HTTP path follows RFC 9111 (statuses, Cache-Control, Vary, revalidation).
+        self._http = HttpCache(cache)
+        self._http_settings = http_settings
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         ctx = _context(request)
@@ -200,15 +211,33 @@ class CacheStep(httpx.AsyncBaseTransport):
             cache_policy = function.policy
             is_error = _any_error
         elif policy.cache_policy is not None and request.method in ("GET", "HEAD"):
-            key = self._cache.request_key(
+            settings, extra = (
+                self._http_settings(ctx.service)
+                if self._http_settings is not None
+                else (HttpCacheSettings(), ())
+            )
+            http_key = self._cache.request_key(
                 service=ctx.service,
                 method=request.method,
                 path=request.url.path,
                 params=list(request.url.params.multi_items()),
                 headers=request.headers,
+                extra_credential_headers=extra,
             )
-            cache_policy = policy.cache_policy
-            is_error = _server_error
+            if http_key is None:  # credentials without a secret: never shared
+                return await nxt.handle_async_request(request)
+            served = await self._http.serve(
+                http_key,
+                request,
+                nxt.handle_async_request,
+                policy.cache_policy,
+                settings,
+                force_refresh=ctx.force_refresh,
+            )
+            ctx.from_cache, ctx.stale = served.from_cache, served.stale
+            if ctx.record is not None:
+                ctx.record.cache = str(served.outcome)
+            return served.response
         else:
             return await nxt.handle_async_request(request)
         if key is None:  # credentials without a secret: never shared
@@ -220,6 +249,7 @@ class CacheStep(httpx.AsyncBaseTransport):
             policy=cache_policy,
             force_refresh=ctx.force_refresh,
             is_error=is_error,
+            near=function.near,
         )
         ctx.from_cache, ctx.stale = result.from_cache, result.stale
         if ctx.record is not None:
@@ -411,34 +441,12 @@ class SendStep(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         ctx = _context(request)
-        limit = self._limit
         response = await self._send(request)
         try:
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise ServiceClientError(
-                    f"response of {declared} bytes exceeds max_response_bytes={limit}",
-                    status_code=response.status_code,
-                    service_name=ctx.service,
-                    endpoint=request.url.path,
-                )
-            if declared is not None and declared.isdigit():
-                # The declared length is within the limit; httpx reads it exactly.
-                await response.aread()
-                response.request = request
-                return response
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ServiceClientError(
-                        f"response exceeds max_response_bytes={limit}",
-                        status_code=response.status_code,
-                        service_name=ctx.service,
-                        endpoint=request.url.path,
-                    )
-                chunks.append(chunk)
+            # The limit bounds the DECODED body: body.py inflates within it (gzip bombs).
+            content = await read_decoded(
+                response, self._limit, service=ctx.service, endpoint=request.url.path
+            )
         finally:
             await response.aclose()
         headers = [
@@ -449,7 +457,7 @@ class SendStep(httpx.AsyncBaseTransport):
         return httpx.Response(
             response.status_code,
             headers=headers,
-            content=b"".join(chunks),
+            content=content,
             request=request,
             extensions={"http_version": response.extensions.get("http_version", b"HTTP/1.1")},
         )

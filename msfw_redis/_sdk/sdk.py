@@ -133,7 +133,15 @@ class ServiceSDK:
         self._http = http_client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._registry = ServiceRegistry(self._store, self._bus, default_ttl=cfg.instance_ttl)
         secret = cfg.cache_key_secret.encode() if cfg.cache_key_secret else None
-        self._cache = ResponseCache(self._store, self._bus, secret=secret)
+        self._cache = ResponseCache(
+            self._store,
+            self._bus,
+            secret=secret,
+            credential_headers=cfg.cache_credential_headers,
+            credential_params=cfg.cache_credential_params,
+            near_max_entries=cfg.near_cache_max_entries,
+            near_max_staleness=cfg.near_cache_max_staleness,
+        )
         self._health = HealthMonitor(
             self._store,
             self._registry,

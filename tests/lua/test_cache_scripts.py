@@ -44,11 +44,19 @@ async def lookup(
     reply = reply_list(
         await store.run("cache_lookup", [k.entry, k.gen], [mode, token, lease_ms, fn, now])
     )
-    names = ["state", "token", "value", "sa", "fu", "su", "wait_ms", "flags", "now"]
-    out = dict(zip(names, reply, strict=True))
-    for name in ("state", "token"):
-        out[name] = out[name].decode()
-    return out
+    head, value = reply
+    state, token, sa, fu, su, wait_ms, flags, now = head.decode().split(" ")
+    return {
+        "state": state,
+        "token": "" if token == "-" else token,
+        "value": value,
+        "sa": int(sa),
+        "fu": int(fu),
+        "su": int(su),
+        "wait_ms": int(wait_ms),
+        "flags": int(flags),
+        "now": int(now),
+    }
 
 
 async def fill(
