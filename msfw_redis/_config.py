@@ -181,6 +181,13 @@ class ServiceSDKConfig(_ConfigModel):
         health_success_threshold: consecutive good probes that make it healthy again.
         monitor_registered_services: health-probe every service in the registry, not
             only those enrolled with ``@health_check``. Default on.
+        retry_budget_ratio: fleet-wide retry budget: over 10 s, retries of a service
+            across every replica stay within this share of its requests (plus the
+            minimum). Default 0.2; ``None`` turns the budget off.
+        retry_budget_min_per_second: retries per second the budget always allows, fleet-
+            wide, on top of the ratio. Default 10.
+        retry_after_max: cap, in seconds, on the window that a 429 (or 503 with
+            ``Retry-After``) closes an endpoint for the fleet. Default 300.
     """
 
     default_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
@@ -215,6 +222,9 @@ class ServiceSDKConfig(_ConfigModel):
     health_failure_threshold: int = Field(default=3, ge=1)
     health_success_threshold: int = Field(default=2, ge=1)
     monitor_registered_services: bool = True
+    retry_budget_ratio: float | None = Field(default=0.2, ge=0, le=100)
+    retry_budget_min_per_second: float = Field(default=10.0, ge=0, le=1_000_000)
+    retry_after_max: float = Field(default=300.0, gt=0, le=86_400)
 
     @field_validator("retry_statuses")
     @classmethod

@@ -33,6 +33,7 @@ from msfw_redis._exceptions import (
 )
 from msfw_redis._interfaces.cached import HttpCacheRunner
 from msfw_redis._interfaces.decorators import forget_sdk, track_sdk
+from msfw_redis._limits.limits import FleetLimits
 from msfw_redis._models import HTTPMethod, ServiceResult
 from msfw_redis._pipeline.batch import run_batch
 from msfw_redis._pipeline.client import (
@@ -160,6 +161,12 @@ class ServiceSDK:
             monitor_registered=cfg.monitor_registered_services,
         )
         self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
+        self._limits = FleetLimits(
+            self._store,
+            self._bus,
+            failure_policy=cfg.store_failure_policy,
+            retry_after_max=cfg.retry_after_max,
+        )
         self._middlewares: list[Middleware] = []
         self._error_handlers: list[ErrorHandler] = []
         self._metrics = _Metrics(cfg.metrics_enabled)
@@ -177,6 +184,11 @@ class ServiceSDK:
     def store_url(self) -> str | None:
         """The store's URL (``None`` when a ready-made client was given)."""
         return self._store.url
+
+    @property
+    def limits(self) -> FleetLimits:
+        """The fleet-wide limits (bulkheads, rate limits, retry budgets, Retry-After gate)."""
+        return self._limits
 
     @property
     def started(self) -> bool:
@@ -226,6 +238,7 @@ class ServiceSDK:
             await self._health.aclose()
             await self._registry.aclose()
         await self._cache.aclose()
+        await self._limits.aclose()
         with contextlib.suppress(StoreError):
             await self._hub.aclose()
         await self._bus.aclose()

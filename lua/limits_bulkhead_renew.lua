@@ -1,0 +1,33 @@
+-- limits_bulkhead_renew: extend the leases of permits still in use (long calls).
+--
+-- Only tokens still held are renewed (ZADD XX): a lease that already lapsed was
+-- reaped and may have been given to another caller, so it is not resurrected.
+--
+-- KEYS[1] - permits: zset token -> lease expiry ms
+-- ARGV[1] - lease_ms: new lease length from now (>= 1)
+-- ARGV[2] - now_ms: explicit server time for tests; 0 means read TIME
+-- ARGV[3..] - token: the permits to renew (at least one)
+-- Reply: array {renewed, now_ms}
+local permits_key = KEYS[1]
+local lease_ms = tonumber(ARGV[1])
+local now_ms = tonumber(ARGV[2])
+if not lease_ms or lease_ms < 1 or not now_ms or #ARGV < 3 then
+  return redis.error_reply('MSFW_BADARG limits_bulkhead_renew: bad lease_ms, now_ms or no token')
+end
+if now_ms <= 0 then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+redis.call('ZREMRANGEBYSCORE', permits_key, '-inf', now_ms)
+local renewed = 0
+for i = 3, #ARGV do
+  if redis.call('ZSCORE', permits_key, ARGV[i]) then
+    redis.call('ZADD', permits_key, 'XX', now_ms + lease_ms, ARGV[i])
+    renewed = renewed + 1
+  end
+end
+if renewed > 0 then
+  redis.call('PEXPIREAT', permits_key, now_ms + lease_ms + 1000)
+end
+return {renewed, now_ms}
