@@ -47,10 +47,10 @@ if first[2] then
   earliest = tonumber(first[2])
 end
 if in_flight > 0 then
-  -- Every lease ends by now + lease_ms (or earlier, for older ones); the key outlives
-  -- none of them by more than a second.
+  -- The key outlives its newest lease by one second. Relative to the script's now (not
+  -- PEXPIREAT), so an explicit now_ms in tests cannot expire the key at once.
   local newest = redis.call('ZRANGE', permits_key, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', permits_key, tonumber(newest[2]) + 1000)
+  redis.call('PEXPIRE', permits_key, tonumber(newest[2]) - now_ms + 1000)
 end
 if freed > 0 then
   redis.call('PUBLISH', channel, 'free|' .. freed .. '|' .. in_flight)

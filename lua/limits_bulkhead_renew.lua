@@ -28,6 +28,8 @@ for i = 3, #ARGV do
   end
 end
 if renewed > 0 then
-  redis.call('PEXPIREAT', permits_key, now_ms + lease_ms + 1000)
+  local newest = redis.call('ZRANGE', permits_key, -1, -1, 'WITHSCORES')
+  -- The key outlives its newest lease by one second, as in limits_bulkhead_acquire.
+  redis.call('PEXPIRE', permits_key, tonumber(newest[2]) - now_ms + 1000)
 end
 return {renewed, now_ms}

@@ -47,6 +47,6 @@ for i = 1, #all, 2 do
   end
 end
 -- The gate means nothing once its last window has passed.
-redis.call('PEXPIREAT', gate_key, latest + 1000)
+redis.call('PEXPIRE', gate_key, latest - now_ms + 1000)
 redis.call('PUBLISH', channel, 'gate|' .. not_before .. '|' .. now_ms .. '|' .. endpoint)
 return {not_before, now_ms}
