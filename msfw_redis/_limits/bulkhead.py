@@ -111,7 +111,7 @@ class FleetBulkhead:
         self._flushing: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._subscribed = False
+        self._subscription: asyncio.Task[None] | None = None
         self._free_seq = 0
         self.last_in_flight = 0
 
@@ -129,8 +129,8 @@ class FleetBulkhead:
         wait = self.config.max_wait if max_wait is None else max_wait
         token = uuid.uuid4().hex
         deadline = time.monotonic() + wait
-        if wait > 0 and not self._subscribed:
-            await self._subscribe()
+        if wait > 0:
+            await self._subscribed()
         while True:
             seq = self._free_seq
             try:
@@ -203,10 +203,15 @@ class FleetBulkhead:
             except StoreError as exc:
                 logger.debug("bulkhead lease renewal failed: %r", exc)
 
-    async def _subscribe(self) -> None:
-        self._subscribed = True
-        channel = self._store.keys.limits_channel(self.service)
-        await self._bus.subscribe(channel, self._on_event, on_resync=self._wake_all)
+    async def _subscribed(self) -> None:
+        # One subscription per bulkhead; every would-be waiter awaits its confirmation,
+        # so none can miss a free event published after its refused acquire.
+        if self._subscription is None:
+            channel = self._store.keys.limits_channel(self.service)
+            self._subscription = asyncio.create_task(
+                self._bus.subscribe(channel, self._on_event, on_resync=self._wake_all)
+            )
+        await asyncio.shield(self._subscription)
 
     def _on_event(self, payload: bytes) -> None:
         parts = payload.split(b"|")
