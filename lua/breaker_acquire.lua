@@ -19,6 +19,12 @@
 --   decision: 0 admit as a normal call, 1 admit as a probe (holding the lease `token`),
 --             2 reject.
 -- Publishes on ARGV[1] at each transition: 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/publish_transition.lua"
+-- @include "lib/override_expired.lua"
+-- @include "lib/reap_expired.lua"
+
 local state_key = KEYS[1]
 local probes_key = KEYS[2]
 local channel = ARGV[1]
@@ -32,12 +38,8 @@ if not half_open_max or half_open_max < 1 or not lease_ms or lease_ms < 1
     or not key_ttl_ms or key_ttl_ms < 1 or not now_ms or token == '' then
   return redis.error_reply('MSFW_BADARG breaker_acquire: bad half_open_max, lease_ms, key_ttl_ms, now_ms or token')
 end
-if now_ms <= 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
-local codes = {closed = 0, open = 1, half_open = 2, forced_open = 3, forced_closed = 4, disabled = 5}
 local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until')
 local st = h[1] or 'closed'
 local gen = tonumber(h[2]) or 0
@@ -58,16 +60,16 @@ local function transition(to)
   redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', 0, 'succ', 0,
     'opened_at', opened_at, 'open_until', open_until)
   redis.call('PEXPIRE', state_key, key_ttl_ms)
-  redis.call('PUBLISH', channel, gen .. '|' .. codes[st] .. '|' .. opened_at .. '|' .. open_until .. '|' .. now_ms .. '|' .. name)
+  publish_transition(channel, name, gen, st, opened_at, open_until, now_ms)
 end
 
 local function reply(decision, probes, earliest)
-  return {decision, codes[st], gen, fail, succ, opened_at, open_until, now_ms, probes, earliest}
+  return {decision, breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, probes,
+    earliest}
 end
 
 -- A manual override whose TTL has passed returns to CLOSED with a new generation.
-if (st == 'forced_open' or st == 'forced_closed' or st == 'disabled') and open_until > 0
-    and now_ms >= open_until then
+if override_expired(st, open_until, now_ms) then
   transition('closed')
 end
 
@@ -82,7 +84,7 @@ if st == 'open' then
 end
 
 -- HALF_OPEN: drop expired leases, then admit while a slot is free.
-redis.call('ZREMRANGEBYSCORE', probes_key, '-inf', now_ms)
+reap_expired(probes_key, now_ms)
 local active = redis.call('ZCARD', probes_key)
 if active < half_open_max then
   redis.call('ZADD', probes_key, now_ms + lease_ms, token)

@@ -12,6 +12,10 @@
 -- ARGV[6] - now_ms: explicit server time for tests; 0 means read TIME
 -- Reply: array {0, state, gen, 0, 0, opened_at_ms, open_until_ms, now_ms}
 -- Publishes on ARGV[1] at each transition: 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/publish_transition.lua"
+
 local state_key = KEYS[1]
 local probes_key = KEYS[2]
 local window_key = KEYS[3]
@@ -26,12 +30,8 @@ if targets[action] == nil or not ttl_ms or ttl_ms < 0 or not key_ttl_ms or key_t
     or not now_ms then
   return redis.error_reply('MSFW_BADARG breaker_control: action must be open, close, disable or reset; ttl_ms >= 0')
 end
-if now_ms <= 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
-local codes = {closed = 0, open = 1, half_open = 2, forced_open = 3, forced_closed = 4, disabled = 5}
 local h = redis.call('HMGET', state_key, 'gen', 'opened_at')
 local gen = (tonumber(h[1]) or 0) + 1
 local st = targets[action]
@@ -49,5 +49,5 @@ redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', 0, 'succ', 0,
 local expire_ms = key_ttl_ms
 if ttl_ms > expire_ms then expire_ms = ttl_ms end
 redis.call('PEXPIRE', state_key, expire_ms)
-redis.call('PUBLISH', channel, gen .. '|' .. codes[st] .. '|' .. opened_at .. '|' .. open_until .. '|' .. now_ms .. '|' .. name)
-return {0, codes[st], gen, 0, 0, opened_at, open_until, now_ms}
+publish_transition(channel, name, gen, st, opened_at, open_until, now_ms)
+return {0, breaker_codes[st], gen, 0, 0, opened_at, open_until, now_ms}

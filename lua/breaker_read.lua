@@ -8,28 +8,28 @@
 --   state: 0 closed, 1 open, 2 half_open, 3 forced_open, 4 forced_closed, 5 disabled.
 --   A missing breaker reads as closed with gen 0. A manual override whose TTL has
 --   passed reads as closed (the next writing script makes that permanent).
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/breaker_codes.lua"
+-- @include "lib/override_expired.lua"
+
 local state_key = KEYS[1]
 local probes_key = KEYS[2]
 local now_ms = tonumber(ARGV[1])
 if now_ms == nil then
   return redis.error_reply('MSFW_BADARG now_ms must be an integer')
 end
-if now_ms <= 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
-local codes = {closed = 0, open = 1, half_open = 2, forced_open = 3, forced_closed = 4, disabled = 5}
 local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until',
   'tf', 'ts', 'trips')
 local st = h[1] or 'closed'
 local open_until = tonumber(h[6]) or 0
-local manual = st == 'forced_open' or st == 'forced_closed' or st == 'disabled'
-if manual and open_until > 0 and now_ms >= open_until then
+if override_expired(st, open_until, now_ms) then
   st = 'closed'
   open_until = 0
 end
 local probes = redis.call('ZCOUNT', probes_key, '(' .. now_ms, '+inf')
-return {0, codes[st], tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0,
+return {0, breaker_codes[st], tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0,
   tonumber(h[5]) or 0, open_until, now_ms, tonumber(h[7]) or 0, tonumber(h[8]) or 0,
   tonumber(h[9]) or 0, probes}

@@ -28,6 +28,11 @@
 --   result: 0 applied, 1 stale (ignored for state), 2 applied and the state changed.
 -- Publishes on ARGV[1] at each transition, and when a half-open probe slot frees:
 -- 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/publish_transition.lua"
+-- @include "lib/override_expired.lua"
+
 local state_key = KEYS[1]
 local probes_key = KEYS[2]
 local window_key = KEYS[3]
@@ -53,12 +58,8 @@ if not call_gen or not n_succ or n_succ < 0 or not n_fail or n_fail < 0
     or not key_ttl_ms or key_ttl_ms < 1 or not now_ms then
   return redis.error_reply('MSFW_BADARG breaker_record: invalid argument')
 end
-if now_ms <= 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
-local codes = {closed = 0, open = 1, half_open = 2, forced_open = 3, forced_closed = 4, disabled = 5}
 local h = redis.call('HMGET', state_key, 'st', 'gen', 'fail', 'succ', 'opened_at', 'open_until',
   'tf', 'ts', 'trips')
 local st = h[1] or 'closed'
@@ -88,13 +89,12 @@ local function transition(to)
     open_until = 0
   end
   redis.call('DEL', probes_key, window_key)
-  redis.call('PUBLISH', channel, gen .. '|' .. codes[st] .. '|' .. opened_at .. '|' .. open_until .. '|' .. now_ms .. '|' .. name)
+  publish_transition(channel, name, gen, st, opened_at, open_until, now_ms)
 end
 
 -- A manual override whose TTL has passed returns to CLOSED with a new generation; the
 -- outcomes in hand were then admitted under the override and are stale.
-if (st == 'forced_open' or st == 'forced_closed' or st == 'disabled') and open_until > 0
-    and now_ms >= open_until then
+if override_expired(st, open_until, now_ms) then
   transition('closed')
 end
 
@@ -117,7 +117,7 @@ elseif st == 'half_open' then
         transition('closed')
       else
         -- A probe slot is free again: replicas rejecting locally may try again.
-        redis.call('PUBLISH', channel, gen .. '|' .. codes[st] .. '|' .. opened_at .. '|' .. open_until .. '|' .. now_ms .. '|' .. name)
+        publish_transition(channel, name, gen, st, opened_at, open_until, now_ms)
       end
     end
   end
@@ -157,4 +157,5 @@ redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', fail, 'succ', succ,
   'opened_at', opened_at, 'open_until', open_until, 'tf', total_failures,
   'ts', total_successes, 'trips', trips)
 redis.call('PEXPIRE', state_key, key_ttl_ms)
-return {result, codes[st], gen, fail, succ, opened_at, open_until, now_ms, w_calls, w_fails}
+return {result, breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, w_calls,
+  w_fails}

@@ -8,12 +8,16 @@
 -- Deleting the lease too means a fill already in flight is refused (its token is gone),
 -- so data fetched before the clear cannot be stored after it. Waiters of that fill are
 -- told '<id> S' and call the origin themselves.
+
+-- @include "lib/arg_error.lua"
+
 local entry_key = KEYS[1]
 local channel = ARGV[1]
 local entry_id = ARGV[2]
 
-if channel == '' or entry_id == '' then
-  return redis.error_reply('MSFW_BADARG channel and entry id are required')
+local err = arg_error(channel == '' or entry_id == '', 'channel and entry id are required')
+if err then
+  return redis.error_reply(err)
 end
 
 local f = redis.pcall('HMGET', entry_key, 'w')

@@ -6,11 +6,16 @@
 --
 -- Compare-and-delete on stored-at, so a reader holding an old corrupt copy cannot
 -- delete a good entry written since. Lease fields are kept: a fill in progress goes on.
+
+-- @include "lib/arg_error.lua"
+
 local entry_key = KEYS[1]
 local stored_at = ARGV[1]
 
-if stored_at == '' or not tonumber(stored_at) then
-  return redis.error_reply('MSFW_BADARG stored_at_ms must be an integer')
+local err = arg_error(stored_at == '' or not tonumber(stored_at),
+  'stored_at_ms must be an integer')
+if err then
+  return redis.error_reply(err)
 end
 
 local f = redis.pcall('HMGET', entry_key, 'sa')

@@ -20,6 +20,11 @@
 -- store: call the origin yourself) after a refusal for generation. The generation hash
 -- is kept alive at least as long as the entry, so a clear can never be undone by the
 -- generation counter expiring while older entries still exist.
+
+-- @include "lib/arg_error.lua"
+-- @include "lib/is_whole.lua"
+-- @include "lib/now_or_server_ms.lua"
+
 local entry_key = KEYS[1]
 local gen_key = KEYS[2]
 local token = ARGV[1]
@@ -31,31 +36,18 @@ local channel = ARGV[6]
 local entry_id = ARGV[7]
 local now_ms = tonumber(ARGV[8])
 
-if token == '' then
-  return redis.error_reply('MSFW_BADARG a lease token is required')
+local err = arg_error(token == '', 'a lease token is required')
+  or arg_error(value == '', 'value must not be empty')
+  or arg_error(not is_whole(fresh_ms, 1), 'fresh_ms must be a positive integer')
+  or arg_error(not is_whole(stale_ms, 0), 'stale_ms must be an integer >= 0')
+  or arg_error(function_field == '' or function_field == '_',
+    'function field must be non-empty and not _')
+  or arg_error(channel == '' or entry_id == '', 'channel and entry id are required')
+  or arg_error(not is_whole(now_ms, 0), 'now_ms must be an integer >= 0')
+if err then
+  return redis.error_reply(err)
 end
-if value == '' then
-  return redis.error_reply('MSFW_BADARG value must not be empty')
-end
-if not fresh_ms or fresh_ms < 1 or fresh_ms ~= math.floor(fresh_ms) then
-  return redis.error_reply('MSFW_BADARG fresh_ms must be a positive integer')
-end
-if not stale_ms or stale_ms < 0 or stale_ms ~= math.floor(stale_ms) then
-  return redis.error_reply('MSFW_BADARG stale_ms must be an integer >= 0')
-end
-if function_field == '' or function_field == '_' then
-  return redis.error_reply('MSFW_BADARG function field must be non-empty and not _')
-end
-if channel == '' or entry_id == '' then
-  return redis.error_reply('MSFW_BADARG channel and entry id are required')
-end
-if not now_ms or now_ms < 0 or now_ms ~= math.floor(now_ms) then
-  return redis.error_reply('MSFW_BADARG now_ms must be an integer >= 0')
-end
-if now_ms == 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
 local f = redis.pcall('HMGET', entry_key, 'lt', 'lg', 'w')
 if f.err or f[1] ~= token then

@@ -12,15 +12,18 @@
 -- before the bump (else its expiry would turn the counter back to 0 and revive them),
 -- hence keep_ms, which the caller sets well above any lease; cache_fill extends it to
 -- cover every entry.
+
+-- @include "lib/arg_error.lua"
+-- @include "lib/is_whole.lua"
+
 local gen_key = KEYS[1]
 local field = ARGV[1]
 local keep_ms = tonumber(ARGV[2])
 
-if field == '' then
-  return redis.error_reply('MSFW_BADARG field must not be empty')
-end
-if not keep_ms or keep_ms < 1 or keep_ms ~= math.floor(keep_ms) then
-  return redis.error_reply('MSFW_BADARG keep_ms must be a positive integer')
+local err = arg_error(field == '', 'field must not be empty')
+  or arg_error(not is_whole(keep_ms, 1), 'keep_ms must be a positive integer')
+if err then
+  return redis.error_reply(err)
 end
 
 local ok = redis.pcall('TYPE', gen_key)

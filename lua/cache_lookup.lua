@@ -28,6 +28,11 @@
 -- grants a fill lease, or answers WAIT while a live lease exists. Entries and leases
 -- written under an older generation are ignored: clearing a function or a service is
 -- one HINCRBY (cache_invalidate), never a scan.
+
+-- @include "lib/arg_error.lua"
+-- @include "lib/is_whole.lua"
+-- @include "lib/now_or_server_ms.lua"
+
 local entry_key = KEYS[1]
 local gen_key = KEYS[2]
 local mode = ARGV[1]
@@ -36,25 +41,17 @@ local lease_ms = tonumber(ARGV[3])
 local function_field = ARGV[4]
 local now_ms = tonumber(ARGV[5])
 
-if mode ~= 'get' and mode ~= 'peek' and mode ~= 'force' then
-  return redis.error_reply('MSFW_BADARG mode must be get, peek or force')
+local err = arg_error(mode ~= 'get' and mode ~= 'peek' and mode ~= 'force',
+    'mode must be get, peek or force')
+  or arg_error(mode ~= 'peek' and token == '', 'a lease token is required')
+  or arg_error(not is_whole(lease_ms, 1), 'lease_ms must be a positive integer')
+  or arg_error(function_field == '' or function_field == '_',
+    'function field must be non-empty and not _')
+  or arg_error(not is_whole(now_ms, 0), 'now_ms must be an integer >= 0')
+if err then
+  return redis.error_reply(err)
 end
-if mode ~= 'peek' and token == '' then
-  return redis.error_reply('MSFW_BADARG a lease token is required')
-end
-if not lease_ms or lease_ms < 1 or lease_ms ~= math.floor(lease_ms) then
-  return redis.error_reply('MSFW_BADARG lease_ms must be a positive integer')
-end
-if function_field == '' or function_field == '_' then
-  return redis.error_reply('MSFW_BADARG function field must be non-empty and not _')
-end
-if not now_ms or now_ms < 0 or now_ms ~= math.floor(now_ms) then
-  return redis.error_reply('MSFW_BADARG now_ms must be an integer >= 0')
-end
-if now_ms == 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
 local flags = 0
 local gens = redis.pcall('HMGET', gen_key, '_', function_field)

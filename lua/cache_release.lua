@@ -11,16 +11,18 @@
 -- Called when the filler will not store a value: the origin failed, the response was
 -- not storable or too large. Waiters are told 'S' and call the origin themselves, so
 -- none waits for the lease to expire. A usable entry in the same hash is left alone.
+
+-- @include "lib/arg_error.lua"
+
 local entry_key = KEYS[1]
 local token = ARGV[1]
 local channel = ARGV[2]
 local entry_id = ARGV[3]
 
-if token == '' then
-  return redis.error_reply('MSFW_BADARG a lease token is required')
-end
-if channel == '' or entry_id == '' then
-  return redis.error_reply('MSFW_BADARG channel and entry id are required')
+local err = arg_error(token == '', 'a lease token is required')
+  or arg_error(channel == '' or entry_id == '', 'channel and entry id are required')
+if err then
+  return redis.error_reply(err)
 end
 
 local f = redis.pcall('HMGET', entry_key, 'lt', 'w')

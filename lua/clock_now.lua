@@ -7,5 +7,7 @@
 -- Clients call this a few times at start-up and keep the offset to their own clock,
 -- so they can compare server-time deadlines (breaker open-until, cache fresh-until)
 -- without a round trip.
-local t = redis.call('TIME')
-return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- @include "lib/server_time_ms.lua"
+
+return server_time_ms()

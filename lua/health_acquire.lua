@@ -14,6 +14,11 @@
 -- Rounds never overlap: the next one starts max(interval_ms, lease_ms) after this one, so
 -- a slow prober's report cannot race the next round's. A prober that dies simply loses
 -- its round; the next round is taken by whichever replica asks first after next_ms.
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/empty_arg_error.lua"
+
 local probe_key = KEYS[1]
 local now_ms = tonumber(ARGV[1])
 local token = ARGV[2]
@@ -21,30 +26,15 @@ local interval_ms = tonumber(ARGV[3])
 local lease_ms = tonumber(ARGV[4])
 local retention_ms = tonumber(ARGV[5])
 
-local function is_int(value, min)
-  return value ~= nil and value == math.floor(value) and value >= min
-    and value <= 9007199254740991
+local err = int_arg_error(now_ms, 0, 'now_ms')
+  or empty_arg_error('token', token)
+  or int_arg_error(interval_ms, 1, 'interval_ms')
+  or int_arg_error(lease_ms, 1, 'lease_ms')
+  or int_arg_error(retention_ms, 1, 'retention_ms')
+if err then
+  return redis.error_reply(err)
 end
-
-if not is_int(now_ms, 0) then
-  return redis.error_reply('MSFW_BADARG now_ms must be an integer >= 0')
-end
-if token == nil or token == '' then
-  return redis.error_reply('MSFW_BADARG token must not be empty')
-end
-if not is_int(interval_ms, 1) then
-  return redis.error_reply('MSFW_BADARG interval_ms must be an integer >= 1')
-end
-if not is_int(lease_ms, 1) then
-  return redis.error_reply('MSFW_BADARG lease_ms must be an integer >= 1')
-end
-if not is_int(retention_ms, 1) then
-  return redis.error_reply('MSFW_BADARG retention_ms must be an integer >= 1')
-end
-if now_ms == 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
 local next_ms = tonumber(redis.call('HGET', probe_key, 'next_ms') or '0')
 local round = tonumber(redis.call('HGET', probe_key, 'round') or '0')

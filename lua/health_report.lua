@@ -27,6 +27,16 @@
 -- counts as healthy. The service is healthy while at least one registered instance is.
 -- The first report sets the baseline (seq = now_ms) without an event; afterwards each
 -- flip of the service's health bumps seq and publishes "<service>\n<seq>\n<healthy>" once.
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/arg_error.lua"
+-- @include "lib/is_int.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/empty_arg_error.lua"
+-- @include "lib/pexpire_all.lua"
+-- @include "lib/stored_revision.lua"
+-- @include "lib/bump_revision.lua"
+
 local probe_key = KEYS[1]
 local health_key = KEYS[2]
 local service_key = KEYS[3]
@@ -42,32 +52,16 @@ local registry_channel = ARGV[7]
 local service = ARGV[8]
 local count = tonumber(ARGV[9])
 
-local function is_int(value, min)
-  return value ~= nil and value == math.floor(value) and value >= min
-    and value <= 9007199254740991
-end
-
-if not is_int(now_ms, 0) then
-  return redis.error_reply('MSFW_BADARG now_ms must be an integer >= 0')
-end
-if token == nil or token == '' then
-  return redis.error_reply('MSFW_BADARG token must not be empty')
-end
-if not is_int(failure_threshold, 1) then
-  return redis.error_reply('MSFW_BADARG failure_threshold must be an integer >= 1')
-end
-if not is_int(success_threshold, 1) then
-  return redis.error_reply('MSFW_BADARG success_threshold must be an integer >= 1')
-end
-if not is_int(retention_ms, 1) then
-  return redis.error_reply('MSFW_BADARG retention_ms must be an integer >= 1')
-end
-if health_channel == nil or health_channel == '' or registry_channel == nil
-    or registry_channel == '' or service == nil or service == '' then
-  return redis.error_reply('MSFW_BADARG channels and service must not be empty')
-end
-if not is_int(count, 0) or #ARGV ~= 9 + 2 * count then
-  return redis.error_reply('MSFW_BADARG count must match the number of (instance_id, ok) pairs')
+local err = int_arg_error(now_ms, 0, 'now_ms')
+  or empty_arg_error('token', token)
+  or int_arg_error(failure_threshold, 1, 'failure_threshold')
+  or int_arg_error(success_threshold, 1, 'success_threshold')
+  or int_arg_error(retention_ms, 1, 'retention_ms')
+  or empty_arg_error('channels and service', health_channel, registry_channel, service)
+  or arg_error(not is_int(count, 0) or #ARGV ~= 9 + 2 * count,
+    'count must match the number of (instance_id, ok) pairs')
+if err then
+  return redis.error_reply(err)
 end
 for i = 1, count do
   local ok = ARGV[9 + 2 * i]
@@ -75,14 +69,8 @@ for i = 1, count do
     return redis.error_reply('MSFW_BADARG each result needs an instance_id and ok 0 or 1')
   end
 end
-if now_ms == 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
-local function stored_revision()
-  return tonumber(redis.call('GET', revision_key) or '0')
-end
 local function stored_healthy()
   return tonumber(redis.call('HGET', service_key, 'healthy') or '-1')
 end
@@ -90,10 +78,10 @@ end
 local round_token = redis.call('HGET', probe_key, 'token')
 local seq = tonumber(redis.call('HGET', service_key, 'seq') or '0')
 if round_token ~= token then
-  return {-1, stored_healthy(), 0, seq, stored_revision(), 0}
+  return {-1, stored_healthy(), 0, seq, stored_revision(revision_key), 0}
 end
 if now_ms > tonumber(redis.call('HGET', probe_key, 'lease_until_ms') or '0') then
-  return {-2, stored_healthy(), 0, seq, stored_revision(), 0}
+  return {-2, stored_healthy(), 0, seq, stored_revision(revision_key), 0}
 end
 -- A round reports once: a replayed report must not count its results twice.
 redis.call('HSET', probe_key, 'token', '')
@@ -185,18 +173,11 @@ redis.call('HSET', service_key, 'probed_ms', now_ms, 'members', #members,
 local revision
 if #transitions > 0 then
   -- Discovery shows each instance's health, so its cache must see the change too.
-  if redis.call('EXISTS', revision_key) == 0 then
-    -- See registry_register: a recreated revision starts from server time.
-    redis.call('SET', revision_key, now_ms, 'PX', retention_ms)
-  end
-  revision = redis.call('INCR', revision_key)
-  redis.call('PUBLISH', registry_channel, service .. '\n' .. revision)
+  revision = bump_revision(revision_key, now_ms, retention_ms, registry_channel, service)
 else
-  revision = stored_revision()
+  revision = stored_revision(revision_key)
 end
-for _, key in ipairs({probe_key, health_key, service_key}) do
-  redis.call('PEXPIRE', key, retention_ms)
-end
+pexpire_all({probe_key, health_key, service_key}, retention_ms)
 
 local reply = {1, healthy, changed, seq, revision, #transitions}
 for _, t in ipairs(transitions) do

@@ -18,6 +18,17 @@
 --        code  1: removed
 --        code  0: was not registered (the tombstone is still written)
 --        code -1: fenced: a token was given and another registration owns the id; no change
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/arg_error.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/empty_arg_error.lua"
+-- @include "lib/drop_instance.lua"
+-- @include "lib/reap_expired.lua"
+-- @include "lib/pexpire_all.lua"
+-- @include "lib/stored_revision.lua"
+-- @include "lib/bump_revision.lua"
+
 local members_key = KEYS[1]
 local records_key = KEYS[2]
 local tokens_key = KEYS[3]
@@ -33,62 +44,35 @@ local retention_ms = tonumber(ARGV[5])
 local channel = ARGV[6]
 local service = ARGV[7]
 
-local function is_int(value, min)
-  return value ~= nil and value == math.floor(value) and value >= min
-    and value <= 9007199254740991
+local err = int_arg_error(now_ms, 0, 'now_ms')
+  or empty_arg_error('instance_id', instance_id)
+  or arg_error(token == nil, 'token is missing (pass an empty string for any)')
+  or int_arg_error(tombstone_ms, 1, 'tombstone_ms')
+  or int_arg_error(retention_ms, 1, 'retention_ms')
+  or empty_arg_error('channel and service', channel, service)
+if err then
+  return redis.error_reply(err)
 end
-
-if not is_int(now_ms, 0) then
-  return redis.error_reply('MSFW_BADARG now_ms must be an integer >= 0')
-end
-if instance_id == nil or instance_id == '' then
-  return redis.error_reply('MSFW_BADARG instance_id must not be empty')
-end
-if token == nil then
-  return redis.error_reply('MSFW_BADARG token is missing (pass an empty string for any)')
-end
-if not is_int(tombstone_ms, 1) then
-  return redis.error_reply('MSFW_BADARG tombstone_ms must be an integer >= 1')
-end
-if not is_int(retention_ms, 1) then
-  return redis.error_reply('MSFW_BADARG retention_ms must be an integer >= 1')
-end
-if channel == nil or channel == '' or service == nil or service == '' then
-  return redis.error_reply('MSFW_BADARG channel and service must not be empty')
-end
-if now_ms == 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
 local current = redis.call('HGET', tokens_key, instance_id)
 if token ~= '' and current and current ~= token then
-  return {-1, tonumber(redis.call('GET', revision_key) or '0'), redis.call('ZCARD', members_key)}
+  return {-1, stored_revision(revision_key), redis.call('ZCARD', members_key)}
 end
 
-local removed = redis.call('ZREM', members_key, instance_id)
-redis.call('HDEL', records_key, instance_id)
-redis.call('HDEL', tokens_key, instance_id)
-redis.call('HDEL', suspects_key, instance_id)
-redis.call('HDEL', health_key, instance_id)
+local removed = drop_instance(instance_id, members_key, records_key, tokens_key, suspects_key,
+  health_key)
 redis.call('ZADD', tombstones_key, now_ms + tombstone_ms, instance_id)
 -- Tombstones live in one zset scored by their end, so old ones are pruned here in
 -- O(log n + m) without a key per tombstone.
-redis.call('ZREMRANGEBYSCORE', tombstones_key, '-inf', now_ms)
-for _, key in ipairs({members_key, records_key, tokens_key, suspects_key, tombstones_key,
-                      health_key}) do
-  redis.call('PEXPIRE', key, retention_ms)
-end
+reap_expired(tombstones_key, now_ms)
+pexpire_all({members_key, records_key, tokens_key, suspects_key, tombstones_key, health_key},
+  retention_ms)
 local revision
 if removed == 1 then
-  if redis.call('EXISTS', revision_key) == 0 then
-    -- See registry_register: a recreated revision starts from server time.
-    redis.call('SET', revision_key, now_ms, 'PX', retention_ms)
-  end
-  revision = redis.call('INCR', revision_key)
+  revision = bump_revision(revision_key, now_ms, retention_ms, channel, service)
   redis.call('PEXPIRE', revision_key, retention_ms)
-  redis.call('PUBLISH', channel, service .. '\n' .. revision)
 else
-  revision = tonumber(redis.call('GET', revision_key) or '0')
+  revision = stored_revision(revision_key)
 end
 return {removed, revision, redis.call('ZCARD', members_key)}

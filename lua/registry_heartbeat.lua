@@ -20,6 +20,14 @@
 --
 -- Idempotent: renewing twice sets the same kind of deadline. A plain renewal does not bump
 -- the revision (so discovery caches stay valid); clearing a suspect mark does.
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/empty_arg_error.lua"
+-- @include "lib/pexpire_all.lua"
+-- @include "lib/stored_revision.lua"
+-- @include "lib/bump_revision.lua"
+
 local members_key = KEYS[1]
 local records_key = KEYS[2]
 local tokens_key = KEYS[3]
@@ -34,48 +42,27 @@ local retention_ms = tonumber(ARGV[5])
 local channel = ARGV[6]
 local service = ARGV[7]
 
-local function is_int(value, min)
-  return value ~= nil and value == math.floor(value) and value >= min
-    and value <= 9007199254740991
+local err = int_arg_error(now_ms, 0, 'now_ms')
+  or empty_arg_error('instance_id', instance_id)
+  or empty_arg_error('token', token)
+  or int_arg_error(ttl_ms, 1, 'ttl_ms')
+  or int_arg_error(retention_ms, 1, 'retention_ms')
+  or empty_arg_error('channel and service', channel, service)
+if err then
+  return redis.error_reply(err)
 end
-
-if not is_int(now_ms, 0) then
-  return redis.error_reply('MSFW_BADARG now_ms must be an integer >= 0')
-end
-if instance_id == nil or instance_id == '' then
-  return redis.error_reply('MSFW_BADARG instance_id must not be empty')
-end
-if token == nil or token == '' then
-  return redis.error_reply('MSFW_BADARG token must not be empty')
-end
-if not is_int(ttl_ms, 1) then
-  return redis.error_reply('MSFW_BADARG ttl_ms must be an integer >= 1')
-end
-if not is_int(retention_ms, 1) then
-  return redis.error_reply('MSFW_BADARG retention_ms must be an integer >= 1')
-end
-if channel == nil or channel == '' or service == nil or service == '' then
-  return redis.error_reply('MSFW_BADARG channel and service must not be empty')
-end
-if now_ms == 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function current_revision()
-  return tonumber(redis.call('GET', revision_key) or '0')
-end
+now_ms = now_or_server_ms(now_ms)
 
 local current = redis.call('HGET', tokens_key, instance_id)
 if not current then
   local tomb_until = redis.call('ZSCORE', tombstones_key, instance_id)
   if tomb_until and tonumber(tomb_until) > now_ms then
-    return {-1, current_revision(), 0}
+    return {-1, stored_revision(revision_key), 0}
   end
-  return {0, current_revision(), 0}
+  return {0, stored_revision(revision_key), 0}
 end
 if current ~= token then
-  return {-1, current_revision(), 0}
+  return {-1, stored_revision(revision_key), 0}
 end
 
 local deadline = 0
@@ -86,16 +73,9 @@ if redis.call('ZSCORE', members_key, instance_id) ~= 'inf' then
 end
 local revision
 if redis.call('HDEL', suspects_key, instance_id) == 1 then
-  if redis.call('EXISTS', revision_key) == 0 then
-    -- See registry_register: a recreated revision starts from server time.
-    redis.call('SET', revision_key, now_ms, 'PX', retention_ms)
-  end
-  revision = redis.call('INCR', revision_key)
-  redis.call('PUBLISH', channel, service .. '\n' .. revision)
+  revision = bump_revision(revision_key, now_ms, retention_ms, channel, service)
 else
-  revision = current_revision()
+  revision = stored_revision(revision_key)
 end
-for _, key in ipairs({members_key, records_key, tokens_key, suspects_key, revision_key}) do
-  redis.call('PEXPIRE', key, retention_ms)
-end
+pexpire_all({members_key, records_key, tokens_key, suspects_key, revision_key}, retention_ms)
 return {1, revision, deadline}

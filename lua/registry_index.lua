@@ -8,31 +8,26 @@
 --
 -- The index is a separate single-key call made after a per-service script, never part of
 -- one multi-slot script: its key has no {service} tag, so it lives in its own slot.
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/empty_arg_error.lua"
+-- @include "lib/reap_expired.lua"
+
 local services_key = KEYS[1]
 local now_ms = tonumber(ARGV[1])
 local service = ARGV[2]
 local retention_ms = tonumber(ARGV[3])
 
-local function is_int(value, min)
-  return value ~= nil and value == math.floor(value) and value >= min
-    and value <= 9007199254740991
+local err = int_arg_error(now_ms, 0, 'now_ms')
+  or empty_arg_error('service', service)
+  or int_arg_error(retention_ms, 1, 'retention_ms')
+if err then
+  return redis.error_reply(err)
 end
-
-if not is_int(now_ms, 0) then
-  return redis.error_reply('MSFW_BADARG now_ms must be an integer >= 0')
-end
-if service == nil or service == '' then
-  return redis.error_reply('MSFW_BADARG service must not be empty')
-end
-if not is_int(retention_ms, 1) then
-  return redis.error_reply('MSFW_BADARG retention_ms must be an integer >= 1')
-end
-if now_ms == 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
 redis.call('ZADD', services_key, now_ms, service)
-redis.call('ZREMRANGEBYSCORE', services_key, '-inf', now_ms - retention_ms)
+reap_expired(services_key, now_ms - retention_ms)
 redis.call('PEXPIRE', services_key, retention_ms)
 return redis.call('ZCARD', services_key)

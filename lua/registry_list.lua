@@ -31,6 +31,18 @@
 --     pattern is far more often a network or Redis blip than a fleet dying at once.
 --     A heartbeat clears the mark; when the share falls back to the threshold or below,
 --     the ones still past their deadline are evicted (release).
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/arg_error.lua"
+-- @include "lib/is_int.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/empty_arg_error.lua"
+-- @include "lib/drop_instance.lua"
+-- @include "lib/reap_expired.lua"
+-- @include "lib/pexpire_all.lua"
+-- @include "lib/stored_revision.lua"
+-- @include "lib/bump_revision.lua"
+
 local members_key = KEYS[1]
 local records_key = KEYS[2]
 local tokens_key = KEYS[3]
@@ -47,47 +59,25 @@ local retention_ms = tonumber(ARGV[6])
 local channel = ARGV[7]
 local service = ARGV[8]
 
-local function is_int(value, min)
-  return value ~= nil and value == math.floor(value) and value >= min
-    and value <= 9007199254740991
+local err = int_arg_error(now_ms, 0, 'now_ms')
+  or int_arg_error(known_revision, -1, 'known_revision')
+  or arg_error(not is_int(share_permille, 0) or share_permille > 1000,
+    'share_permille must be an integer in 0..1000')
+  or int_arg_error(hold_ms, 0, 'hold_ms')
+  or int_arg_error(min_instances, 1, 'min_instances')
+  or int_arg_error(retention_ms, 1, 'retention_ms')
+  or empty_arg_error('channel and service', channel, service)
+if err then
+  return redis.error_reply(err)
 end
-
-if not is_int(now_ms, 0) then
-  return redis.error_reply('MSFW_BADARG now_ms must be an integer >= 0')
-end
-if not is_int(known_revision, -1) then
-  return redis.error_reply('MSFW_BADARG known_revision must be an integer >= -1')
-end
-if not is_int(share_permille, 0) or share_permille > 1000 then
-  return redis.error_reply('MSFW_BADARG share_permille must be an integer in 0..1000')
-end
-if not is_int(hold_ms, 0) then
-  return redis.error_reply('MSFW_BADARG hold_ms must be an integer >= 0')
-end
-if not is_int(min_instances, 1) then
-  return redis.error_reply('MSFW_BADARG min_instances must be an integer >= 1')
-end
-if not is_int(retention_ms, 1) then
-  return redis.error_reply('MSFW_BADARG retention_ms must be an integer >= 1')
-end
-if channel == nil or channel == '' or service == nil or service == '' then
-  return redis.error_reply('MSFW_BADARG channel and service must not be empty')
-end
-if now_ms == 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
 local evicted = 0
 local newly_suspect = 0
 local preserving = 0
 
 local function evict(instance_id)
-  redis.call('ZREM', members_key, instance_id)
-  redis.call('HDEL', records_key, instance_id)
-  redis.call('HDEL', tokens_key, instance_id)
-  redis.call('HDEL', suspects_key, instance_id)
-  redis.call('HDEL', health_key, instance_id)
+  drop_instance(instance_id, members_key, records_key, tokens_key, suspects_key, health_key)
   evicted = evicted + 1
 end
 
@@ -111,24 +101,17 @@ if #expired > 0 then
     end
   end
 end
-redis.call('ZREMRANGEBYSCORE', tombstones_key, '-inf', now_ms)
+reap_expired(tombstones_key, now_ms)
 
 local revision
 if evicted > 0 or newly_suspect > 0 then
-  if redis.call('EXISTS', revision_key) == 0 then
-    -- See registry_register: a recreated revision starts from server time.
-    redis.call('SET', revision_key, now_ms, 'PX', retention_ms)
-  end
-  revision = redis.call('INCR', revision_key)
-  redis.call('PUBLISH', channel, service .. '\n' .. revision)
+  revision = bump_revision(revision_key, now_ms, retention_ms, channel, service)
 else
-  revision = tonumber(redis.call('GET', revision_key) or '0')
+  revision = stored_revision(revision_key)
 end
 -- Listing counts as use: it keeps an external-only service's keys from expiring.
-for _, key in ipairs({members_key, records_key, tokens_key, suspects_key, tombstones_key,
-                      revision_key, health_key}) do
-  redis.call('PEXPIRE', key, retention_ms)
-end
+pexpire_all({members_key, records_key, tokens_key, suspects_key, tombstones_key, revision_key,
+  health_key}, retention_ms)
 
 local suspects = redis.call('HLEN', suspects_key)
 local reply = {revision, 0, evicted, newly_suspect, suspects, preserving, now_ms, 0}

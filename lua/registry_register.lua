@@ -19,6 +19,13 @@
 --
 -- Every key shares the {service} hash tag. The revision event is "<service>\n<revision>".
 -- A registration clears a tombstone, a suspect mark and the old token of the same id.
+
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/empty_arg_error.lua"
+-- @include "lib/pexpire_all.lua"
+-- @include "lib/bump_revision.lua"
+
 local members_key = KEYS[1]
 local records_key = KEYS[2]
 local tokens_key = KEYS[3]
@@ -34,48 +41,17 @@ local retention_ms = tonumber(ARGV[6])
 local channel = ARGV[7]
 local service = ARGV[8]
 
-local function is_int(value, min)
-  return value ~= nil and value == math.floor(value) and value >= min
-    and value <= 9007199254740991
+local err = int_arg_error(now_ms, 0, 'now_ms')
+  or empty_arg_error('instance_id', instance_id)
+  or empty_arg_error('token', token)
+  or int_arg_error(ttl_ms, 0, 'ttl_ms')
+  or empty_arg_error('record', record)
+  or int_arg_error(retention_ms, 1, 'retention_ms')
+  or empty_arg_error('channel and service', channel, service)
+if err then
+  return redis.error_reply(err)
 end
-
-if not is_int(now_ms, 0) then
-  return redis.error_reply('MSFW_BADARG now_ms must be an integer >= 0')
-end
-if instance_id == nil or instance_id == '' then
-  return redis.error_reply('MSFW_BADARG instance_id must not be empty')
-end
-if token == nil or token == '' then
-  return redis.error_reply('MSFW_BADARG token must not be empty')
-end
-if not is_int(ttl_ms, 0) then
-  return redis.error_reply('MSFW_BADARG ttl_ms must be an integer >= 0')
-end
-if record == nil or record == '' then
-  return redis.error_reply('MSFW_BADARG record must not be empty')
-end
-if not is_int(retention_ms, 1) then
-  return redis.error_reply('MSFW_BADARG retention_ms must be an integer >= 1')
-end
-if channel == nil or channel == '' or service == nil or service == '' then
-  return redis.error_reply('MSFW_BADARG channel and service must not be empty')
-end
-if now_ms == 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function bump_revision()
-  if redis.call('EXISTS', revision_key) == 0 then
-    -- Start from server time, not 0: a revision recreated after its key expired is then
-    -- larger than any value a client may still have cached.
-    redis.call('SET', revision_key, now_ms, 'PX', retention_ms)
-  end
-  local revision = redis.call('INCR', revision_key)
-  redis.call('PEXPIRE', revision_key, retention_ms)
-  redis.call('PUBLISH', channel, service .. '\n' .. revision)
-  return revision
-end
+now_ms = now_or_server_ms(now_ms)
 
 local replaced = redis.call('HEXISTS', tokens_key, instance_id)
 local deadline = '+inf'
@@ -90,8 +66,7 @@ redis.call('ZREM', tombstones_key, instance_id)
 -- One long retention for every registry key: ephemeral instances leave through the
 -- deadline reaping in registry_list, external ones only by deregistration; the expiry
 -- only stops an abandoned service's keys from living forever.
-for _, key in ipairs({members_key, records_key, tokens_key, suspects_key, tombstones_key}) do
-  redis.call('PEXPIRE', key, retention_ms)
-end
-local revision = bump_revision()
+pexpire_all({members_key, records_key, tokens_key, suspects_key, tombstones_key}, retention_ms)
+local revision = bump_revision(revision_key, now_ms, retention_ms, channel, service)
+redis.call('PEXPIRE', revision_key, retention_ms)
 return {revision, replaced, redis.call('ZCARD', members_key)}

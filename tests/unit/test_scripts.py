@@ -56,6 +56,7 @@ def test_every_write_sets_an_expiry(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_sha_is_computed_locally(name: str) -> None:
-    """The SHA1 we send with EVALSHA is the SHA1 of the file's text."""
+    """The SHA1 we send with EVALSHA is the SHA1 of the assembled text, includes inlined."""
     script = SCRIPTS[name]
+    assert "@include" not in script.source
     assert script.sha == hashlib.sha1(script.source.encode()).hexdigest()
