@@ -16,21 +16,27 @@
 --   in_flight: permits held after this call.
 --   earliest_expiry_ms: when the oldest lease lapses (0 when none is held).
 -- Publishes on ARGV[1] 'free|<freed>|<in_flight>' when the reap frees any permit.
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/empty_arg_error.lua"
+-- @include "lib/reap_expired.lua"
+
 local permits_key = KEYS[1]
 local channel = ARGV[1]
 local token = ARGV[2]
 local limit = tonumber(ARGV[3])
 local lease_ms = tonumber(ARGV[4])
 local now_ms = tonumber(ARGV[5])
-if not limit or limit < 1 or not lease_ms or lease_ms < 1 or not now_ms or token == '' then
-  return redis.error_reply('MSFW_BADARG limits_bulkhead_acquire: bad limit, lease_ms, now_ms or token')
+local err = empty_arg_error('token', token)
+  or int_arg_error(limit, 1, 'limit')
+  or int_arg_error(lease_ms, 1, 'lease_ms')
+  or int_arg_error(now_ms, 0, 'now_ms')
+if err then
+  return redis.error_reply(err)
 end
-if now_ms <= 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
-local freed = redis.call('ZREMRANGEBYSCORE', permits_key, '-inf', now_ms)
+local freed = reap_expired(permits_key, now_ms)
 local held = redis.call('ZSCORE', permits_key, token)
 local in_flight = redis.call('ZCARD', permits_key)
 local granted = 0

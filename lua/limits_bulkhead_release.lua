@@ -10,22 +10,26 @@
 -- ARGV[3..] - token: the permits to release (at least one)
 -- Reply: array {released, in_flight, now_ms}
 -- Publishes on ARGV[1] 'free|<released + reaped>|<in_flight>' when any permit came free.
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/arg_error.lua"
+-- @include "lib/reap_expired.lua"
+
 local permits_key = KEYS[1]
 local channel = ARGV[1]
 local now_ms = tonumber(ARGV[2])
-if not now_ms or #ARGV < 3 then
-  return redis.error_reply('MSFW_BADARG limits_bulkhead_release: bad now_ms or no token')
+local err = int_arg_error(now_ms, 0, 'now_ms')
+  or arg_error(#ARGV < 3, 'at least one token is required')
+if err then
+  return redis.error_reply(err)
 end
-if now_ms <= 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
 local released = 0
 for i = 3, #ARGV do
   released = released + redis.call('ZREM', permits_key, ARGV[i])
 end
-local freed = released + redis.call('ZREMRANGEBYSCORE', permits_key, '-inf', now_ms)
+local freed = released + reap_expired(permits_key, now_ms)
 local in_flight = redis.call('ZCARD', permits_key)
 -- No write adds a member here, so the expiry set by acquire still bounds the key.
 if freed > 0 then

@@ -8,18 +8,23 @@
 -- ARGV[2] - now_ms: explicit server time for tests; 0 means read TIME
 -- ARGV[3..] - token: the permits to renew (at least one)
 -- Reply: array {renewed, now_ms}
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/arg_error.lua"
+-- @include "lib/reap_expired.lua"
+
 local permits_key = KEYS[1]
 local lease_ms = tonumber(ARGV[1])
 local now_ms = tonumber(ARGV[2])
-if not lease_ms or lease_ms < 1 or not now_ms or #ARGV < 3 then
-  return redis.error_reply('MSFW_BADARG limits_bulkhead_renew: bad lease_ms, now_ms or no token')
+local err = int_arg_error(lease_ms, 1, 'lease_ms')
+  or int_arg_error(now_ms, 0, 'now_ms')
+  or arg_error(#ARGV < 3, 'at least one token is required')
+if err then
+  return redis.error_reply(err)
 end
-if now_ms <= 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
-redis.call('ZREMRANGEBYSCORE', permits_key, '-inf', now_ms)
+reap_expired(permits_key, now_ms)
 local renewed = 0
 for i = 3, #ARGV do
   if redis.call('ZSCORE', permits_key, ARGV[i]) then

@@ -16,16 +16,22 @@
 --   retry_after_us: 0 when admitted, else the wait until this request would be admitted.
 --   remaining: further requests of cost 1 admissible right now.
 --   reset_after_us: time until the limiter is idle again (full burst available).
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/arg_error.lua"
+
 local tat_key = KEYS[1]
 local emission_us = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local now_us = tonumber(ARGV[4])
-if not emission_us or emission_us < 1 or not burst or burst < 1 or not cost or cost < 1
-    or cost > burst or not now_us then
-  return redis.error_reply('MSFW_BADARG limits_ratelimit_acquire: bad emission_us, burst, cost or now_us')
+local err = int_arg_error(emission_us, 1, 'emission_us')
+  or int_arg_error(burst, 1, 'burst')
+  or int_arg_error(cost, 1, 'cost')
+  or arg_error(cost > burst, 'cost must not exceed burst')
+  or int_arg_error(now_us, 0, 'now_us')
+if err then
+  return redis.error_reply(err)
 end
-emission_us = math.floor(emission_us)
 if now_us <= 0 then
   local t = redis.call('TIME')
   now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])

@@ -12,25 +12,29 @@
 -- ARGV[5] - now_ms: explicit server time for tests; 0 means read TIME
 -- Reply: array {not_before_ms, now_ms}
 -- Publishes on ARGV[1] 'gate|<not_before_ms>|<now_ms>|<endpoint>'.
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/empty_arg_error.lua"
+
 local gate_key = KEYS[1]
 local channel = ARGV[1]
 local endpoint = ARGV[2]
 local retry_after_ms = tonumber(ARGV[3])
 local cap_ms = tonumber(ARGV[4])
 local now_ms = tonumber(ARGV[5])
-if endpoint == '' or not retry_after_ms or retry_after_ms < 0 or not cap_ms or cap_ms < 0
-    or not now_ms then
-  return redis.error_reply('MSFW_BADARG limits_retryafter_close: bad endpoint, retry_after_ms, cap_ms or now_ms')
+local err = empty_arg_error('endpoint', endpoint)
+  or int_arg_error(retry_after_ms, 0, 'retry_after_ms')
+  or int_arg_error(cap_ms, 0, 'cap_ms')
+  or int_arg_error(now_ms, 0, 'now_ms')
+if err then
+  return redis.error_reply(err)
 end
-if now_ms <= 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
 if retry_after_ms > cap_ms then
   retry_after_ms = cap_ms
 end
-local not_before = now_ms + math.floor(retry_after_ms)
+local not_before = now_ms + retry_after_ms
 local current = tonumber(redis.call('HGET', gate_key, endpoint))
 if current and current > not_before then
   not_before = current

@@ -16,6 +16,10 @@
 -- Reply: array {granted, requests_in_window, retries_in_window, allowed_in_window, now_ms}
 --   granted: retries granted and counted (all of ARGV[2] or 0).
 --   allowed_in_window: retries the budget allows over the window (floor).
+-- @include "lib/now_or_server_ms.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/arg_error.lua"
+
 local budget_key = KEYS[1]
 local requests = tonumber(ARGV[1])
 local retries = tonumber(ARGV[2])
@@ -23,15 +27,17 @@ local ratio_ppm = tonumber(ARGV[3])
 local min_milli = tonumber(ARGV[4])
 local window_s = tonumber(ARGV[5])
 local now_ms = tonumber(ARGV[6])
-if not requests or requests < 0 or not retries or retries < 0 or not ratio_ppm or ratio_ppm < 0
-    or not min_milli or min_milli < 0 or not window_s or window_s < 1 or window_s > 3600
-    or not now_ms then
-  return redis.error_reply('MSFW_BADARG limits_retrybudget_spend: bad requests, retries, ratio_ppm, min_per_second_milli, window_s or now_ms')
+local err = int_arg_error(requests, 0, 'requests')
+  or int_arg_error(retries, 0, 'retries')
+  or int_arg_error(ratio_ppm, 0, 'ratio_ppm')
+  or int_arg_error(min_milli, 0, 'min_per_second_milli')
+  or int_arg_error(window_s, 1, 'window_s')
+  or arg_error(window_s > 3600, 'window_s must be at most 3600')
+  or int_arg_error(now_ms, 0, 'now_ms')
+if err then
+  return redis.error_reply(err)
 end
-if now_ms <= 0 then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+now_ms = now_or_server_ms(now_ms)
 
 local sec = math.floor(now_ms / 1000)
 local oldest = sec - window_s + 1
