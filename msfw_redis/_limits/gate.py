@@ -105,7 +105,11 @@ class RetryAfterGate:
     async def observe(
         self, service: str, endpoint: str, status: int, headers: Mapping[str, str]
     ) -> float | None:
-        """Close the endpoint if ``status``/``headers`` say so; the window in seconds, or None."""
+        """Close the endpoint if ``status``/``headers`` say so.
+
+        Returns the seconds the endpoint is now closed for (server time), or ``None``
+        when nothing was closed.
+        """
         if status not in (429, 503):
             return None
         seconds = parse_retry_after(_header(headers, "retry-after"))
@@ -114,7 +118,7 @@ class RetryAfterGate:
         mirror = await self._ensure(service)
         window = min(seconds, self.retry_after_max)
         try:
-            not_before, _now = await self._store.gate_close(
+            not_before, now_ms = await self._store.gate_close(
                 service, endpoint, round(window * 1000), round(self.retry_after_max * 1000)
             )
         except StoreError as exc:
@@ -122,7 +126,8 @@ class RetryAfterGate:
             return None
         self.closes += 1
         mirror[endpoint] = max(not_before, mirror.get(endpoint, 0))
-        return window
+        # The window as the script set it on server time (an earlier, longer close wins).
+        return (not_before - now_ms) / 1000.0
 
     def open_windows(self, service: str) -> dict[str, float]:
         """Endpoints of ``service`` closed now, with seconds left (mirror only, for status)."""
