@@ -43,6 +43,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.bench_registry",
         "round trips per discovery, heartbeat cost, SIGKILL-to-eviction time",
     ),
+    "limits": (
+        "benchmarks.bench_limits",
+        "fleet rate limit and bulkhead vs limits, pyrate-limiter, redis-rate-limiters",
+    ),
 }
 
 

@@ -157,7 +157,7 @@ async def test_retry_after_gate_closes_one_endpoint_fleet_wide(make_sdk: Any) ->
         await asyncio.sleep(0.01)
     with pytest.raises(RateLimitedError) as err:
         await b.limits.gate.check("orders", "/x")
-    assert 0 < err.value.retry_after <= 5.0
+    assert err.value.retry_after > 0
     assert err.value.limit == "retry-after"
     await b.limits.gate.check("orders", "/y")
     c = make_sdk()  # a cold replica loads the gate on first use
