@@ -6,10 +6,11 @@ bulkhead's name is the function's ``module.qualname`` unless given; the rate lim
 key likewise, unless ``key=`` names another (an API account, say): every function
 using the same key shares one limit across the fleet.
 
-On a typed-interface method (``@service_call``) they record their settings on the
-method, as ``@circuit_breaker`` does, for the call pipeline. Either way they compose
-with the other decorators in any order: wrapping only adds a check before the call,
-and the recorded settings are carried along by every decorator's wrapper.
+They compose with the other decorators in any order: wrapping only adds a check
+before the call, and each wrapper carries the settings the others recorded. On a
+typed-interface method (``@service_call``) they raise ``TypeError`` for now: the call
+pipeline does not apply fleet limits yet, and a limit that silently did nothing would
+be worse than none.
 
 Refusals (:class:`BulkheadFullError`, :class:`RateLimitedError`) sent nothing, so
 they are never breaker failures: a ``@circuit_breaker`` stacked outside a limit
@@ -42,6 +43,15 @@ def _sdk_for(explicit: ServiceSDK | None) -> ServiceSDK:
     return explicit if explicit is not None else get_default_sdk()
 
 
+def _refuse_service_call(fn: object, decorator: str) -> None:
+    if meta_of(fn).get("service_call"):
+        raise TypeError(
+            f"{decorator} on the @service_call method {getattr(fn, '__qualname__', fn)!r}: "
+            "the call pipeline does not apply fleet limits yet; decorate a plain async "
+            "function, or use sdk.limits directly"
+        )
+
+
 def bulkhead(
     max_concurrent_calls: int,
     max_wait: float = 0.0,
@@ -68,9 +78,7 @@ def bulkhead(
     )
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        if meta_of(fn).get("service_call"):
-            meta_of(fn)["bulkhead"] = cfg
-            return fn
+        _refuse_service_call(fn, "@bulkhead")
         shared = validate_service_name(name or function_name(fn), what="bulkhead name")
 
         @functools.wraps(fn)
@@ -111,9 +119,7 @@ def rate_limited(
     cfg = RateLimitConfig(rate=rate, per=per, burst=burst, max_wait=max_wait)
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        if meta_of(fn).get("service_call"):
-            meta_of(fn)["rate_limit"] = cfg
-            return fn
+        _refuse_service_call(fn, "@rate_limited")
         shared = validate_service_name(key or function_name(fn), what="rate limit key")
 
         @functools.wraps(fn)

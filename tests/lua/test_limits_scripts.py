@@ -214,3 +214,15 @@ async def test_budget_key_expires(limits: LimitsStore, store: Store) -> None:
     await limits.budget_spend("svc", 3, 0, 200_000, 10_000, 10)
     ttl = await store.client.pttl(store.keys.retry_budget("svc"))
     assert 10_000 < ttl <= 11_000
+
+
+async def test_gcra_retry_after_on_server_time_is_exact(limits: LimitsStore) -> None:
+    """On server TIME, a refusal's retry_after names the instant of admission: 20 ms before it is refused, at it admitted."""
+    first = await limits.rate_acquire("svc", "srv", 100_000, 1)
+    assert first.admitted
+    refused = await limits.rate_acquire("svc", "srv", 100_000, 1)
+    assert not refused.admitted and 0 < refused.retry_after_us <= 100_000
+    at = refused.now_us + refused.retry_after_us
+    early = await limits.rate_acquire("svc", "srv", 100_000, 1, now_us=at - 20_000)
+    assert not early.admitted and early.retry_after_us == 20_000
+    assert (await limits.rate_acquire("svc", "srv", 100_000, 1, now_us=at)).admitted

@@ -64,3 +64,20 @@ def test_key_rejects_bad_service_and_prefix() -> None:
         KeySchema("has space")
     with pytest.raises(ValueError, match="key_prefix"):
         KeySchema("")
+
+
+def test_limits_keys_share_the_service_hash_tag() -> None:
+    """Every limits key and channel of a service carries its {service} hash tag."""
+    from msfw_redis._store.keys import KeySchema
+
+    ks = KeySchema("p")
+    names = [
+        ks.bulkhead_permits("svc"),
+        ks.bulkhead_permits("svc", "i-1"),
+        ks.rate_limit("svc", "endpoint:/a"),
+        ks.retry_after_gate("svc"),
+        ks.retry_budget("svc"),
+        ks.limits_channel("svc"),
+    ]
+    assert all(n.startswith("p:v1:{svc}:limits:") for n in names)
+    assert len(set(names)) == len(names)
