@@ -1,8 +1,8 @@
 """The fleet-wide retry budget (Finagle's and Envoy's, shared by every replica).
 
 Requests are counted in process and carried to Redis with the next retry decision, or
-by :meth:`FleetRetryBudget.flush` (the SDK calls it on its flush interval), so counting
-a request costs no round trip. A retry asks ``limits_retrybudget_spend`` once: that one
+by a background flush once they have waited a second, so counting a request costs the
+caller no round trip. A retry asks ``limits_retrybudget_spend`` once: that one
 call adds the pending request count and takes the retry if the window allows it.
 
 Because pending requests reach Redis a little late, the budget can only be *stricter*
@@ -11,7 +11,9 @@ than the formula for the moment, never looser.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from msfw_redis._exceptions import StoreError
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["FleetRetryBudget"]
 
 logger = logging.getLogger("msfw_redis.limits")
+
+#: Seconds request counts may wait in process before a background flush carries them.
+_FLUSH_AFTER = 1.0
 
 
 class FleetRetryBudget:
@@ -38,13 +43,30 @@ class FleetRetryBudget:
         self.min_per_second = min_per_second
         self._ratio_ppm, self._min_milli = budget_args(ratio, min_per_second)
         self._pending = 0
+        self._pending_since = 0.0
+        self._flushing: asyncio.Future[None] | None = None
         self.granted = 0
         self.refused = 0
         self.last: BudgetReply | None = None
 
     def record_request(self, n: int = 1) -> None:
-        """Count ``n`` first attempts (no I/O)."""
+        """Count ``n`` first attempts (no I/O on the caller's path).
+
+        Pending counts older than a second are carried by a background flush, so a
+        request is credited at most about a second after it happened.
+        """
+        now = time.monotonic()
+        if not self._pending:
+            self._pending_since = now
         self._pending += n
+        if now - self._pending_since >= _FLUSH_AFTER and self._flushing is None:
+            self._flushing = asyncio.ensure_future(self._background_flush())
+
+    async def _background_flush(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            self._flushing = None
 
     async def allow_retry(self) -> bool:
         """Ask the fleet's budget for one retry; True when granted (and counted).

@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from msfw_redis._breaker.hub import BreakerHub, TransitionListener
 from msfw_redis._cache.cache import ResponseCache
-from msfw_redis._callbacks import call_logged
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
 from msfw_redis._exceptions import (
     ConfigurationError,
@@ -31,21 +30,15 @@ from msfw_redis._exceptions import (
     ServiceNotFoundError,
     StoreError,
 )
-from msfw_redis._interfaces.cached import HttpCacheRunner
-from msfw_redis._interfaces.decorators import forget_sdk, track_sdk
 from msfw_redis._limits.limits import FleetLimits
+from msfw_redis._limits.plan import LimitsPlan
 from msfw_redis._models import HTTPMethod, ServiceResult
 from msfw_redis._pipeline.batch import run_batch
-from msfw_redis._pipeline.client import (
-    UNSET,
-    CallOutcome,
-    CallPolicy,
-    Middleware,
-    ServiceClient,
-    error_for_response,
-    parse_body,
-)
-from msfw_redis._pipeline.retry import RetryPolicy
+from msfw_redis._pipeline.client import ServiceClient
+from msfw_redis._pipeline.pipeline import CallOutcome, Pipeline
+from msfw_redis._pipeline.policy import PolicyBook
+from msfw_redis._pipeline.request import UNSET, Middleware, error_for_response, parse_body
+from msfw_redis._registry.enrollment import ENROLLMENTS, HealthEnrollment
 from msfw_redis._registry.health import HealthMonitor
 from msfw_redis._registry.registry import ServiceRegistry
 from msfw_redis._settings import AppSettings, load_settings
@@ -55,6 +48,8 @@ from msfw_redis._store.store import Store
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from msfw_redis._limits.config import BulkheadConfig
+    from msfw_redis._pipeline.observe import CallObserver
     from msfw_redis._registry.instance import ServiceInstance
 
 __all__ = ["ServiceSDK", "call_service", "get_default_sdk", "set_default_sdk"]
@@ -81,14 +76,17 @@ def set_default_sdk(sdk: ServiceSDK | None) -> None:
     _default_sdk = sdk
 
 
-class _Metrics(Counter[str]):
-    def __init__(self, enabled: bool) -> None:
-        super().__init__()
-        self.enabled = enabled
+@dataclass(frozen=True, slots=True)
+class Components:
+    """The SDK's collaborators, handed to the layers above (interfaces, decorators,
+    integrations) so that none of them reads the SDK's private attributes."""
 
-    def __setitem__(self, key: str, value: int) -> None:
-        if self.enabled:
-            super().__setitem__(key, value)
+    store: Store
+    hub: BreakerHub
+    cache: ResponseCache
+    registry: ServiceRegistry
+    health: HealthMonitor
+    sleep: Callable[[float], Awaitable[None]]
 
 
 def _json_or_content(data: Any, json: Any) -> dict[str, Any]:
@@ -167,14 +165,38 @@ class ServiceSDK:
             failure_policy=cfg.store_failure_policy,
             retry_after_max=cfg.retry_after_max,
         )
+        self._limits_plan = LimitsPlan(self._limits, cfg, self.settings)
         self._middlewares: list[Middleware] = []
         self._error_handlers: list[ErrorHandler] = []
-        self._metrics = _Metrics(cfg.metrics_enabled)
         self._started = False
         self._closed = False
         self._start_lock: asyncio.Lock | None = None
         self._signal_tasks: set[asyncio.Task[None]] = set()
-        self._breaker_configs: dict[str, CircuitBreakerConfig] = {}
+        self._policies = PolicyBook(cfg, self.settings)
+        self._pipeline = Pipeline(
+            config=cfg,
+            policies=self._policies,
+            hub=self._hub,
+            cache=self._cache,
+            http=self._http,
+            resolve=self._resolve,
+            balancer=self._registry.balancer,
+            middlewares=self._middlewares,
+            error_handlers=self._error_handlers,
+            sleep=self._sleep,
+            start=self._ensure_started,
+            limits=self._limits_plan,
+        )
+        self._components = Components(
+            store=self._store,
+            hub=self._hub,
+            cache=self._cache,
+            registry=self._registry,
+            health=self._health,
+            sleep=self._sleep,
+        )
+        # Clients of call_service() and the verbs, made (and their names validated) once.
+        self._clients: dict[str, ServiceClient] = {}
         if _default_sdk is None:
             _default_sdk = self
 
@@ -189,6 +211,16 @@ class ServiceSDK:
     def limits(self) -> FleetLimits:
         """The fleet-wide limits (bulkheads, rate limits, retry budgets, Retry-After gate)."""
         return self._limits
+
+    @property
+    def components(self) -> Components:
+        """The store, breaker hub, cache, registry, health monitor and sleep of this SDK."""
+        return self._components
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The call pipeline every client of this SDK (and ``ResilientTransport``) uses."""
+        return self._pipeline
 
     @property
     def started(self) -> bool:
@@ -223,7 +255,9 @@ class ServiceSDK:
                 )
             self._bus.start()
             await self._registry.start()
-            track_sdk(self)
+            for enrollment in ENROLLMENTS.all():
+                self._on_enrollment(enrollment)
+            ENROLLMENTS.subscribe(self._on_enrollment)
             await self._health.start()
             self._started = True
 
@@ -233,7 +267,7 @@ class ServiceSDK:
         if self._closed:
             return
         self._closed = True
-        forget_sdk(self)
+        ENROLLMENTS.unsubscribe(self._on_enrollment)
         if self._started:
             await self._health.aclose()
             await self._registry.aclose()
@@ -282,6 +316,29 @@ class ServiceSDK:
         self._hub.add_listener(fn)
         return fn
 
+    def add_observer(self, observer: CallObserver) -> None:
+        """Show every call and attempt to ``observer`` (see ``CallObserver``).
+
+        Observers must be quick; one that raises is logged and ignored. With none, the
+        pipeline pays one truth test per call.
+        """
+        self._pipeline.observers.add(observer)
+
+    def remove_observer(self, observer: CallObserver) -> None:
+        """Stop showing calls to ``observer`` (no error if it was not added)."""
+        self._pipeline.observers.remove(observer)
+
+    def _on_enrollment(self, e: HealthEnrollment) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            # Enrolled outside any event loop (at import, say): no monitoring task can
+            # start from here; this SDK enrols it when it starts.
+            return
+        self._health.enroll(
+            e.service, interval=e.interval, timeout=e.timeout, failure_threshold=e.failure_threshold
+        )
+
     # -- clients and calls ----------------------------------------------------------------------
 
     def get_client(
@@ -290,9 +347,25 @@ class ServiceSDK:
         circuit_config: CircuitBreakerConfig | None = None,
         *,
         version: str | None = None,
+        bulkhead_config: BulkheadConfig | None = None,
     ) -> ServiceClient:
-        """A client for ``service_name``; ``circuit_config`` overrides its breaker policy."""
-        return ServiceClient(self, service_name, circuit_config=circuit_config, version=version)
+        """A client for ``service_name``; ``circuit_config`` overrides its breaker policy.
+
+        ``bulkhead_config`` guards every call to the service, from any client of this SDK,
+        with a fleet-wide bulkhead (the bulkhead belongs to the service, not the client).
+        """
+        if bulkhead_config is not None:
+            self._limits_plan.set_bulkhead(service_name, bulkhead_config)
+        if circuit_config is None and version is None:
+            client = self._clients.get(service_name)
+            if client is None:
+                client = ServiceClient(self._pipeline, service_name)
+                if len(self._clients) < 10_000:  # a bound: names may come from callers
+                    self._clients[service_name] = client
+            return client
+        return ServiceClient(
+            self._pipeline, service_name, circuit_config=circuit_config, version=version
+        )
 
     def service_client(
         self,
@@ -388,8 +461,9 @@ class ServiceSDK:
 
     def metrics(self) -> dict[str, int]:
         """In-process counters (empty when ``metrics_enabled`` is off)."""
-        counters = dict(self._metrics)
-        if self._metrics.enabled:
+        metrics = self._pipeline.metrics
+        counters = dict(metrics)
+        if metrics.enabled:
             counters.update({f"cache_{k}": v for k, v in self._cache.metrics().items()})
             stats = self._store.stats
             counters.update(
@@ -539,114 +613,7 @@ class ServiceSDK:
         for signum in chosen:
             loop.add_signal_handler(signum, handler, signum)
 
-    # -- internals used by ServiceClient ------------------------------------------------------
-
-    def _call_policy(
-        self,
-        service: str,
-        circuit_config: CircuitBreakerConfig | None,
-        overrides: Mapping[str, Any],
-    ) -> CallPolicy:
-        cfg = self.config
-        svc = self.settings.for_service(service)
-        breaker = circuit_config or self._service_breaker_config(service)
-
-        def pick(name: str, call: Any, client_value: Any, service_value: Any, default: Any) -> Any:
-            for value in (call, client_value, service_value):
-                if value is not None:
-                    return value
-            return default
-
-        timeout = pick(
-            "timeout",
-            overrides.get("timeout"),
-            circuit_config.request_timeout if circuit_config else None,
-            svc.timeout if svc else None,
-            cfg.default_timeout,
-        )
-        attempts = pick(
-            "retry_attempts",
-            overrides.get("retry_attempts"),
-            circuit_config.retry_attempts if circuit_config else None,
-            svc.retry_attempts if svc else None,
-            cfg.default_retry_attempts,
-        )
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-            raise InvalidRequestError(
-                f"timeout must be a positive number of seconds, got {timeout!r}"
-            )
-        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
-            raise InvalidRequestError(f"retry_attempts must be an integer >= 0, got {attempts!r}")
-        deadline = overrides.get("deadline")
-        if deadline is None:
-            deadline = cfg.total_timeout
-        elif not isinstance(deadline, (int, float)) or deadline <= 0:
-            raise InvalidRequestError(
-                f"deadline must be a positive number of seconds, got {deadline!r}"
-            )
-        non_idempotent = overrides.get("retry_non_idempotent")
-        retry = RetryPolicy(
-            attempts=max(1, attempts),
-            delay=breaker.retry_delay
-            if svc is None or svc.retry_delay is None
-            else svc.retry_delay,
-            backoff=breaker.retry_backoff
-            if svc is None or svc.retry_backoff is None
-            else svc.retry_backoff,
-            max_delay=cfg.retry_max_delay,
-            deadline=float(deadline) if deadline is not None else None,
-            retry_statuses=cfg.retry_statuses,
-            retry_non_idempotent=cfg.retry_non_idempotent
-            if non_idempotent is None
-            else bool(non_idempotent),
-        )
-        use_cache = overrides.get("use_cache")
-        service_cache = svc.cache_enabled if svc is not None else None
-        cache_enabled = cfg.cache_enabled and bool(
-            use_cache if use_cache is not None else service_cache
-        )
-        ttl = overrides.get("cache_ttl") or (
-            svc.cache_ttl if svc and svc.cache_ttl else cfg.cache_default_ttl
-        )
-        breaker_enabled = cfg.default_circuit_breaker_enabled
-        if svc is not None and svc.circuit_breaker_enabled is not None:
-            breaker_enabled = svc.circuit_breaker_enabled
-        return CallPolicy(
-            timeout=float(timeout),
-            retry=retry,
-            breaker_enabled=breaker_enabled,
-            breaker_config=breaker,
-            cache_enabled=cache_enabled,
-            cache_ttl=float(ttl),
-            headers=dict(svc.headers) if svc else {},
-            base_path=svc.base_path if svc else "",
-        )
-
-    def _service_breaker_config(self, service: str) -> CircuitBreakerConfig:
-        """The default breaker policy with the service's settings applied, built once.
-
-        The hot path asks for it on every call; building (and validating) a new model
-        each time would also make the breaker re-derive its parameters per call.
-        """
-        cached = self._breaker_configs.get(service)
-        if cached is not None:
-            return cached
-        base = self.config.circuit_breaker
-        svc = self.settings.for_service(service)
-        update = {}
-        if svc is not None:
-            update = {
-                "failure_threshold": svc.failure_threshold,
-                "success_threshold": svc.success_threshold,
-                "timeout": svc.recovery_timeout,
-            }
-            update = {k: v for k, v in update.items() if v is not None}
-        config = CircuitBreakerConfig(**{**base.model_dump(), **update}) if update else base
-        self._breaker_configs[service] = config
-        return config
-
-    def _discovery_active(self, service: str) -> bool:
-        return self.config.service_discovery_enabled
+    # -- collaborators given to the pipeline -------------------------------------------------
 
     async def _resolve(
         self, service: str, version: str | None
@@ -681,64 +648,10 @@ class ServiceSDK:
             service_name=service,
         )
 
-    def _cache_for(
-        self, service: str, request: httpx.Request, policy: CallPolicy
-    ) -> HttpCacheRunner | None:
-        return HttpCacheRunner.for_request(self, service, request, policy)
-
     async def clear_service_cache(self, service_name: str) -> None:
         """Invalidate every cached entry of ``service_name`` fleet-wide, in O(1)."""
         await self._ensure_started()
         await self._cache.clear_service(service_name)
-
-    async def _run_middleware(
-        self, request: httpx.Request, terminal: Callable[[httpx.Request], Awaitable[httpx.Response]]
-    ) -> httpx.Response:
-        handler = terminal
-        for mw in reversed(self._middlewares):
-            handler = _bind(mw, handler)
-        return await handler(request)
-
-    def _count_outcome(self, service: str, outcome: CallOutcome) -> None:
-        self._metrics["calls"] += 1
-        self._metrics["successes" if outcome.ok else "failures"] += 1
-        if outcome.from_cache:
-            self._metrics["cache_hits"] += 1
-
-    async def _handle_error(self, service: str, method: str, outcome: CallOutcome) -> None:
-        if not self._error_handlers:
-            return
-        error: BaseException
-        status = None
-        if outcome.exception is not None:
-            error = outcome.exception
-            status = getattr(error, "status_code", None)
-        elif outcome.response is not None:
-            error = error_for_response(outcome.response, service, outcome.endpoint)
-            error.attempts = outcome.attempts
-            status = outcome.response.status_code
-        else:  # pragma: no cover - an outcome has one or the other
-            return
-        context = {
-            "service_name": service,
-            "endpoint": outcome.endpoint,
-            "method": method,
-            "attempts": outcome.attempts,
-            "instance": outcome.instance,
-            "status_code": status,
-        }
-        for handler in list(self._error_handlers):
-            # A handler that raises is logged; the original error stands.
-            await call_logged(handler, error, dict(context), log=logger, what="error handler")
-
-
-def _bind(
-    mw: Middleware, nxt: Callable[[httpx.Request], Awaitable[httpx.Response]]
-) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
-    async def run(request: httpx.Request) -> httpx.Response:
-        return await mw(request, nxt)
-
-    return run
 
 
 def _result_from(outcome: CallOutcome, service: str) -> ServiceResult:
