@@ -7,6 +7,7 @@ every invalid value raises :class:`~msfw_redis.ConfigurationError` naming the fi
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +25,7 @@ __all__ = [
     "ServiceSDKConfig",
     "StoreFailurePolicy",
     "config_error_from",
+    "parse_rate",
 ]
 
 DEFAULT_TIMEOUT = 30.0
@@ -230,3 +232,28 @@ class ServiceSDKConfig(_ConfigModel):
     @classmethod
     def _check_retry_statuses(cls, value: frozenset[int]) -> frozenset[int]:
         return _check_statuses(value)
+
+
+# -- rates ("100/s"), for fleet rate limits; here so that settings can check them --------
+
+_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+_UNITS |= {"h": 3600.0, "hour": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+
+
+def parse_rate(text: str) -> tuple[float, float]:
+    """``"100/s"``, ``"30/m"``, ``"5/h"`` (also ``"10/5s"``) as ``(rate, per_seconds)``.
+
+    Raises ``ValueError`` naming the text when it is not of that form.
+    """
+    match = _RATE.match(text.lower()) if isinstance(text, str) else None
+    if match is None or match.group(3) not in _UNITS:
+        raise ValueError(
+            f"invalid rate {text!r}: expected '<count>/<unit>' with unit s, m or h "
+            "(for example '100/s')"
+        )
+    rate = float(match.group(1))
+    per = float(match.group(2) or 1.0) * _UNITS[match.group(3)]
+    if rate <= 0 or per <= 0:
+        raise ValueError(f"invalid rate {text!r}: count and period must be > 0")
+    return rate, per

@@ -17,9 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from msfw_redis._config import config_error_from
+from msfw_redis._config import config_error_from, parse_rate
 from msfw_redis._exceptions import ConfigurationError
-from msfw_redis._limits.gcra import parse_rate
 
 __all__ = ["AppSettings", "ServiceSettings", "interpolate", "load_settings", "normalize_service"]
 

@@ -15,32 +15,11 @@ function on Redis ``TIME``; :func:`gcra_decide` here is its model, for tests.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+from msfw_redis._config import parse_rate
+
 __all__ = ["GcraDecision", "GcraParams", "gcra_decide", "parse_rate"]
-
-_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
-_UNITS |= {"h": 3600.0, "hour": 3600.0}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
-
-
-def parse_rate(text: str) -> tuple[float, float]:
-    """``"100/s"``, ``"30/m"``, ``"5/h"`` (also ``"10/5s"``) as ``(rate, per_seconds)``.
-
-    Raises ``ValueError`` naming the text when it is not of that form.
-    """
-    match = _RATE.match(text.lower()) if isinstance(text, str) else None
-    if match is None or match.group(3) not in _UNITS:
-        raise ValueError(
-            f"invalid rate {text!r}: expected '<count>/<unit>' with unit s, m or h "
-            "(for example '100/s')"
-        )
-    rate = float(match.group(1))
-    per = float(match.group(2) or 1.0) * _UNITS[match.group(3)]
-    if rate <= 0 or per <= 0:
-        raise ValueError(f"invalid rate {text!r}: count and period must be > 0")
-    return rate, per
 
 
 @dataclass(frozen=True, slots=True)

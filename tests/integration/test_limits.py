@@ -60,14 +60,18 @@ async def test_bulkhead_waiter_is_woken_by_release(make_sdk: Any) -> None:
     blocker = asyncio.create_task(bulkhead(1, name="bh-wait", sdk=a)(held)())
     while a.limits.bulkhead("bh-wait", BulkheadConfig(max_concurrent_calls=1)).held == 0:
         await asyncio.sleep(0.01)
+    await b.start()
     waiter = asyncio.create_task(bulkhead(1, max_wait=30.0, name="bh-wait", sdk=b)(quick)())
-    await asyncio.sleep(0.05)
-    assert not waiter.done()
+    in_b = b.limits.bulkhead("bh-wait", BulkheadConfig(max_concurrent_calls=1, max_wait=30.0))
+    for _ in range(1000):  # until the waiter was refused once and is waiting (a no-hang bound)
+        if in_b.stats.waited:
+            break
+        await asyncio.sleep(0.01)
+    assert in_b.stats.waited == 1 and not waiter.done()
     hold.set()
     assert await blocker == "held"
     assert await waiter == "quick"
-    stats = b.limits.bulkhead("bh-wait", BulkheadConfig(max_concurrent_calls=1, max_wait=30.0))
-    assert stats.stats.waited >= 1 and stats.stats.acquired == 1
+    assert in_b.stats.acquired == 1
 
 
 async def test_bulkhead_refusal_is_not_a_breaker_failure(make_sdk: Any) -> None:
