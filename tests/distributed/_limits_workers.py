@@ -158,17 +158,22 @@ async def rate_hammer(
         await asyncio.to_thread(barrier.wait)
         deadline = time.monotonic() + duration
 
+        sends: list[asyncio.Task[httpx.Response]] = []
+
         async def loop() -> None:
             while time.monotonic() < deadline:
                 reply = await limiter.decide()
                 if reply.admitted:
                     stamps.append(reply.now_us)
-                    await http.get("/rated")
+                    # Sent beside the decision loop, so a slow loopback send (on a loaded
+                    # machine) does not hold back the next decision.
+                    sends.append(asyncio.create_task(http.get("/rated")))
                 else:
                     # Sleep until the slot the script named: no polling.
                     await asyncio.sleep(reply.retry_after_us / 1_000_000)
 
         await asyncio.gather(*(loop() for _ in range(tasks)))
+        await asyncio.gather(*sends)
     await _close(store, bus, limits)
     return stamps
 
