@@ -55,6 +55,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.bench_faults",
         "READONLY and NOPERM: calls admitted, rejoin time, lost failures; loop stalls; redaction",
     ),
+    "limits": (
+        "benchmarks.bench_limits",
+        "fleet rate limit and bulkhead vs limits, pyrate-limiter, redis-rate-limiters",
+    ),
 }
 
 

@@ -8,10 +8,12 @@ cache and one registry.
 from msfw_redis._breaker.hub import CircuitState, TransitionEvent
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
 from msfw_redis._exceptions import (
+    BulkheadFullError,
     CircuitOpenError,
     ConfigurationError,
     InvalidRequestError,
     MsfwError,
+    RateLimitedError,
     ScriptError,
     ServiceClientError,
     ServiceNotFoundError,
@@ -22,7 +24,10 @@ from msfw_redis._exceptions import (
 )
 from msfw_redis._interfaces.cached import cached_service_call
 from msfw_redis._interfaces.decorators import circuit_breaker, health_check, retry_on_failure
+from msfw_redis._interfaces.limits import bulkhead, rate_limited
 from msfw_redis._interfaces.typed import ServiceInterface, service_call, service_interface
+from msfw_redis._limits.config import BulkheadConfig, RateLimitConfig
+from msfw_redis._limits.limits import LimitsState
 from msfw_redis._models import HTTPMethod, ServiceResult
 from msfw_redis._pipeline.client import ServiceClient
 from msfw_redis._registry.instance import ServiceInstance
@@ -33,13 +38,18 @@ from msfw_redis._settings import ServiceSettings
 __version__ = "0.1.0"
 
 __all__ = [
+    "BulkheadConfig",
+    "BulkheadFullError",
     "CircuitBreakerConfig",
     "CircuitOpenError",
     "CircuitState",
     "ConfigurationError",
     "HTTPMethod",
     "InvalidRequestError",
+    "LimitsState",
     "MsfwError",
+    "RateLimitConfig",
+    "RateLimitedError",
     "ResilientTransport",
     "ScriptError",
     "ServiceClient",
@@ -56,11 +66,13 @@ __all__ = [
     "StoreError",
     "StoreTimeoutError",
     "TransitionEvent",
+    "bulkhead",
     "cached_service_call",
     "call_service",
     "circuit_breaker",
     "get_default_sdk",
     "health_check",
+    "rate_limited",
     "retry_on_failure",
     "service_call",
     "service_interface",

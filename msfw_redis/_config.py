@@ -8,6 +8,7 @@ and ±inf are refused in every duration and count, and every invalid value raise
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -28,6 +29,7 @@ __all__ = [
     "ServiceSDKConfig",
     "StoreFailurePolicy",
     "config_error_from",
+    "parse_rate",
 ]
 
 DEFAULT_TIMEOUT = 30.0
@@ -239,6 +241,13 @@ class ServiceSDKConfig(_ConfigModel):
         panic_routing: route across all registered instances in panic (default on);
             off raises ``ServiceClientError`` naming the unhealthy instances. While the
             registry knows instances of a service, calls never go to its settings address.
+        retry_budget_ratio: fleet-wide retry budget: over 10 s, retries of a service
+            across every replica stay within this share of its requests (plus the
+            minimum). Default 0.2; ``None`` turns the budget off.
+        retry_budget_min_per_second: retries per second the budget always allows, fleet-
+            wide, on top of the ratio. Default 10.
+        retry_after_max: cap, in seconds, on the window that a 429 (or 503 with
+            ``Retry-After``) closes an endpoint for the fleet. Default 300.
     """
 
     default_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
@@ -281,6 +290,9 @@ class ServiceSDKConfig(_ConfigModel):
     monitor_registered_services: bool = True
     panic_threshold: float = Field(default=0.5, ge=0, le=1)
     panic_routing: bool = True
+    retry_budget_ratio: float | None = Field(default=0.2, ge=0, le=100)
+    retry_budget_min_per_second: float = Field(default=10.0, ge=0, le=1_000_000)
+    retry_after_max: float = Field(default=300.0, gt=0, le=86_400)
 
     @field_validator("redis_url")
     @classmethod
@@ -306,3 +318,28 @@ class ServiceSDKConfig(_ConfigModel):
     @classmethod
     def _check_retry_statuses(cls, value: frozenset[int]) -> frozenset[int]:
         return _check_statuses(value)
+
+
+# -- rates ("100/s"), for fleet rate limits; here so that settings can check them --------
+
+_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+_UNITS |= {"h": 3600.0, "hour": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+
+
+def parse_rate(text: str) -> tuple[float, float]:
+    """``"100/s"``, ``"30/m"``, ``"5/h"`` (also ``"10/5s"``) as ``(rate, per_seconds)``.
+
+    Raises ``ValueError`` naming the text when it is not of that form.
+    """
+    match = _RATE.match(text.lower()) if isinstance(text, str) else None
+    if match is None or match.group(3) not in _UNITS:
+        raise ValueError(
+            f"invalid rate {text!r}: expected '<count>/<unit>' with unit s, m or h "
+            "(for example '100/s')"
+        )
+    rate = float(match.group(1))
+    per = float(match.group(2) or 1.0) * _UNITS[match.group(3)]
+    if rate <= 0 or per <= 0:
+        raise ValueError(f"invalid rate {text!r}: count and period must be > 0")
+    return rate, per

@@ -8,6 +8,8 @@ Every error that msfw_redis raises derives from :class:`MsfwError`::
     ├── ServiceClientError                     a service call failed
     │   ├── ServiceTimeoutError                a call or its deadline timed out
     │   ├── CircuitOpenError                   the breaker refused the call
+    │   ├── BulkheadFullError                  the fleet-wide bulkhead had no permit
+    │   ├── RateLimitedError                   a fleet rate limit or Retry-After refused
     │   └── ServiceNotFoundError (LookupError) no address is known for a service
     └── StoreError                             the shared Redis store failed
         ├── StoreConnectionError               refused, reset, DNS, TLS
@@ -30,10 +32,12 @@ unavailable"; the others name the cause.
 from __future__ import annotations
 
 __all__ = [
+    "BulkheadFullError",
     "CircuitOpenError",
     "ConfigurationError",
     "InvalidRequestError",
     "MsfwError",
+    "RateLimitedError",
     "ScriptError",
     "ServiceClientError",
     "ServiceNotFoundError",
@@ -188,3 +192,51 @@ class ScriptError(StoreError):
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class BulkheadFullError(ServiceClientError):
+    """The fleet-wide bulkhead had no free permit (within ``max_wait``); nothing was sent.
+
+    It is not a breaker failure: the service was never called.
+
+    Attributes:
+        limit: the bulkhead's ``max_concurrent_calls``.
+        in_flight: permits the fleet held when the call was refused.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        in_flight: int,
+        service_name: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message, service_name=service_name, endpoint=endpoint)
+        self.limit = limit
+        self.in_flight = in_flight
+
+
+class RateLimitedError(ServiceClientError):
+    """A fleet-wide rate limit, or a Retry-After window, refused the call; nothing was sent.
+
+    It is not a breaker failure.
+
+    Attributes:
+        retry_after: seconds until the call would be admitted, from Redis server time.
+        limit: which limit refused: the rate limit's key, or ``"retry-after"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        limit: str = "",
+        service_name: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message, service_name=service_name, endpoint=endpoint)
+        self.retry_after = retry_after
+        self.limit = limit

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from msfw_redis._config import config_error_from
+from msfw_redis._config import config_error_from, parse_rate
 from msfw_redis._exceptions import ConfigurationError
 from msfw_redis._validate import header_problem
 
@@ -72,6 +72,12 @@ class ServiceSettings(BaseModel):
 
     Every field but the address is optional; unset fields fall back to the SDK's
     defaults. Unknown keys are rejected so that a typo is caught at start-up.
+
+    Fleet-wide limits: ``max_concurrent_calls`` (a bulkhead across every replica) with
+    ``max_wait`` and ``permit_lease`` seconds; ``rate_limit = "100/s"`` (also ``/m``,
+    ``/h``) with ``rate_limit_burst``; ``retry_budget_ratio`` and
+    ``retry_budget_min_per_second`` (``retry_budget_enabled = false`` turns the budget
+    off for the service); ``retry_after_max`` seconds.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -97,6 +103,23 @@ class ServiceSettings(BaseModel):
     store_failure_policy: Literal["fail_open", "fail_closed"] | None = None
     panic_routing: bool | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # -- fleet-wide limits (msfw_redis._limits) ------------------------------------------
+    max_concurrent_calls: int | None = Field(default=None, ge=1)
+    max_wait: float | None = Field(default=None, ge=0)
+    permit_lease: float | None = Field(default=None, ge=0.05)
+    rate_limit: str | None = None
+    rate_limit_burst: int | None = Field(default=None, ge=1)
+    retry_budget_ratio: float | None = Field(default=None, ge=0, le=100)
+    retry_budget_min_per_second: float | None = Field(default=None, ge=0)
+    retry_budget_enabled: bool | None = None
+    retry_after_max: float | None = Field(default=None, gt=0)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
 
     @field_validator("headers")
     @classmethod

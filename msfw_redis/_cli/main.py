@@ -34,6 +34,7 @@ from msfw_redis._breaker.hub import SERVICE_SCOPE, BreakerHub, CircuitState
 from msfw_redis._cache.cache import ResponseCache
 from msfw_redis._cli.output import Style, format_seconds, print_json, redact_url, table
 from msfw_redis._exceptions import ConfigurationError, StoreError
+from msfw_redis._limits.store import LimitsStore
 from msfw_redis._registry.health import HealthMonitor
 from msfw_redis._registry.registry import ServiceRegistry
 from msfw_redis._store.connection import DEFAULT_STORE_URL, ENV_REDIS_URL
@@ -186,7 +187,21 @@ async def _status(fleet: _Fleet, args: argparse.Namespace, out: TextIO) -> int:
         style,
     )
     out.write("\n".join(lines) + "\n")
+    if service is not None:
+        out.write(await _limits_line(fleet, service))
     return EXIT_OK
+
+
+async def _limits_line(fleet: _Fleet, service: str) -> str:
+    """One line on the service's fleet-wide limits: bulkhead permits and Retry-After windows."""
+    limits = LimitsStore(fleet.store)
+    in_flight = await limits.bulkhead_in_flight(service)
+    now = fleet.store.clock.now_ms()
+    gate = {ep: nb for ep, nb in (await limits.gate_read(service)).items() if nb > now}
+    closed = ", ".join(
+        f"{ep} {format_seconds((nb - now) / 1000)}" for ep, nb in sorted(gate.items())
+    )
+    return f"limits: bulkhead permits held {in_flight}; retry-after closed: {closed or '-'}\n"
 
 
 async def _breaker(fleet: _Fleet, args: argparse.Namespace, out: TextIO) -> int:

@@ -22,7 +22,7 @@ import random
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from msfw_redis._config import CircuitBreakerConfig
-from msfw_redis._exceptions import CircuitOpenError
+from msfw_redis._exceptions import BulkheadFullError, CircuitOpenError, RateLimitedError
 from msfw_redis._pipeline.retry import RetryPolicy, backoff_delay
 from msfw_redis._registry.enrollment import ENROLLMENTS, HealthEnrollment
 
@@ -127,7 +127,9 @@ def circuit_breaker(
             permit = await breaker.acquire()
             try:
                 result = await fn(*args, **kwargs)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, BulkheadFullError, RateLimitedError):
+                # Cancelled, or refused by a fleet limit stacked inside: nothing was sent,
+                # so there is no outcome to record.
                 await asyncio.shield(permit.release())
                 raise
             except BaseException as exc:

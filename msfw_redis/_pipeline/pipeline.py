@@ -7,7 +7,7 @@ Read top to bottom, a call goes::
     cache                 CacheStep           HTTP cache and @cached_service_call
     retry loop            RetryStep           attempts, back-off, total deadline
     instance choice       InstanceStep        reroute on retry, in-flight counts
-    (fleet limits slot in here)
+    fleet limits          LimitsStep          Retry-After gate, rate limit, bulkhead
     breaker admission     BreakerStep         fleet breaker, outcome reported
     attempt timeout       AttemptTimeoutStep  per-attempt bound, attempt observers
     send                  SendStep            httpx, max_response_bytes
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from msfw_redis._callbacks import call_logged
 from msfw_redis._exceptions import InvalidRequestError, ServiceClientError
+from msfw_redis._pipeline.limits import LimitsStep
 from msfw_redis._pipeline.observe import CallRecord
 from msfw_redis._pipeline.policy import with_cache_policy
 from msfw_redis._pipeline.request import (
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from msfw_redis._breaker.hub import BreakerHub
     from msfw_redis._cache.cache import ResponseCache
     from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
+    from msfw_redis._limits.plan import LimitsPlan
     from msfw_redis._models import HTTPMethod
     from msfw_redis._pipeline.policy import CallPolicy, PolicyBook
     from msfw_redis._pipeline.request import Middleware
@@ -118,6 +120,7 @@ class Pipeline:
         error_handlers: list[ErrorHandler],
         sleep: Callable[[float], Awaitable[None]],
         start: Callable[[], Awaitable[None]],
+        limits: LimitsPlan | None = None,
     ) -> None:
         self.policies = policies
         self.hub = hub
@@ -131,6 +134,7 @@ class Pipeline:
         self._user_agent = config.user_agent
         self._max_response_bytes = config.max_response_bytes
         self._config = config
+        self._limits = limits
 
         async def send(request: httpx.Request) -> httpx.Response:
             return await http.send(request, stream=True)
@@ -151,12 +155,16 @@ class Pipeline:
         resolve: Resolver | None,
         balancer: LoadBalancer | None,
     ) -> httpx.AsyncBaseTransport:
-        """cache -> retry -> instance -> breaker -> timeout -> send, built inside out."""
+        """cache -> retry -> instance -> limits -> breaker -> timeout -> send, inside out."""
         step: httpx.AsyncBaseTransport = SendStep(send, max_response_bytes=self._max_response_bytes)
         step = AttemptTimeoutStep(step)
         step = BreakerStep(step, hub=self.hub, metrics=self.metrics)
+        budgets = None
+        if self._limits is not None:
+            step = LimitsStep(step, plan=self._limits, metrics=self.metrics)
+            budgets = self._limits.retry_budget
         step = InstanceStep(step, resolve=resolve, balancer=balancer)
-        step = RetryStep(step, sleep=self._sleep, metrics=self.metrics)
+        step = RetryStep(step, sleep=self._sleep, metrics=self.metrics, budgets=budgets)
         return CacheStep(step, self._cache, self.policies.http_cache_settings)
 
     def transport(self, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from msfw_redis._breaker.hub import BreakerHub
     from msfw_redis._cache.cache import CacheKey, ResponseCache
     from msfw_redis._cache.policy import CachePolicy
+    from msfw_redis._limits.retrybudget import FleetRetryBudget
     from msfw_redis._pipeline.observe import CallObserver, CallRecord
     from msfw_redis._pipeline.policy import CallPolicy
     from msfw_redis._pipeline.request import Middleware
@@ -267,16 +268,59 @@ class RetryStep(httpx.AsyncBaseTransport):
         *,
         sleep: Callable[[float], Awaitable[None]],
         metrics: CallMetrics,
+        budgets: Callable[[str], FleetRetryBudget | None] | None = None,
     ) -> None:
         self.next_transport = next_transport
         self._sleep = sleep
         self._metrics = metrics
+        self._budgets = budgets
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         ctx = _context(request)
-        policy = ctx.policy
         nxt = self.next_transport
         metrics = self._metrics
+        budget = self._budgets(ctx.service) if self._budgets is not None else None
+        if budget is None:
+            return await self._attempts(request, ctx, nxt, metrics)
+        # The fleet retry budget: each call counts once; each retry asks the budget, and
+        # a refused retry ends the call with the last attempt's error or response.
+        budget.record_request()
+        last: list[httpx.Response | BaseException] = []
+
+        async def budgeted() -> httpx.Response:
+            if last and not await budget.allow_retry():
+                raise _RetryBudgetRefused
+            try:
+                response = await nxt.handle_async_request(request)
+            except Exception as exc:
+                last[:] = [exc]
+                raise
+            last[:] = [response]
+            return response
+
+        try:
+            return await self._attempts(request, ctx, _Inline(budgeted), metrics)
+        except _RetryBudgetRefused:
+            # The refused retry was never made: it is neither an attempt nor a retry.
+            ctx.attempts -= 1
+            metrics["retries"] -= 1
+            metrics["retry_budget_refusals"] += 1
+            final = last[0]
+            if isinstance(final, BaseException):
+                final.add_note(
+                    f"msfw_redis: the fleet retry budget of {ctx.service} refused a retry"
+                )
+                raise final from None
+            return final
+
+    async def _attempts(
+        self,
+        request: httpx.Request,
+        ctx: CallContext,
+        nxt: httpx.AsyncBaseTransport,
+        metrics: CallMetrics,
+    ) -> httpx.Response:
+        policy = ctx.policy
 
         async def attempt() -> httpx.Response:
             timeout = policy.timeout
@@ -300,6 +344,20 @@ class RetryStep(httpx.AsyncBaseTransport):
         return await call_with_retries(
             attempt, policy.retry, method=request.method, headers=request.headers, sleep=self._sleep
         )
+
+
+class _RetryBudgetRefused(Exception):
+    """Raised inside the retry loop when the fleet's retry budget refuses a retry."""
+
+
+class _Inline(httpx.AsyncBaseTransport):
+    """A coroutine function as the next transport (the retry budget's wrapper)."""
+
+    def __init__(self, send: Callable[[], Awaitable[httpx.Response]]) -> None:
+        self._send = send
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._send()
 
 
 class InstanceStep(httpx.AsyncBaseTransport):
@@ -349,7 +407,8 @@ class InstanceStep(httpx.AsyncBaseTransport):
 
 
 # Fleet limits (bulkhead, rate limiter, Retry-After gate) slot in here: after the
-# instance is chosen (so they may be per instance) and before breaker admission.
+# instance is chosen (so they may be per instance) and before breaker admission. The
+# step is msfw_redis._pipeline.limits.LimitsStep.
 
 
 class BreakerStep(httpx.AsyncBaseTransport):

@@ -29,6 +29,8 @@ from msfw_redis._exceptions import (
     ServiceNotFoundError,
     StoreError,
 )
+from msfw_redis._limits.limits import FleetLimits
+from msfw_redis._limits.plan import LimitsPlan
 from msfw_redis._pipeline.batch import run_batch
 from msfw_redis._pipeline.client import ServiceClient
 from msfw_redis._pipeline.pipeline import Pipeline
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from redis.asyncio.cluster import RedisCluster
 
+    from msfw_redis._limits.config import BulkheadConfig
     from msfw_redis._models import HTTPMethod, ServiceResult
     from msfw_redis._pipeline.observe import CallObserver
     from msfw_redis._registry.instance import ServiceInstance
@@ -154,6 +157,13 @@ class ServiceSDK:
             monitor_registered=cfg.monitor_registered_services,
         )
         self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
+        self._limits = FleetLimits(
+            self._store,
+            self._bus,
+            failure_policy=cfg.store_failure_policy,
+            retry_after_max=cfg.retry_after_max,
+        )
+        self._limits_plan = LimitsPlan(self._limits, cfg, self.settings)
         self._middlewares: list[Middleware] = []
         self._error_handlers: list[ErrorHandler] = []
         self._started = False
@@ -173,6 +183,7 @@ class ServiceSDK:
             error_handlers=self._error_handlers,
             sleep=self._sleep,
             start=self._ensure_started,
+            limits=self._limits_plan,
         )
         self._components = Components(
             store=self._store,
@@ -193,6 +204,11 @@ class ServiceSDK:
     def store_url(self) -> str | None:
         """The store's URL (``None`` when a ready-made client was given)."""
         return self._store.url
+
+    @property
+    def limits(self) -> FleetLimits:
+        """The fleet-wide limits (bulkheads, rate limits, retry budgets, Retry-After gate)."""
+        return self._limits
 
     @property
     def components(self) -> Components:
@@ -259,6 +275,7 @@ class ServiceSDK:
             await self._health.aclose()
             await self._registry.aclose()
         await self._cache.aclose()
+        await self._limits.aclose()
         with contextlib.suppress(StoreError):
             await self._hub.aclose()
         await self._bus.aclose()
@@ -333,8 +350,15 @@ class ServiceSDK:
         circuit_config: CircuitBreakerConfig | None = None,
         *,
         version: str | None = None,
+        bulkhead_config: BulkheadConfig | None = None,
     ) -> ServiceClient:
-        """A client for ``service_name``; ``circuit_config`` overrides its breaker policy."""
+        """A client for ``service_name``; ``circuit_config`` overrides its breaker policy.
+
+        ``bulkhead_config`` guards every call to the service, from any client of this SDK,
+        with a fleet-wide bulkhead (the bulkhead belongs to the service, not the client).
+        """
+        if bulkhead_config is not None:
+            self._limits_plan.set_bulkhead(service_name, bulkhead_config)
         if circuit_config is None and version is None:
             client = self._clients.get(service_name)
             if client is None:

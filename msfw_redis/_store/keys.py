@@ -117,3 +117,31 @@ class KeySchema:
         if start < 0 or end < 0:
             raise ValueError(f"{key!r} is not a per-service msfw key")
         return key[start + 1 : end]
+
+    # -- fleet-wide limits (msfw_redis._limits) ------------------------------------------
+
+    def limits_channel(self, service: str) -> str:
+        """The channel on which ``service``'s bulkhead and Retry-After events go out."""
+        return self.channel(service, "limits")
+
+    def bulkhead_permits(self, service: str, instance: str | None = None) -> str:
+        """The zset of bulkhead permit leases of ``service`` (or of one instance of it)."""
+        if instance is None:
+            return self.key(service, "limits", "bulkhead")
+        return self.key(service, "limits", "bulkhead", "i", instance)
+
+    def rate_limit(self, tag: str, name: str) -> str:
+        """The GCRA arrival time of rate limit ``name``, hash-tagged by ``tag``.
+
+        ``tag`` is the service for per-service and per-endpoint limits, or the custom key
+        itself (an API account, say), which must then be a valid service-like name.
+        """
+        return self.key(tag, "limits", "rate", name)
+
+    def retry_after_gate(self, service: str) -> str:
+        """The hash endpoint -> not-before (server ms) of ``service``'s Retry-After gate."""
+        return self.key(service, "limits", "gate")
+
+    def retry_budget(self, service: str) -> str:
+        """The per-second request and retry buckets of ``service``'s retry budget."""
+        return self.key(service, "limits", "budget")

@@ -399,3 +399,21 @@ async def test_breaker_close_is_forced_closed_and_ignores_failures(
         assert breaker.state().state == "forced_closed"
     finally:
         await sdk.close()
+
+
+async def test_status_of_a_service_shows_its_limits(
+    seeded: ServiceSDK, redis_url: str, key_prefix: str
+) -> None:
+    """status SERVICE adds a line with the fleet bulkhead's held permits and Retry-After windows."""
+    from msfw_redis import BulkheadConfig
+
+    bh = seeded.limits.bulkhead(SVC, BulkheadConfig(max_concurrent_calls=5))
+    permit = await bh.acquire()
+    await seeded.limits.gate.observe(SVC, "/orders", 429, {"Retry-After": "120"})
+    try:
+        ran = await run_cli(redis_url, key_prefix, "status", SVC)
+    finally:
+        await permit.release()
+    assert ran.code == 0, ran.err
+    line = ran.out.strip().splitlines()[-1]
+    assert line.startswith("limits: bulkhead permits held 1; retry-after closed: /orders ")

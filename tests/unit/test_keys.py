@@ -76,3 +76,20 @@ def test_underscore_and_hyphen_build_the_same_key() -> None:
         "order-service", "breaker", "state"
     )
     assert "{order-service}" in schema.channel("order_service", "breaker")
+
+
+def test_limits_keys_share_the_service_hash_tag() -> None:
+    """Every limits key and channel of a service carries its {service} hash tag."""
+    from msfw_redis._store.keys import KeySchema
+
+    ks = KeySchema("p")
+    names = [
+        ks.bulkhead_permits("svc"),
+        ks.bulkhead_permits("svc", "i-1"),
+        ks.rate_limit("svc", "endpoint:/a"),
+        ks.retry_after_gate("svc"),
+        ks.retry_budget("svc"),
+        ks.limits_channel("svc"),
+    ]
+    assert all(n.startswith("p:v1:{svc}:limits:") for n in names)
+    assert len(set(names)) == len(names)

@@ -1,0 +1,1 @@
+"""Fleet-wide limits: bulkhead, GCRA rate limiter, retry budget and Retry-After gate."""

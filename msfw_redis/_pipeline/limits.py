@@ -1,0 +1,65 @@
+"""The fleet-limits step: Retry-After gate, rate limit and bulkhead, before the breaker.
+
+It sits after instance choice (so a bulkhead may be per instance) and before breaker
+admission, so a refusal (:class:`RateLimitedError`, :class:`BulkheadFullError`) sends
+nothing and never reaches the breaker as a failure. It is not retried: the retry loop
+retries transient network errors and statuses only. After the attempt, a 429 (or 503
+with ``Retry-After``) closes the endpoint for the fleet through the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import httpx
+
+from msfw_redis._pipeline.steps import CALL_KEY, CallContext, CallMetrics
+
+if TYPE_CHECKING:
+    from msfw_redis._limits.plan import LimitsPlan
+
+__all__ = ["LimitsStep"]
+
+#: Request extension set when this call's own response closed the Retry-After gate.
+_CLOSED_BY_THIS_CALL = "msfw_redis.limits.closed_gate"
+
+
+class LimitsStep(httpx.AsyncBaseTransport):
+    """Fleet limits of each attempt (see module docs)."""
+
+    def __init__(
+        self, next_transport: httpx.AsyncBaseTransport, *, plan: LimitsPlan, metrics: CallMetrics
+    ) -> None:
+        self.next_transport = next_transport
+        self._plan = plan
+        self._metrics = metrics
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        ctx: CallContext = request.extensions[CALL_KEY]
+        plan = self._plan
+        try:
+            # The call whose own response closed the gate already waits out Retry-After in
+            # its retry loop; its retry is not refused by the window it set itself.
+            if not request.extensions.get(_CLOSED_BY_THIS_CALL):
+                await plan.gate.check(ctx.service, ctx.template)
+            limiter = plan.rate_limiter(ctx.service, ctx.template)
+            if limiter is not None:
+                await limiter.acquire()
+            bulkhead = plan.bulkhead(ctx.service, ctx.instance)
+            permit = await bulkhead.acquire() if bulkhead is not None else None
+        except Exception:
+            self._metrics["limit_rejections"] += 1
+            raise
+        try:
+            response = await self.next_transport.handle_async_request(request)
+        finally:
+            if permit is not None:
+                await asyncio.shield(permit.release())
+        if response.status_code in (429, 503):
+            window = await plan.gate.observe(
+                ctx.service, ctx.template, response.status_code, response.headers
+            )
+            if window is not None:
+                request.extensions[_CLOSED_BY_THIS_CALL] = True
+        return response
