@@ -7,6 +7,7 @@ import logging
 import pytest
 import redis
 
+from msfw_redis._exceptions import ConfigurationError
 from msfw_redis._store.checks import findings
 from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisServer, find_server_binary, free_port
@@ -42,17 +43,28 @@ def test_safe_server_has_no_findings() -> None:
 @pytest.mark.real_redis
 @pytest.mark.skipif(find_server_binary() is None, reason="needs a server binary")
 async def test_real_server_warns_once_per_risk(caplog: pytest.LogCaptureFixture) -> None:
-    """allkeys-lru on a replica: two WARNINGs at the first start, none at the second."""
+    """allkeys-lru on a primary: one WARNING at the first start, none at the second."""
     caplog.set_level(logging.WARNING, logger="msfw_redis.store")
     with RedisServer() as server:
         admin = redis.Redis.from_url(server.url)
         admin.config_set("maxmemory-policy", "allkeys-lru")
-        admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
         for _ in range(2):
             store = Store.from_url(server.url)
             await store.start()
             await store.aclose()
         messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-        assert len(messages) == 2
-        assert any("allkeys-lru" in m for m in messages)
-        assert any("role:slave" in m for m in messages)
+        assert len(messages) == 1
+        assert "allkeys-lru" in messages[0]
+
+
+async def test_real_replica_is_refused_at_start_up() -> None:
+    """A plain URL to a replica fails at start-up, naming the primary or Sentinel instead."""
+    with RedisServer() as server:
+        admin = redis.Redis.from_url(server.url)
+        admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+        store = Store.from_url(server.url)
+        try:
+            with pytest.raises(ConfigurationError, match="replica"):
+                await store.start()
+        finally:
+            await store.aclose()
