@@ -130,7 +130,12 @@ class CircuitState:
 
 @dataclass(frozen=True, slots=True)
 class TransitionEvent:
-    """Handed to transition listeners, in every replica, once per transition."""
+    """Handed to transition listeners, in every replica, once per transition.
+
+    ``state`` (also ``to_state``) is the new state; ``from_state`` the state this
+    replica's mirror held before, or ``None`` when it had not seen the breaker yet;
+    ``at`` the Redis server time of the transition (Unix seconds).
+    """
 
     service: str
     endpoint: str | None
@@ -138,6 +143,13 @@ class TransitionEvent:
     generation: int
     opened_at: float | None
     retry_after: float
+    from_state: str | None = None
+    at: float | None = None
+
+    @property
+    def to_state(self) -> str:
+        """The new state (the same as ``state``)."""
+        return self.state
 
 
 TransitionListener = Callable[[TransitionEvent], Awaitable[None] | None]
@@ -678,6 +690,7 @@ class BreakerHub:
             logger.warning("ignoring malformed breaker event %r", payload[:200])
             return
         breaker = self._breakers.get((service, name))
+        before = None if breaker is None or not breaker._is_loaded() else breaker.state().state
         if breaker is not None:
             breaker._on_event(gen, state, opened, until, now)
         if not self._listeners:
@@ -690,6 +703,8 @@ class BreakerHub:
             generation=gen,
             opened_at=opened / 1000.0 if opened else None,
             retry_after=retry_after,
+            from_state=before,
+            at=now / 1000.0,
         )
         for listener in list(self._listeners):
             await call_logged(listener, event, log=logger, what="breaker transition listener")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from msfw_redis._breaker.hub import BreakerHub, TransitionListener
+from msfw_redis._breaker.hub import BreakerHub, CircuitState, TransitionListener
 from msfw_redis._cache.cache import ResponseCache
 from msfw_redis._callbacks import call_logged
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
@@ -47,6 +47,8 @@ from msfw_redis._pipeline.client import (
 from msfw_redis._pipeline.retry import RetryPolicy
 from msfw_redis._registry.health import HealthMonitor
 from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._sdk.metrics import CallMetrics, DurationHistogram
+from msfw_redis._sdk.transitions import TransitionFeed
 from msfw_redis._settings import AppSettings, load_settings
 from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
@@ -88,6 +90,16 @@ class _Metrics(Counter[str]):
     def __setitem__(self, key: str, value: int) -> None:
         if self.enabled:
             super().__setitem__(key, value)
+
+
+def _method_of(outcome: CallOutcome) -> str:
+    """The request method, when the outcome's response carries its request."""
+    if outcome.response is None:
+        return ""
+    try:
+        return outcome.response.request.method
+    except RuntimeError:  # a response built from the cache has no request attached
+        return ""
 
 
 def _json_or_content(data: Any, json: Any) -> dict[str, Any]:
@@ -143,6 +155,8 @@ class ServiceSDK:
             )
         self._bus = EventBus(self._store)
         self._hub = BreakerHub(self._store, self._bus, failure_policy=cfg.store_failure_policy)
+        self._transitions = TransitionFeed(self._store)
+        self._hub.add_listener(self._transitions)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._registry = ServiceRegistry(self._store, self._bus, default_ttl=cfg.instance_ttl)
@@ -163,6 +177,7 @@ class ServiceSDK:
         self._middlewares: list[Middleware] = []
         self._error_handlers: list[ErrorHandler] = []
         self._metrics = _Metrics(cfg.metrics_enabled)
+        self._calls = CallMetrics(cfg.metrics_enabled)
         self._started = False
         self._closed = False
         self._start_lock: asyncio.Lock | None = None
@@ -269,6 +284,28 @@ class ServiceSDK:
         self._hub.add_listener(fn)
         return fn
 
+    def on_breaker_transition(self, fn: TransitionListener) -> TransitionListener:
+        """Decorator: call ``fn(event)`` in this replica on every breaker state change.
+
+        The event carries ``service``, ``endpoint``, ``from_state``, ``to_state``,
+        ``generation`` and ``at`` (Redis server time, Unix seconds). Events that change
+        no state are not passed on. Each transition is also logged once per fleet at
+        INFO on ``msfw_redis.breaker.transitions``.
+        """
+        self._transitions.add(fn)
+        return fn
+
+    def circuit_states(self) -> list[CircuitState]:
+        """This replica's view of every breaker it has used (no I/O)."""
+        return [breaker.state() for breaker in self._hub.breakers()]
+
+    def call_durations(self) -> dict[tuple[str, str, str], DurationHistogram]:
+        """Call duration histograms keyed by (service, method, status code); copies."""
+        return {
+            key: DurationHistogram(list(h.counts), h.total, h.count)
+            for key, h in self._calls.durations.items()
+        }
+
     # -- clients and calls ----------------------------------------------------------------------
 
     def get_client(
@@ -373,9 +410,15 @@ class ServiceSDK:
         """
         return await run_batch(calls, concurrency=concurrency, timeout=timeout)
 
-    def metrics(self) -> dict[str, int]:
-        """In-process counters (empty when ``metrics_enabled`` is off)."""
-        counters = dict(self._metrics)
+    def metrics(self) -> dict[str, Any]:
+        """In-process counters (empty when ``metrics_enabled`` is off).
+
+        Integer totals (every key present from the start), plus ``services``: the same
+        call counters per service. A call refused by an open breaker counts as one of
+        ``rejections``, not also as a failure.
+        """
+        counters: dict[str, Any] = dict(self._metrics)
+        counters.update(self._calls.snapshot())
         if self._metrics.enabled:
             counters.update({f"cache_{k}": v for k, v in self._cache.metrics().items()})
             stats = self._store.stats
@@ -687,10 +730,7 @@ class ServiceSDK:
         return await handler(request)
 
     def _count_outcome(self, service: str, outcome: CallOutcome) -> None:
-        self._metrics["calls"] += 1
-        self._metrics["successes" if outcome.ok else "failures"] += 1
-        if outcome.from_cache:
-            self._metrics["cache_hits"] += 1
+        self._calls.record(service, _method_of(outcome), outcome)
 
     async def _handle_error(self, service: str, method: str, outcome: CallOutcome) -> None:
         if not self._error_handlers:
