@@ -226,6 +226,8 @@ class DistributedBreaker:
         self._probes_busy_gen = -1
         self.rejections = 0
         self.local_calls = 0
+        #: (generation, the state before it) for the newest generation change seen.
+        self.prior: tuple[int, str] | None = None
 
     # -- labels ----------------------------------------------------------------------------
 
@@ -239,6 +241,10 @@ class DistributedBreaker:
         view = self._view
         if not authoritative and (snap.now_ms, snap.gen) < (view.now_ms, view.gen):
             return  # an older view arriving late must not roll the mirror back
+        if snap.gen != view.gen and view is not _UNKNOWN:
+            # Remembered for transition events: the mirror may learn a new generation
+            # from a script reply before the pub/sub message about it arrives.
+            self.prior = (snap.gen, view.state.label)
         self._view = dataclasses.replace(snap, code=0, extra=())
         if authoritative:
             self._refreshed_at = time.monotonic()
@@ -690,9 +696,11 @@ class BreakerHub:
             logger.warning("ignoring malformed breaker event %r", payload[:200])
             return
         breaker = self._breakers.get((service, name))
-        before = None if breaker is None or not breaker._is_loaded() else breaker.state().state
+        before: str | None = None
         if breaker is not None:
             breaker._on_event(gen, state, opened, until, now)
+            if breaker.prior is not None and breaker.prior[0] == gen:
+                before = breaker.prior[1]
         if not self._listeners:
             return
         retry_after = max(0.0, (until - now) / 1000.0) if state is BreakerState.OPEN else 0.0

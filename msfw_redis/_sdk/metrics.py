@@ -4,7 +4,8 @@ Every counter exists from the start at zero (a dashboard never has to tell "abse
 from "none yet"), and each call lands in exactly one of ``successes``, ``failures`` and
 ``rejections``: a call refused by an open breaker is a rejection, not also a failure.
 
-The retry kinds follow Resilience4j's: a call is ``successful_without_retry``,
+``client_errors`` counts the failures that ended with a 4xx response, which breakers
+ignore by default. The retry kinds follow Resilience4j's: a call is ``successful_without_retry``,
 ``successful_with_retry``, ``failed_with_retry`` or ``failed_without_retry``. Durations
 go into a fixed-bucket histogram per (service, method, status code), the buckets being
 OpenTelemetry's advised boundaries for ``http.client.request.duration``.
@@ -34,6 +35,7 @@ COUNTERS = (
     "successful_with_retry",
     "failed_with_retry",
     "failed_without_retry",
+    "client_errors",
     "cache_hits",
     "cache_stale",
 )
@@ -85,6 +87,8 @@ class CallMetrics:
             kinds = ["successes", f"successful_with{'' if retried else 'out'}_retry"]
         else:
             kinds = ["failures", f"failed_with{'' if retried else 'out'}_retry"]
+            if outcome.response is not None and outcome.response.status_code < 500:
+                kinds.append("client_errors")  # a 4xx: a failed call, not a breaker failure
         if outcome.from_cache:
             kinds.append("cache_stale" if outcome.stale else "cache_hits")
         retries = max(0, outcome.attempts - 1)

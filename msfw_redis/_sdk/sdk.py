@@ -423,6 +423,7 @@ class ServiceSDK:
             counters.update({f"cache_{k}": v for k, v in self._cache.metrics().items()})
             stats = self._store.stats
             counters.update(
+                store_up=int(self._store.available),
                 store_outages=stats.outages,
                 store_recoveries=stats.recoveries,
                 store_fast_failures=stats.fast_failures,

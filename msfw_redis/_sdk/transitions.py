@@ -34,6 +34,7 @@ class TransitionFeed:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._callbacks: list[TransitionListener] = []
+        self._generations: dict[tuple[str, str | None], int] = {}
         self.logged = 0
 
     def add(self, callback: TransitionListener) -> None:
@@ -41,9 +42,11 @@ class TransitionFeed:
         self._callbacks.append(callback)
 
     async def __call__(self, event: TransitionEvent) -> None:
-        """The hub listener: ignore events that change no state (a probe slot freeing)."""
-        if event.from_state == event.state:
+        """The hub listener: one delivery per generation (a probe slot freeing is no news)."""
+        key = (event.service, event.endpoint)
+        if event.generation <= self._generations.get(key, -1):
             return
+        self._generations[key] = event.generation
         await self._log_once(event)
         for callback in list(self._callbacks):
             await call_logged(callback, event, log=logger, what="breaker transition callback")
