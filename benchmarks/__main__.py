@@ -39,6 +39,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "cache stampede (4 processes x 5 callers, cold key) and hit latency; vs the peers",
     ),
     "full_stack": ("benchmarks.bench_full_stack", "call_service GET vs raw httpx GET on loopback"),
+    "overhead": (
+        "benchmarks.bench_overhead",
+        "SDK vs raw httpx over one in-process MockTransport at 1, 10 and 50 tasks",
+    ),
+    "scale": (
+        "benchmarks.bench_scale",
+        "1 / 100 / 10,000 breakers: hot path, first use, bytes in process and in Redis",
+    ),
     "registry": (
         "benchmarks.bench_registry",
         "round trips per discovery, heartbeat cost, SIGKILL-to-eviction time",

@@ -27,6 +27,7 @@ from msfw_redis._models import HTTPMethod, ServiceResult
 from msfw_redis._pipeline.client import ServiceClient
 from msfw_redis._registry.instance import ServiceInstance
 from msfw_redis._sdk.sdk import ServiceSDK, call_service, get_default_sdk, set_default_sdk
+from msfw_redis._sdk.transport import ResilientTransport
 from msfw_redis._settings import ServiceSettings
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "HTTPMethod",
     "InvalidRequestError",
     "MsfwError",
+    "ResilientTransport",
     "ScriptError",
     "ServiceClient",
     "ServiceClientError",

@@ -210,7 +210,7 @@ async def _breaker(fleet: _Fleet, args: argparse.Namespace, out: TextIO) -> int:
         )
     state = await breaker.control(action, ttl=args.ttl)
     if (service, endpoint) not in existing:
-        await fleet.hub._index(breaker)
+        await fleet.hub.index(breaker)
     if args.json:
         print_json(_state_row(state), out)
         return EXIT_OK

@@ -6,9 +6,11 @@
   5xx answers are not stored (unless ``cache_on_error``) and a stale entry stands in
   for them within ``cache_max_stale``, as it does when the breaker is open.
 * **Decorator.** ``@cached_service_call(ttl=, key_func=, cache_on_error=, vary_on=)`` on a
-  typed-interface method, or on any ``async def``. The value is stored as data (pydantic
-  models dumped to JSON-able data) and validated again on read against the function's
-  return annotation. The method accepts ``force_refresh=True``; its owner gains
+  typed-interface method, or on any ``async def``. On a typed method the pipeline's cache
+  step (the same step as the HTTP cache, after middleware) stores the response, and the
+  method validates it against its return annotation on every read; on a plain function
+  the value is stored as data (pydantic models dumped to JSON-able data). The method
+  accepts ``force_refresh=True``; its owner gains
   ``await obj.clear_cache(key=None, *, function=None)``.
 
 Keys: with ``key_func``, the string it returns (per service); otherwise the service,
@@ -26,83 +28,22 @@ import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from msfw_redis._cache.cache import CacheKey, CachePolicy, HttpResponseCodec, TypeAdapterCodec
-from msfw_redis._interfaces.decorators import function_name, meta_of
+from msfw_redis._cache.cache import CacheKey, CachePolicy, TypeAdapterCodec
+from msfw_redis._cache.keys import credential_fingerprint
+from msfw_redis._interfaces.decorators import function_name, meta_of, sdk_of
+from msfw_redis._pipeline.steps import FunctionCache
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     import httpx
 
-    from msfw_redis._pipeline.client import CallPolicy
     from msfw_redis._sdk.sdk import ServiceSDK
 
-__all__ = ["CacheServed", "HttpCacheRunner", "cached_service_call"]
+__all__ = ["cached_service_call"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class CacheServed:
-    """What the HTTP-level cache handed back to the pipeline."""
-
-    response: httpx.Response
-    from_cache: bool
-    stale: bool
-
-
-class HttpCacheRunner:
-    """Runs one cacheable request through the shared cache."""
-
-    _codec = HttpResponseCodec()
-
-    def __init__(self, sdk: ServiceSDK, key: CacheKey, policy: CachePolicy) -> None:
-        self.sdk = sdk
-        self.key = key
-        self.policy = policy
-
-    @classmethod
-    def for_request(
-        cls, sdk: ServiceSDK, service: str, request: httpx.Request, policy: CallPolicy
-    ) -> HttpCacheRunner | None:
-        if not policy.cache_enabled or request.method not in ("GET", "HEAD"):
-            return None
-        key = sdk._cache.request_key(
-            service=service,
-            method=request.method,
-            path=request.url.path,
-            params=list(request.url.params.multi_items()),
-            headers=request.headers,
-        )
-        if key is None:
-            return None  # credentials without a secret: never shared
-        lease = max(1.0, min(policy.timeout * policy.retry.attempts + 1.0, 60.0))
-        cache_policy = CachePolicy(
-            ttl=policy.cache_ttl,
-            max_stale=sdk.config.cache_max_stale,
-            lease_timeout=lease,
-            wait_timeout=min(lease, 10.0),
-            max_entry_bytes=sdk.config.cache_max_entry_bytes,
-        )
-        return cls(sdk, key, cache_policy)
-
-    async def __call__(
-        self,
-        request: httpx.Request,
-        send: Callable[[httpx.Request], Awaitable[httpx.Response]],
-        template: str,
-        force_refresh: bool,
-    ) -> CacheServed:
-        result = await self.sdk._cache.get_or_fetch(
-            self.key,
-            lambda: send(request),
-            codec=self._codec,
-            policy=self.policy,
-            force_refresh=force_refresh,
-            is_error=lambda r: r.status_code >= 500,
-        )
-        return CacheServed(result.value, result.from_cache, result.stale)
 
 
 @dataclass
@@ -138,7 +79,7 @@ class _CachedCall:
     ) -> CacheKey | None:
         args = list(bound.arguments.items())
         if self.key_func is not None:
-            return sdk._cache.custom_key(
+            return sdk.components.cache.custom_key(
                 service=service,
                 key=self.key_func(*bound.args, **bound.kwargs),
                 function=self.function,
@@ -147,7 +88,7 @@ class _CachedCall:
         if self.vary_on is not None:
             values = {name: values[name] for name in self.vary_on if name in values}
         params = {k: _plain(v) for k, v in values.items()}
-        return sdk._cache.request_key(
+        return sdk.components.cache.request_key(
             service=service, method=method, path=path, params=params, function=self.function
         )
 
@@ -157,42 +98,51 @@ class _CachedCall:
             codec = self.codecs[id(annotation)] = TypeAdapterCodec(annotation)
         return codec
 
-    async def fetch(
+    def for_call(
         self,
-        owner: Any,
-        wrapper: Any,
+        sdk: ServiceSDK,
+        service: str,
+        method: str,
+        path: str,
         bound: inspect.BoundArguments,
-        call: Callable[[], Awaitable[httpx.Response]],
-        *,
-        force_refresh: bool,
-    ) -> Any:
-        """For ``@service_call`` methods: the validated value, through the cache."""
-        from msfw_redis._interfaces.typed import INTERFACE_ATTR, _sdk_of
-        from msfw_redis._pipeline.client import parse_body
+    ) -> FunctionCache:
+        """For ``@service_call`` methods: the cache step's entry for this call.
 
-        sdk = _sdk_of(owner)
-        meta = meta_of(wrapper)
-        info = meta["service_call"]
-        interface = getattr(type(owner), INTERFACE_ATTR, None)
-        base = interface.base_path if interface is not None else ""
-        adapter = meta.get("return_adapter")
-        annotation = meta.get("returns", Any)
+        The key is made inside the pipeline's cache step, after middleware ran, from
+        the headers about to be sent: a credential a middleware set is fingerprinted
+        into it (and without ``cache_key_secret`` such a response is never shared). A
+        ``key_func`` key names one shared value, so credentialed calls bypass it.
+        """
+        cache = sdk.components.cache
+        if self.key_func is not None:
+            custom = cache.custom_key(
+                service=service,
+                key=self.key_func(*bound.args, **bound.kwargs),
+                function=self.function,
+            )
 
-        async def origin() -> Any:
-            data = parse_body(await call())
-            return data if adapter is None else adapter.validate_python(data)
+            def custom_for(headers: httpx.Headers) -> CacheKey | None:
+                shareable, _ = credential_fingerprint(headers, None)
+                return custom if shareable else None
 
-        key = self.key(sdk, info.service_name, info.method, base + info.path_template, bound, True)
-        if key is None:
-            return await origin()
-        result = await sdk._cache.get_or_fetch(
-            key,
-            origin,
-            codec=self.codec(annotation),
-            policy=self.policy(sdk),
-            force_refresh=force_refresh,
-        )
-        return result.value
+            return FunctionCache(key=custom_for, policy=self.policy(sdk))
+        values = dict(list(bound.arguments.items())[1:])
+        if self.vary_on is not None:
+            values = {name: values[name] for name in self.vary_on if name in values}
+        params = {k: _plain(v) for k, v in values.items()}
+        function = self.function
+
+        def key_for(headers: httpx.Headers) -> CacheKey | None:
+            return cache.request_key(
+                service=service,
+                method=method,
+                path=path,
+                params=params,
+                headers=headers,
+                function=function,
+            )
+
+        return FunctionCache(key=key_for, policy=self.policy(sdk))
 
 
 def _plain(value: Any) -> Any:
@@ -235,19 +185,19 @@ class _CachedMethod:
 
 
 async def _clear(method: Any, owner: Any, key: str | None, sdk: ServiceSDK | None) -> int:
-    from msfw_redis._interfaces.typed import _sdk_of
     from msfw_redis._sdk.sdk import get_default_sdk
 
-    chosen = sdk or (_sdk_of(owner) if owner is not None else get_default_sdk())
-    await chosen._ensure_started()
+    chosen = sdk or (sdk_of(owner) if owner is not None else get_default_sdk())
+    await chosen.start()
+    cache = chosen.components.cache
     cached: _CachedCall = meta_of(method)["cache"]
     service = cached.service or meta_of(method)["service_call"].service_name
     if key is not None:
-        cleared = await chosen._cache.clear(
-            chosen._cache.custom_key(service=service, key=key, function=cached.function)
+        cleared = await cache.clear(
+            cache.custom_key(service=service, key=key, function=cached.function)
         )
         return int(cleared)
-    return int(await chosen._cache.clear_function(service, cached.function))
+    return int(await cache.clear_function(service, cached.function))
 
 
 async def _clear_cache(self: Any, key: str | None = None, *, function: str | None = None) -> int:
@@ -322,7 +272,7 @@ def cached_service_call(
 
             force_refresh = bool(kwargs.pop("force_refresh", False))
             chosen = sdk or get_default_sdk()
-            await chosen._ensure_started()
+            await chosen.start()
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             key = settings.key(
@@ -330,7 +280,7 @@ def cached_service_call(
             )
             if key is None:
                 return await fn(*args, **kwargs)
-            result = await chosen._cache.get_or_fetch(
+            result = await chosen.components.cache.get_or_fetch(
                 key,
                 lambda: fn(*args, **kwargs),
                 codec=settings.codec(annotation),

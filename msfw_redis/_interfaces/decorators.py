@@ -19,13 +19,12 @@ import asyncio
 import contextlib
 import functools
 import random
-import weakref
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from msfw_redis._config import CircuitBreakerConfig
 from msfw_redis._exceptions import CircuitOpenError
 from msfw_redis._pipeline.retry import RetryPolicy, backoff_delay
+from msfw_redis._registry.enrollment import ENROLLMENTS, HealthEnrollment
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -33,16 +32,13 @@ if TYPE_CHECKING:
     from msfw_redis._sdk.sdk import ServiceSDK
 
 __all__ = [
-    "HEALTH_ENROLLMENTS",
     "META_ATTR",
-    "HealthEnrollment",
     "circuit_breaker",
     "function_name",
     "health_check",
     "meta_of",
     "retry_on_failure",
-    "forget_sdk",
-    "track_sdk",
+    "sdk_of",
 ]
 
 P = ParamSpec("P")
@@ -74,6 +70,14 @@ def _sdk_for(explicit: ServiceSDK | None) -> ServiceSDK:
     from msfw_redis._sdk.sdk import get_default_sdk
 
     return explicit if explicit is not None else get_default_sdk()
+
+
+def sdk_of(obj: Any) -> ServiceSDK:
+    """The SDK a typed-interface object was built with, or the default SDK."""
+    from msfw_redis._sdk.sdk import get_default_sdk
+
+    sdk: ServiceSDK | None = getattr(obj, "_msfw_sdk", None)
+    return sdk if sdk is not None else get_default_sdk()
 
 
 def _copy_meta(src: Any, dst: Any) -> None:
@@ -119,7 +123,7 @@ def circuit_breaker(
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            breaker = _sdk_for(sdk)._hub.get(breaker_name, None, cfg)
+            breaker = _sdk_for(sdk).components.hub.get(breaker_name, None, cfg)
             permit = await breaker.acquire()
             try:
                 result = await fn(*args, **kwargs)
@@ -181,52 +185,13 @@ def retry_on_failure(
                     if attempt >= policy.attempts:
                         exc.add_note(f"msfw_redis: gave up after {attempt} attempts")
                         raise
-                await _sdk_for(sdk)._sleep(backoff_delay(attempt, policy, random.random))
+                await _sdk_for(sdk).components.sleep(backoff_delay(attempt, policy, random.random))
 
         _copy_meta(fn, wrapper)
         meta_of(wrapper)["retry"] = policy
         return wrapper
 
     return decorate
-
-
-@dataclass(frozen=True, slots=True)
-class HealthEnrollment:
-    """What ``@health_check`` asks every SDK to monitor."""
-
-    service: str
-    interval: float
-    timeout: float
-    failure_threshold: int
-
-
-#: Services enrolled by ``@health_check``; every SDK monitors them once started.
-HEALTH_ENROLLMENTS: dict[str, HealthEnrollment] = {}
-_LIVE_SDKS: weakref.WeakSet[ServiceSDK] = weakref.WeakSet()
-
-
-def track_sdk(sdk: ServiceSDK) -> None:
-    """Called by each SDK when it starts: it enrols what ``@health_check`` asked for."""
-    _LIVE_SDKS.add(sdk)
-    for enrollment in HEALTH_ENROLLMENTS.values():
-        _enroll(sdk, enrollment)
-
-
-def forget_sdk(sdk: ServiceSDK) -> None:
-    """Called by each SDK when it closes."""
-    _LIVE_SDKS.discard(sdk)
-
-
-def _enroll(sdk: ServiceSDK, e: HealthEnrollment) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        # Decorated outside any event loop (at import, say): a live SDK cannot start a
-        # monitoring task from here. SDKs started later enrol it in track_sdk().
-        return
-    sdk._health.enroll(
-        e.service, interval=e.interval, timeout=e.timeout, failure_threshold=e.failure_threshold
-    )
 
 
 def health_check(
@@ -260,10 +225,8 @@ def health_check(
         enrollment = HealthEnrollment(
             validate_service_name(name), interval, timeout, failure_threshold
         )
-        HEALTH_ENROLLMENTS[enrollment.service] = enrollment
         meta_of(fn)["health_check"] = enrollment
-        for sdk in list(_LIVE_SDKS):
-            _enroll(sdk, enrollment)
+        ENROLLMENTS.enroll(enrollment)
         return fn
 
     return decorate

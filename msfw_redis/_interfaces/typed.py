@@ -32,8 +32,9 @@ from urllib.parse import quote
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from msfw_redis._exceptions import InvalidRequestError
-from msfw_redis._interfaces.decorators import meta_of
-from msfw_redis._pipeline.client import UNSET, parse_body, validate_method
+from msfw_redis._interfaces.cached import _CachedMethod
+from msfw_redis._interfaces.decorators import meta_of, sdk_of
+from msfw_redis._pipeline.request import UNSET, parse_body, validate_method
 from msfw_redis._store.keys import validate_service_name
 
 if typing.TYPE_CHECKING:
@@ -213,13 +214,18 @@ def service_call(
             interface: InterfaceInfo | None = getattr(type(self), INTERFACE_ATTR, None)
             base = interface.base_path if interface is not None else ""
             version = interface.version if interface is not None else None
-            sdk = _sdk_of(self)
+            sdk = sdk_of(self)
             meta = meta_of(wrapper)
             circuit = meta.get("circuit")
             owner = type(self).__name__
             client = sdk.get_client(service_name, circuit_config=circuit, version=version)
-            call = functools.partial(
-                client.request,
+            cache = meta.get("cache")
+            function_cache = None
+            if cache is not None:
+                function_cache = cache.for_call(
+                    sdk, service_name, verb, base + path_template, bound
+                )
+            response = await client.request(
                 verb,
                 base + path,
                 params=query or None,
@@ -227,12 +233,10 @@ def service_call(
                 endpoint_template=base + path_template,
                 retry_policy=meta.get("retry"),
                 breaker_endpoint=f"{owner}.{fn.__name__}" if circuit is not None else None,
+                function_cache=function_cache,
+                force_refresh=force_refresh and function_cache is not None,
             )
-            cache = meta.get("cache")
-            if cache is not None:
-                data = await cache.fetch(self, wrapper, bound, call, force_refresh=force_refresh)
-            else:
-                data = parse_body(await call())
+            data = parse_body(response)
             if return_adapter is None:
                 return None  # type: ignore[return-value]
             result: R = return_adapter.validate_python(data)
@@ -246,8 +250,6 @@ def service_call(
         if cached is not None:
             # @cached_service_call sat below @service_call: it saw a plain function, so
             # name its entries after this method and service instead.
-            from msfw_redis._interfaces.cached import _CachedMethod
-
             cached.service = ""
             cached.function = fn.__qualname__
             return typing.cast("Callable[Concatenate[S, P], Awaitable[R]]", _CachedMethod(wrapper))
@@ -255,10 +257,3 @@ def service_call(
         return typing.cast("Callable[Concatenate[S, P], Awaitable[R]]", wrapper)
 
     return decorate
-
-
-def _sdk_of(obj: Any) -> ServiceSDK:
-    from msfw_redis._sdk.sdk import get_default_sdk
-
-    sdk: ServiceSDK | None = getattr(obj, "_msfw_sdk", None)
-    return sdk if sdk is not None else get_default_sdk()

@@ -29,12 +29,32 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from msfw_redis._registry.instance import ServiceInstance
-    from msfw_redis._registry.registry import RegistryStats
     from msfw_redis._registry.scripts import ListResult
 
-__all__ = ["DiscoveryCache"]
+__all__ = ["DiscoveryCache", "RegistryStats"]
 
 logger = logging.getLogger("msfw_redis.registry")
+
+
+@dataclass(slots=True)
+class RegistryStats:
+    """Counters for metrics.
+
+    ``stale_serves`` counts discoveries answered from the cache because Redis was
+    unreachable; ``cache_hits`` those answered without a round trip while fresh.
+    """
+
+    discoveries: int = 0
+    cache_hits: int = 0
+    list_calls: int = 0
+    list_unchanged: int = 0
+    stale_serves: int = 0
+    heartbeats: int = 0
+    heartbeat_failures: int = 0
+    reregistrations: int = 0
+    fenced: int = 0
+    evictions: int = 0
+    suspects_marked: int = 0
 
 
 @dataclass(frozen=True, slots=True)

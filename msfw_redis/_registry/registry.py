@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from msfw_redis._exceptions import ConfigurationError, ScriptError, StoreError
 from msfw_redis._registry.balancing import DEFAULT_STRATEGY, LoadBalancer
-from msfw_redis._registry.discovery import DiscoveryCache
+from msfw_redis._registry.discovery import DiscoveryCache, RegistryStats
 from msfw_redis._registry.instance import ServiceInstance, build_instance, validate_instance_id
 from msfw_redis._registry.scripts import (
     FENCED,
@@ -83,27 +83,6 @@ _RETRY_AFTER_FAILURE = 0.5
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
-
-
-@dataclass(slots=True)
-class RegistryStats:
-    """Counters for metrics.
-
-    ``stale_serves`` counts discoveries answered from the cache because Redis was
-    unreachable; ``cache_hits`` those answered without a round trip while fresh.
-    """
-
-    discoveries: int = 0
-    cache_hits: int = 0
-    list_calls: int = 0
-    list_unchanged: int = 0
-    stale_serves: int = 0
-    heartbeats: int = 0
-    heartbeat_failures: int = 0
-    reregistrations: int = 0
-    fenced: int = 0
-    evictions: int = 0
-    suspects_marked: int = 0
 
 
 @dataclass(slots=True, eq=False)

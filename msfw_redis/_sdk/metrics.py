@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from msfw_redis._exceptions import CircuitOpenError
 
 if TYPE_CHECKING:
-    from msfw_redis._pipeline.client import CallOutcome
+    from msfw_redis._pipeline.pipeline import CallOutcome
 
-__all__ = ["COUNTERS", "DURATION_BUCKETS", "CallMetrics", "DurationHistogram"]
+__all__ = ["COUNTERS", "DURATION_BUCKETS", "CallCounters", "DurationHistogram"]
 
 #: The counters kept for the whole SDK and for each service, all starting at zero.
 COUNTERS = (
@@ -59,7 +59,7 @@ class DurationHistogram:
         self.count += 1
 
 
-class CallMetrics:
+class CallCounters:
     """The SDK's call counters; ``record`` is called once per finished call."""
 
     def __init__(self, enabled: bool) -> None:

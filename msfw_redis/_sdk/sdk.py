@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from msfw_redis._breaker.hub import BreakerHub, CircuitState, TransitionListener
 from msfw_redis._cache.cache import ResponseCache
-from msfw_redis._callbacks import call_logged
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
 from msfw_redis._exceptions import (
     ConfigurationError,
@@ -31,23 +30,16 @@ from msfw_redis._exceptions import (
     ServiceNotFoundError,
     StoreError,
 )
-from msfw_redis._interfaces.cached import HttpCacheRunner
-from msfw_redis._interfaces.decorators import forget_sdk, track_sdk
 from msfw_redis._models import HTTPMethod, ServiceResult
 from msfw_redis._pipeline.batch import run_batch
-from msfw_redis._pipeline.client import (
-    UNSET,
-    CallOutcome,
-    CallPolicy,
-    Middleware,
-    ServiceClient,
-    error_for_response,
-    parse_body,
-)
-from msfw_redis._pipeline.retry import RetryPolicy
+from msfw_redis._pipeline.client import ServiceClient
+from msfw_redis._pipeline.pipeline import CallOutcome, Pipeline
+from msfw_redis._pipeline.policy import PolicyBook
+from msfw_redis._pipeline.request import UNSET, Middleware, error_for_response, parse_body
+from msfw_redis._registry.enrollment import ENROLLMENTS, HealthEnrollment
 from msfw_redis._registry.health import HealthMonitor
 from msfw_redis._registry.registry import ServiceRegistry
-from msfw_redis._sdk.metrics import CallMetrics, DurationHistogram
+from msfw_redis._sdk.metrics import CallCounters, DurationHistogram
 from msfw_redis._sdk.transitions import TransitionFeed
 from msfw_redis._settings import AppSettings, load_settings
 from msfw_redis._store.events import EventBus
@@ -56,6 +48,7 @@ from msfw_redis._store.store import Store
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from msfw_redis._pipeline.observe import CallObserver
     from msfw_redis._registry.instance import ServiceInstance
 
 __all__ = ["ServiceSDK", "call_service", "get_default_sdk", "set_default_sdk"]
@@ -82,24 +75,17 @@ def set_default_sdk(sdk: ServiceSDK | None) -> None:
     _default_sdk = sdk
 
 
-class _Metrics(Counter[str]):
-    def __init__(self, enabled: bool) -> None:
-        super().__init__()
-        self.enabled = enabled
+@dataclass(frozen=True, slots=True)
+class Components:
+    """The SDK's collaborators, handed to the layers above (interfaces, decorators,
+    integrations) so that none of them reads the SDK's private attributes."""
 
-    def __setitem__(self, key: str, value: int) -> None:
-        if self.enabled:
-            super().__setitem__(key, value)
-
-
-def _method_of(outcome: CallOutcome) -> str:
-    """The request method, when the outcome's response carries its request."""
-    if outcome.response is None:
-        return ""
-    try:
-        return outcome.response.request.method
-    except RuntimeError:  # a response built from the cache has no request attached
-        return ""
+    store: Store
+    hub: BreakerHub
+    cache: ResponseCache
+    registry: ServiceRegistry
+    health: HealthMonitor
+    sleep: Callable[[float], Awaitable[None]]
 
 
 def _json_or_content(data: Any, json: Any) -> dict[str, Any]:
@@ -176,13 +162,36 @@ class ServiceSDK:
         self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
         self._middlewares: list[Middleware] = []
         self._error_handlers: list[ErrorHandler] = []
-        self._metrics = _Metrics(cfg.metrics_enabled)
-        self._calls = CallMetrics(cfg.metrics_enabled)
+        self._calls = CallCounters(cfg.metrics_enabled)
         self._started = False
         self._closed = False
         self._start_lock: asyncio.Lock | None = None
         self._signal_tasks: set[asyncio.Task[None]] = set()
-        self._breaker_configs: dict[str, CircuitBreakerConfig] = {}
+        self._policies = PolicyBook(cfg, self.settings)
+        self._pipeline = Pipeline(
+            config=cfg,
+            policies=self._policies,
+            hub=self._hub,
+            cache=self._cache,
+            http=self._http,
+            resolve=self._resolve,
+            balancer=self._registry.balancer,
+            middlewares=self._middlewares,
+            error_handlers=self._error_handlers,
+            sleep=self._sleep,
+            start=self._ensure_started,
+            record_outcome=self._calls.record,
+        )
+        self._components = Components(
+            store=self._store,
+            hub=self._hub,
+            cache=self._cache,
+            registry=self._registry,
+            health=self._health,
+            sleep=self._sleep,
+        )
+        # Clients of call_service() and the verbs, made (and their names validated) once.
+        self._clients: dict[str, ServiceClient] = {}
         if _default_sdk is None:
             _default_sdk = self
 
@@ -192,6 +201,16 @@ class ServiceSDK:
     def store_url(self) -> str | None:
         """The store's URL (``None`` when a ready-made client was given)."""
         return self._store.url
+
+    @property
+    def components(self) -> Components:
+        """The store, breaker hub, cache, registry, health monitor and sleep of this SDK."""
+        return self._components
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The call pipeline every client of this SDK (and ``ResilientTransport``) uses."""
+        return self._pipeline
 
     @property
     def started(self) -> bool:
@@ -226,7 +245,9 @@ class ServiceSDK:
                 )
             self._bus.start()
             await self._registry.start()
-            track_sdk(self)
+            for enrollment in ENROLLMENTS.all():
+                self._on_enrollment(enrollment)
+            ENROLLMENTS.subscribe(self._on_enrollment)
             await self._health.start()
             self._started = True
 
@@ -236,7 +257,7 @@ class ServiceSDK:
         if self._closed:
             return
         self._closed = True
-        forget_sdk(self)
+        ENROLLMENTS.unsubscribe(self._on_enrollment)
         if self._started:
             await self._health.aclose()
             await self._registry.aclose()
@@ -306,6 +327,29 @@ class ServiceSDK:
             for key, h in self._calls.durations.items()
         }
 
+    def add_observer(self, observer: CallObserver) -> None:
+        """Show every call and attempt to ``observer`` (see ``CallObserver``).
+
+        Observers must be quick; one that raises is logged and ignored. With none, the
+        pipeline pays one truth test per call.
+        """
+        self._pipeline.observers.add(observer)
+
+    def remove_observer(self, observer: CallObserver) -> None:
+        """Stop showing calls to ``observer`` (no error if it was not added)."""
+        self._pipeline.observers.remove(observer)
+
+    def _on_enrollment(self, e: HealthEnrollment) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            # Enrolled outside any event loop (at import, say): no monitoring task can
+            # start from here; this SDK enrols it when it starts.
+            return
+        self._health.enroll(
+            e.service, interval=e.interval, timeout=e.timeout, failure_threshold=e.failure_threshold
+        )
+
     # -- clients and calls ----------------------------------------------------------------------
 
     def get_client(
@@ -316,7 +360,16 @@ class ServiceSDK:
         version: str | None = None,
     ) -> ServiceClient:
         """A client for ``service_name``; ``circuit_config`` overrides its breaker policy."""
-        return ServiceClient(self, service_name, circuit_config=circuit_config, version=version)
+        if circuit_config is None and version is None:
+            client = self._clients.get(service_name)
+            if client is None:
+                client = ServiceClient(self._pipeline, service_name)
+                if len(self._clients) < 10_000:  # a bound: names may come from callers
+                    self._clients[service_name] = client
+            return client
+        return ServiceClient(
+            self._pipeline, service_name, circuit_config=circuit_config, version=version
+        )
 
     def service_client(
         self,
@@ -417,9 +470,10 @@ class ServiceSDK:
         call counters per service. A call refused by an open breaker counts as one of
         ``rejections``, not also as a failure.
         """
-        counters: dict[str, Any] = dict(self._metrics)
+        metrics = self._pipeline.metrics
+        counters: dict[str, Any] = dict(metrics)
         counters.update(self._calls.snapshot())
-        if self._metrics.enabled:
+        if metrics.enabled:
             counters.update({f"cache_{k}": v for k, v in self._cache.metrics().items()})
             stats = self._store.stats
             counters.update(
@@ -570,114 +624,7 @@ class ServiceSDK:
         for signum in chosen:
             loop.add_signal_handler(signum, handler, signum)
 
-    # -- internals used by ServiceClient ------------------------------------------------------
-
-    def _call_policy(
-        self,
-        service: str,
-        circuit_config: CircuitBreakerConfig | None,
-        overrides: Mapping[str, Any],
-    ) -> CallPolicy:
-        cfg = self.config
-        svc = self.settings.for_service(service)
-        breaker = circuit_config or self._service_breaker_config(service)
-
-        def pick(name: str, call: Any, client_value: Any, service_value: Any, default: Any) -> Any:
-            for value in (call, client_value, service_value):
-                if value is not None:
-                    return value
-            return default
-
-        timeout = pick(
-            "timeout",
-            overrides.get("timeout"),
-            circuit_config.request_timeout if circuit_config else None,
-            svc.timeout if svc else None,
-            cfg.default_timeout,
-        )
-        attempts = pick(
-            "retry_attempts",
-            overrides.get("retry_attempts"),
-            circuit_config.retry_attempts if circuit_config else None,
-            svc.retry_attempts if svc else None,
-            cfg.default_retry_attempts,
-        )
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-            raise InvalidRequestError(
-                f"timeout must be a positive number of seconds, got {timeout!r}"
-            )
-        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
-            raise InvalidRequestError(f"retry_attempts must be an integer >= 0, got {attempts!r}")
-        deadline = overrides.get("deadline")
-        if deadline is None:
-            deadline = cfg.total_timeout
-        elif not isinstance(deadline, (int, float)) or deadline <= 0:
-            raise InvalidRequestError(
-                f"deadline must be a positive number of seconds, got {deadline!r}"
-            )
-        non_idempotent = overrides.get("retry_non_idempotent")
-        retry = RetryPolicy(
-            attempts=max(1, attempts),
-            delay=breaker.retry_delay
-            if svc is None or svc.retry_delay is None
-            else svc.retry_delay,
-            backoff=breaker.retry_backoff
-            if svc is None or svc.retry_backoff is None
-            else svc.retry_backoff,
-            max_delay=cfg.retry_max_delay,
-            deadline=float(deadline) if deadline is not None else None,
-            retry_statuses=cfg.retry_statuses,
-            retry_non_idempotent=cfg.retry_non_idempotent
-            if non_idempotent is None
-            else bool(non_idempotent),
-        )
-        use_cache = overrides.get("use_cache")
-        service_cache = svc.cache_enabled if svc is not None else None
-        cache_enabled = cfg.cache_enabled and bool(
-            use_cache if use_cache is not None else service_cache
-        )
-        ttl = overrides.get("cache_ttl") or (
-            svc.cache_ttl if svc and svc.cache_ttl else cfg.cache_default_ttl
-        )
-        breaker_enabled = cfg.default_circuit_breaker_enabled
-        if svc is not None and svc.circuit_breaker_enabled is not None:
-            breaker_enabled = svc.circuit_breaker_enabled
-        return CallPolicy(
-            timeout=float(timeout),
-            retry=retry,
-            breaker_enabled=breaker_enabled,
-            breaker_config=breaker,
-            cache_enabled=cache_enabled,
-            cache_ttl=float(ttl),
-            headers=dict(svc.headers) if svc else {},
-            base_path=svc.base_path if svc else "",
-        )
-
-    def _service_breaker_config(self, service: str) -> CircuitBreakerConfig:
-        """The default breaker policy with the service's settings applied, built once.
-
-        The hot path asks for it on every call; building (and validating) a new model
-        each time would also make the breaker re-derive its parameters per call.
-        """
-        cached = self._breaker_configs.get(service)
-        if cached is not None:
-            return cached
-        base = self.config.circuit_breaker
-        svc = self.settings.for_service(service)
-        update = {}
-        if svc is not None:
-            update = {
-                "failure_threshold": svc.failure_threshold,
-                "success_threshold": svc.success_threshold,
-                "timeout": svc.recovery_timeout,
-            }
-            update = {k: v for k, v in update.items() if v is not None}
-        config = CircuitBreakerConfig(**{**base.model_dump(), **update}) if update else base
-        self._breaker_configs[service] = config
-        return config
-
-    def _discovery_active(self, service: str) -> bool:
-        return self.config.service_discovery_enabled
+    # -- collaborators given to the pipeline -------------------------------------------------
 
     async def _resolve(
         self, service: str, version: str | None
@@ -712,61 +659,10 @@ class ServiceSDK:
             service_name=service,
         )
 
-    def _cache_for(
-        self, service: str, request: httpx.Request, policy: CallPolicy
-    ) -> HttpCacheRunner | None:
-        return HttpCacheRunner.for_request(self, service, request, policy)
-
     async def clear_service_cache(self, service_name: str) -> None:
         """Invalidate every cached entry of ``service_name`` fleet-wide, in O(1)."""
         await self._ensure_started()
         await self._cache.clear_service(service_name)
-
-    async def _run_middleware(
-        self, request: httpx.Request, terminal: Callable[[httpx.Request], Awaitable[httpx.Response]]
-    ) -> httpx.Response:
-        handler = terminal
-        for mw in reversed(self._middlewares):
-            handler = _bind(mw, handler)
-        return await handler(request)
-
-    def _count_outcome(self, service: str, outcome: CallOutcome) -> None:
-        self._calls.record(service, _method_of(outcome), outcome)
-
-    async def _handle_error(self, service: str, method: str, outcome: CallOutcome) -> None:
-        if not self._error_handlers:
-            return
-        error: BaseException
-        status = None
-        if outcome.exception is not None:
-            error = outcome.exception
-            status = getattr(error, "status_code", None)
-        elif outcome.response is not None:
-            error = error_for_response(outcome.response, service, outcome.endpoint)
-            error.attempts = outcome.attempts
-            status = outcome.response.status_code
-        else:  # pragma: no cover - an outcome has one or the other
-            return
-        context = {
-            "service_name": service,
-            "endpoint": outcome.endpoint,
-            "method": method,
-            "attempts": outcome.attempts,
-            "instance": outcome.instance,
-            "status_code": status,
-        }
-        for handler in list(self._error_handlers):
-            # A handler that raises is logged; the original error stands.
-            await call_logged(handler, error, dict(context), log=logger, what="error handler")
-
-
-def _bind(
-    mw: Middleware, nxt: Callable[[httpx.Request], Awaitable[httpx.Response]]
-) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
-    async def run(request: httpx.Request) -> httpx.Response:
-        return await mw(request, nxt)
-
-    return run
 
 
 def _result_from(outcome: CallOutcome, service: str) -> ServiceResult:

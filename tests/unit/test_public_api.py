@@ -47,3 +47,11 @@ def test_testing_module_all_is_sorted() -> None:
     assert names == sorted(set(names))
     for name in names:
         assert hasattr(msfw_redis.testing, name)
+
+
+def test_resilient_transport_is_public_and_an_httpx_transport() -> None:
+    """ResilientTransport is exported and plugs into httpx.AsyncClient as a transport."""
+    import httpx
+
+    assert "ResilientTransport" in msfw_redis.__all__
+    assert issubclass(msfw_redis.ResilientTransport, httpx.AsyncBaseTransport)

@@ -7,7 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from msfw_redis import HTTPMethod, InvalidRequestError
-from msfw_redis._pipeline.client import encode_body, parse_body, validate_endpoint, validate_method
+from msfw_redis._pipeline.request import encode_body, parse_body, validate_endpoint, validate_method
 
 
 def test_methods() -> None:

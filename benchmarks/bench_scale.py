@@ -1,0 +1,184 @@
+"""Scale: 1, 100 and 10,000 breakers in one process, and what each costs in Redis.
+
+Breakers are endpoint-scoped on one service (the case where their number multiplies):
+
+* **hot path**: µs per acquire + success on a CLOSED breaker, cycling over all N;
+* **first use**: ms until a new breaker's first call proceeds, and the Redis commands
+  that first use sends before it proceeds (from ``INFO commandstats``, so background
+  work such as the fleet index counts only if it ran before the call went on);
+* **in-process bytes per breaker**: ``tracemalloc`` growth over making and using N;
+* **Redis bytes**: ``MEMORY USAGE`` summed over this run's keys (SCAN from Python, never
+  in a script) per breaker, per cache entry and per registered instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import tracemalloc
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from benchmarks._common import Context, Result, command_counts, command_delta
+from msfw_redis._breaker.hub import BreakerHub
+from msfw_redis._cache.cache import CachePolicy, ResponseCache
+from msfw_redis._cache.entry import TypeAdapterCodec
+from msfw_redis._config import CircuitBreakerConfig
+from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._store.events import EventBus
+from msfw_redis._store.store import Store
+
+SERVICE = "scale-svc"
+LEVELS = (1, 100, 10_000)
+
+
+async def _redis_bytes(url: str, prefix: str) -> int:
+    client = aioredis.Redis.from_url(url)
+    try:
+        total = 0
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            total += int(await client.memory_usage(key, samples=0) or 0)
+        return total
+    finally:
+        await client.aclose()
+
+
+async def _breakers(ctx: Context, n: int) -> dict[str, Any]:
+    prefix = f"sc{time.monotonic_ns()}"
+    store = Store.from_url(ctx.redis_url, key_prefix=prefix, op_timeout=5.0)
+    await store.start()
+    bus = EventBus(store)
+    bus.start()
+    hub = BreakerHub(store, bus)
+    config = CircuitBreakerConfig()
+    try:
+        warm = hub.get(SERVICE, "warm", config)  # the subscription is paid once, here
+        await (await warm.acquire()).success()
+        await hub.drain()
+        tracemalloc.start()
+        base, _ = tracemalloc.get_traced_memory()
+        first_ms: list[float] = []
+        names = [f"/e/{i}" for i in range(n)]
+        probe_at = {0, n // 2, n - 1}
+        probe_cmds: list[int] = []
+        for i, name in enumerate(names):
+            before = command_counts(ctx.redis_url) if i in probe_at else None
+            t = time.perf_counter()
+            permit = await hub.get(SERVICE, name, config).acquire()
+            first_ms.append((time.perf_counter() - t) * 1e3)
+            if before is not None:
+                probe_cmds.append(command_delta(before, command_counts(ctx.redis_url)))
+            await permit.success()
+            if i % 500 == 0:
+                ctx.progress(f"[scale] {n:,} breakers: first use {i:,}")
+        await hub.drain()
+        grown, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        calls = max(2_000, n)
+        breakers = [hub.get(SERVICE, name, config) for name in names]
+        t = time.perf_counter()
+        for i in range(calls):
+            await (await breakers[i % n].acquire()).success()
+        hot_us = (time.perf_counter() - t) / calls * 1e6
+        await hub.flush()
+        await hub.drain()
+        redis_bytes = await _redis_bytes(ctx.redis_url, prefix)
+    finally:
+        await hub.aclose()
+        await bus.aclose()
+        await store.aclose()
+    return {
+        "hot_us": hot_us,
+        "first_ms": statistics.median(first_ms),
+        "first_cmds": max(probe_cmds),
+        "py_bytes": (grown - base) / n,
+        "redis_bytes": redis_bytes / (n + 1),
+    }
+
+
+async def _cache_entry_bytes(ctx: Context, n: int) -> float:
+    prefix = f"sce{time.monotonic_ns()}"
+    store = Store.from_url(ctx.redis_url, key_prefix=prefix, op_timeout=5.0)
+    await store.start()
+    bus = EventBus(store)
+    cache = ResponseCache(store, bus)
+    codec = TypeAdapterCodec(dict)
+    policy = CachePolicy(ttl=300.0)
+    try:
+        empty = await _redis_bytes(ctx.redis_url, prefix)
+        for i in range(n):
+            key = cache.request_key(service=SERVICE, method="GET", path=f"/items/{i}")
+            assert key is not None
+
+            async def origin(i: int = i) -> dict[str, Any]:
+                return {"id": i, "name": f"item {i}", "tags": ["a", "b"]}
+
+            await cache.get_or_fetch(key, origin, codec=codec, policy=policy)
+        await cache.drain()
+        return (await _redis_bytes(ctx.redis_url, prefix) - empty) / n
+    finally:
+        await cache.aclose()
+        await bus.aclose()
+        await store.aclose()
+
+
+async def _instance_bytes(ctx: Context, n: int) -> float:
+    prefix = f"sci{time.monotonic_ns()}"
+    store = Store.from_url(ctx.redis_url, key_prefix=prefix, op_timeout=5.0)
+    await store.start()
+    registry = ServiceRegistry(store, None, default_ttl=60.0)
+    try:
+        for i in range(n):
+            await registry.register(
+                SERVICE, host=f"10.0.{i // 250}.{i % 250 + 1}", port=8000, start_heartbeats=False
+            )
+        return await _redis_bytes(ctx.redis_url, prefix) / n
+    finally:
+        await registry.aclose()
+        await store.aclose()
+
+
+async def run(ctx: Context) -> Result:
+    result = Result(
+        "scale",
+        "Scale: N endpoint breakers of one service in one process (real server)",
+        [
+            "breakers",
+            "hot path µs/call",
+            "first use ms (median)",
+            "first use commands",
+            "in-process bytes/breaker",
+            "Redis bytes/breaker",
+        ],
+    )
+    for n in LEVELS:
+        row = await _breakers(ctx, n)
+        result.add(
+            **{
+                "breakers": n,
+                "hot path µs/call": round(row["hot_us"], 1),
+                "first use ms (median)": round(row["first_ms"], 2),
+                "first use commands": row["first_cmds"],
+                "in-process bytes/breaker": round(row["py_bytes"]),
+                "Redis bytes/breaker": round(row["redis_bytes"]),
+            }
+        )
+    entries = ctx.scale(1_000, 200)
+    instances = ctx.scale(200, 50)
+    entry = await _cache_entry_bytes(ctx, entries)
+    instance = await _instance_bytes(ctx, instances)
+    result.notes.append(
+        f"Redis bytes per cache entry (small JSON body, {entries:,} entries): {entry:,.0f}"
+    )
+    result.notes.append(
+        f"Redis bytes per registered instance ({instances} instances): {instance:,.0f}"
+    )
+    result.notes.append(
+        "first use commands: commands the server saw between a new breaker's acquire() "
+        "starting and returning (max over the first, middle and last breaker; background "
+        "index writes may land inside that window)"
+    )
+    await asyncio.sleep(0)
+    return result

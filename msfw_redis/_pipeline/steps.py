@@ -1,0 +1,455 @@
+"""The steps of a call, each an ``httpx.AsyncBaseTransport`` wrapping the next.
+
+As in hishel, a step holds ``next_transport`` and the collaborators it needs, given when
+it is built (see :mod:`msfw_redis._pipeline.pipeline` for the order). What one call
+carries from step to step lives in a :class:`CallContext` in the request's extensions
+under :data:`CALL_KEY`; steps never reach into the SDK or into one another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from msfw_redis._cache.cache import HttpResponseCodec
+from msfw_redis._exceptions import CircuitOpenError, ServiceClientError, ServiceTimeoutError
+from msfw_redis._pipeline.observe import AttemptRecord
+from msfw_redis._pipeline.retry import call_with_retries
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from msfw_redis._breaker.hub import BreakerHub
+    from msfw_redis._cache.cache import CacheKey, ResponseCache
+    from msfw_redis._cache.policy import CachePolicy
+    from msfw_redis._pipeline.observe import CallObserver, CallRecord
+    from msfw_redis._pipeline.policy import CallPolicy
+    from msfw_redis._pipeline.request import Middleware
+    from msfw_redis._registry.balancing import LoadBalancer
+    from msfw_redis._registry.instance import ServiceInstance
+
+    Resolved = tuple[str, str | None, ServiceInstance | None]
+    Resolver = Callable[[str, str | None], Awaitable[Resolved]]
+
+__all__ = [
+    "CALL_KEY",
+    "AttemptTimeoutStep",
+    "BreakerStep",
+    "CacheStep",
+    "CallContext",
+    "CallMetrics",
+    "FunctionCache",
+    "InstanceStep",
+    "MiddlewareStep",
+    "Observers",
+    "RetryStep",
+    "SendStep",
+    "notify",
+]
+
+logger = logging.getLogger("msfw_redis.pipeline")
+
+#: The request extension holding the call's :class:`CallContext`.
+CALL_KEY = "msfw_redis.call"
+
+
+class CallMetrics(Counter[str]):
+    """In-process counters; writes are dropped when metrics are disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        super().__init__()
+        self.enabled = enabled
+
+    def __setitem__(self, key: str, value: int) -> None:
+        if self.enabled:
+            super().__setitem__(key, value)
+
+
+class Observers:
+    """The SDK's observers; steps read :attr:`items` (a tuple, so one truth test)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: tuple[CallObserver, ...] = ()
+
+    def add(self, observer: CallObserver) -> None:
+        if observer not in self.items:
+            self.items = (*self.items, observer)
+
+    def remove(self, observer: CallObserver) -> None:
+        self.items = tuple(o for o in self.items if o is not observer)
+
+
+def notify(observers: Sequence[CallObserver], hook: str, *args: Any) -> None:
+    """Call ``hook`` on every observer; one that raises is logged and ignored."""
+    for observer in observers:
+        try:
+            getattr(observer, hook)(*args)
+        except Exception:
+            logger.exception("call observer %r raised in %s; ignored", observer, hook)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCache:
+    """A ``@cached_service_call`` entry for this call, keyed after middleware ran.
+
+    ``key`` gets the outgoing headers (credentials included) and returns the entry's
+    key, or ``None`` when the response must not be shared.
+    """
+
+    key: Callable[[httpx.Headers], CacheKey | None]
+    policy: CachePolicy
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What one call carries from step to step."""
+
+    service: str
+    endpoint: str
+    template: str
+    policy: CallPolicy
+    version: str | None = None
+    force_refresh: bool = False
+    function_cache: FunctionCache | None = None
+    attempts: int = 0
+    attempt_timeout: float = 0.0
+    instance: str | None = None
+    target: ServiceInstance | None = None
+    from_cache: bool = False
+    stale: bool = False
+    deadline_at: float | None = None
+    record: CallRecord | None = None
+    observers: tuple[CallObserver, ...] = ()
+
+
+def _context(request: httpx.Request) -> CallContext:
+    ctx: CallContext = request.extensions[CALL_KEY]
+    return ctx
+
+
+class MiddlewareStep(httpx.AsyncBaseTransport):
+    """Runs the ``@sdk.middleware`` chain, in registration order, around the rest."""
+
+    def __init__(self, next_transport: httpx.AsyncBaseTransport, middlewares: list[Middleware]):
+        self.next_transport = next_transport
+        self._middlewares = middlewares  # the SDK's list: middleware added later count
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self._middlewares:
+            return await self.next_transport.handle_async_request(request)
+        ctx = _context(request)
+        nxt = self.next_transport
+
+        async def terminal(req: httpx.Request) -> httpx.Response:
+            # A middleware may hand on a new request; the call's context goes with it.
+            req.extensions.setdefault(CALL_KEY, ctx)
+            return await nxt.handle_async_request(req)
+
+        handler: Callable[[httpx.Request], Awaitable[httpx.Response]] = terminal
+        for mw in reversed(self._middlewares):
+            handler = _bind(mw, handler)
+        return await handler(request)
+
+
+def _bind(
+    mw: Middleware, nxt: Callable[[httpx.Request], Awaitable[httpx.Response]]
+) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    async def run(request: httpx.Request) -> httpx.Response:
+        return await mw(request, nxt)
+
+    return run
+
+
+def _server_error(response: httpx.Response) -> bool:
+    return response.status_code >= 500
+
+
+def _any_error(response: httpx.Response) -> bool:
+    return response.status_code >= 400
+
+
+class CacheStep(httpx.AsyncBaseTransport):
+    """The shared cache: HTTP-level for cacheable GETs and ``@cached_service_call``.
+
+    It sits after middleware, so the headers a middleware set (credentials above all)
+    are in the key: a response is shared only between callers with the same
+    credentials, and never when credentials are present without ``cache_key_secret``.
+    """
+
+    _codec = HttpResponseCodec()
+
+    def __init__(self, next_transport: httpx.AsyncBaseTransport, cache: ResponseCache) -> None:
+        self.next_transport = next_transport
+        self._cache = cache
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        ctx = _context(request)
+        nxt = self.next_transport
+        function = ctx.function_cache
+        policy = ctx.policy
+        if function is not None:
+            key = function.key(request.headers)
+            cache_policy = function.policy
+            is_error = _any_error
+        elif policy.cache_policy is not None and request.method in ("GET", "HEAD"):
+            key = self._cache.request_key(
+                service=ctx.service,
+                method=request.method,
+                path=request.url.path,
+                params=list(request.url.params.multi_items()),
+                headers=request.headers,
+            )
+            cache_policy = policy.cache_policy
+            is_error = _server_error
+        else:
+            return await nxt.handle_async_request(request)
+        if key is None:  # credentials without a secret: never shared
+            return await nxt.handle_async_request(request)
+        result = await self._cache.get_or_fetch(
+            key,
+            lambda: nxt.handle_async_request(request),
+            codec=self._codec,
+            policy=cache_policy,
+            force_refresh=ctx.force_refresh,
+            is_error=is_error,
+        )
+        ctx.from_cache, ctx.stale = result.from_cache, result.stale
+        if ctx.record is not None:
+            ctx.record.cache = str(result.outcome)
+        response: httpx.Response = result.value
+        return response
+
+
+class RetryStep(httpx.AsyncBaseTransport):
+    """The retry loop: attempts under the call's retry policy and total deadline."""
+
+    def __init__(
+        self,
+        next_transport: httpx.AsyncBaseTransport,
+        *,
+        sleep: Callable[[float], Awaitable[None]],
+        metrics: CallMetrics,
+    ) -> None:
+        self.next_transport = next_transport
+        self._sleep = sleep
+        self._metrics = metrics
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        ctx = _context(request)
+        policy = ctx.policy
+        nxt = self.next_transport
+        metrics = self._metrics
+
+        async def attempt() -> httpx.Response:
+            timeout = policy.timeout
+            if ctx.deadline_at is not None:
+                remaining = ctx.deadline_at - time.monotonic()
+                if remaining <= 0:
+                    # An attempt that cannot start within the deadline is not made.
+                    raise ServiceTimeoutError(
+                        f"call to {ctx.service} {request.url.path} ran out of its "
+                        f"{policy.retry.deadline}s deadline",
+                        service_name=ctx.service,
+                        endpoint=request.url.path,
+                    )
+                timeout = min(timeout, remaining)
+            ctx.attempt_timeout = timeout
+            ctx.attempts += 1
+            if ctx.attempts > 1:
+                metrics["retries"] += 1
+            return await nxt.handle_async_request(request)
+
+        return await call_with_retries(
+            attempt, policy.retry, method=request.method, headers=request.headers, sleep=self._sleep
+        )
+
+
+class InstanceStep(httpx.AsyncBaseTransport):
+    """Instance choice: a retry may go to another instance; in-flight calls are counted.
+
+    The first attempt goes where the request was built to go (the instance chosen when
+    the call entered); with discovery on, each retry asks the registry again.
+    """
+
+    def __init__(
+        self,
+        next_transport: httpx.AsyncBaseTransport,
+        *,
+        resolve: Resolver | None,
+        balancer: LoadBalancer | None,
+    ) -> None:
+        self.next_transport = next_transport
+        self._resolve = resolve
+        self._balancer = balancer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        ctx = _context(request)
+        if ctx.attempts > 1 and self._resolve is not None:
+            await self._reroute(request, ctx, self._resolve)
+        target = ctx.target
+        if ctx.record is not None:
+            ctx.record.instance = ctx.instance
+        if target is None or self._balancer is None:
+            return await self.next_transport.handle_async_request(request)
+        with self._balancer.track(target):
+            return await self.next_transport.handle_async_request(request)
+
+    @staticmethod
+    async def _reroute(request: httpx.Request, ctx: CallContext, resolve: Resolver) -> None:
+        base_url, instance, ctx.target = await resolve(ctx.service, ctx.version)
+        target = httpx.URL(base_url)
+        if (target.scheme, target.host, target.port) != (
+            request.url.scheme,
+            request.url.host,
+            request.url.port,
+        ):
+            request.url = request.url.copy_with(
+                scheme=target.scheme, host=target.host, port=target.port
+            )
+            request.headers["host"] = request.url.netloc.decode("ascii")
+            ctx.instance = instance
+
+
+# Fleet limits (bulkhead, rate limiter, Retry-After gate) slot in here: after the
+# instance is chosen (so they may be per instance) and before breaker admission.
+
+
+class BreakerStep(httpx.AsyncBaseTransport):
+    """Breaker admission, then the outcome of the attempt reported to the breaker."""
+
+    def __init__(
+        self, next_transport: httpx.AsyncBaseTransport, *, hub: BreakerHub, metrics: CallMetrics
+    ) -> None:
+        self.next_transport = next_transport
+        self._hub = hub
+        self._metrics = metrics
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        ctx = _context(request)
+        policy = ctx.policy
+        if not policy.breaker_enabled:
+            return await self.next_transport.handle_async_request(request)
+        config = policy.breaker_config
+        named = policy.breaker_endpoint
+        if named is None:
+            if config.scope == "instance":
+                named = f"instance:{ctx.instance}"
+            elif config.scope == "endpoint":
+                named = ctx.template
+        breaker = self._hub.get(ctx.service, named, config)
+        try:
+            permit = await breaker.acquire()
+        except CircuitOpenError:
+            self._metrics["breaker_rejections"] += 1
+            if ctx.record is not None:
+                ctx.record.breaker_state = breaker.state().state
+            raise
+        if ctx.record is not None:
+            ctx.record.breaker_state = breaker.state().state
+        try:
+            response = await self.next_transport.handle_async_request(request)
+        except asyncio.CancelledError:
+            await asyncio.shield(permit.release())
+            raise
+        except BaseException as exc:
+            await (permit.failure() if breaker.classify_exception(exc) else permit.success())
+            raise
+        failed = breaker.classify_status(response.status_code)
+        await (permit.failure() if failed else permit.success())
+        return response
+
+
+class AttemptTimeoutStep(httpx.AsyncBaseTransport):
+    """Bounds the send by the attempt's timeout; observers see each attempt here."""
+
+    def __init__(self, next_transport: httpx.AsyncBaseTransport) -> None:
+        self.next_transport = next_transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        ctx = _context(request)
+        timeout = ctx.attempt_timeout or ctx.policy.timeout
+        request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+        observers = ctx.observers
+        call = ctx.record
+        if not observers or call is None:
+            async with asyncio.timeout(timeout):
+                return await self.next_transport.handle_async_request(request)
+        call.attempts = ctx.attempts
+        attempt = AttemptRecord(number=ctx.attempts, request=request, started=time.monotonic())
+        notify(observers, "attempt_started", call, attempt)
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self.next_transport.handle_async_request(request)
+        except BaseException as exc:
+            attempt.error = exc
+            notify(observers, "attempt_ended", call, attempt)
+            raise
+        attempt.response = response
+        notify(observers, "attempt_ended", call, attempt)
+        return response
+
+
+class SendStep(httpx.AsyncBaseTransport):
+    """Sends the request and reads the body, at most ``max_response_bytes`` of it."""
+
+    def __init__(
+        self,
+        send: Callable[[httpx.Request], Awaitable[httpx.Response]],
+        *,
+        max_response_bytes: int,
+    ) -> None:
+        self._send = send
+        self._limit = max_response_bytes
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        ctx = _context(request)
+        limit = self._limit
+        response = await self._send(request)
+        try:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise ServiceClientError(
+                    f"response of {declared} bytes exceeds max_response_bytes={limit}",
+                    status_code=response.status_code,
+                    service_name=ctx.service,
+                    endpoint=request.url.path,
+                )
+            if declared is not None and declared.isdigit():
+                # The declared length is within the limit; httpx reads it exactly.
+                await response.aread()
+                response.request = request
+                return response
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceClientError(
+                        f"response exceeds max_response_bytes={limit}",
+                        status_code=response.status_code,
+                        service_name=ctx.service,
+                        endpoint=request.url.path,
+                    )
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=b"".join(chunks),
+            request=request,
+            extensions={"http_version": response.extensions.get("http_version", b"HTTP/1.1")},
+        )
