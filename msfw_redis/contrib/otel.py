@@ -135,7 +135,8 @@ class Instrumentation:
             "http.request.method": attempt.request.method,
             "server.address": url.host,
             "server.port": url.port or (443 if url.scheme == "https" else 80),
-            "url.full": str(url.copy_with(username=None, password=None)),
+            # Credentials never go into a span; copy_with is costly, so only when present.
+            "url.full": str(url.copy_with(username=None, password=None) if url.userinfo else url),
             "msfw.attempt": attempt.number,
         }
         if attempt.number > 1:
