@@ -397,6 +397,8 @@ def _run_demo(args: argparse.Namespace, out: TextIO) -> int:
         redis_url=args.redis_url,
         prefix=args.prefix,
         json=args.json,
+        dashboard=args.dashboard,
+        dashboard_port=args.dashboard_port,
     )
     try:
         return run_demo(options, out)
@@ -492,6 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--replicas", type=int, default=3, help="replica processes, 1 to 16 (default 3)"
     )
     demo.add_argument("--json", action="store_true", help="no live view; print the summary as JSON")
+    demo.add_argument(
+        "--dashboard", action="store_true", help="also serve the live dashboard of the demo's fleet"
+    )
+    demo.add_argument(
+        "--dashboard-port", type=int, default=8050, metavar="PORT", help="default 8050"
+    )
 
     status = sub.add_parser(
         "status", parents=[common], help="every breaker: state, failures, generation"

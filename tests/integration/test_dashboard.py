@@ -100,3 +100,17 @@ async def test_chromium_sees_a_trip_and_a_reset(real_redis_url: str) -> None:
             finally:
                 await browser.close()
     assert trips == "1"
+
+
+def test_demo_with_dashboard_keeps_json_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """demo --dashboard --json: the dashboard's address goes to stderr, stdout stays JSON."""
+    import io
+    import json
+
+    from msfw_redis._cli.main import main
+
+    out = io.StringIO()
+    argv = ["demo", "--seconds", "6", "--replicas", "1", "--json", "--dashboard", "--dashboard-port", "0"]
+    assert main(argv, out=out) == 0
+    assert json.loads(out.getvalue())["ok"] is True
+    assert "dashboard: http://127.0.0.1:" in capsys.readouterr().err
