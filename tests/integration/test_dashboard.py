@@ -110,7 +110,17 @@ def test_demo_with_dashboard_keeps_json_stdout(capsys: pytest.CaptureFixture[str
     from msfw_redis._cli.main import main
 
     out = io.StringIO()
-    argv = ["demo", "--seconds", "6", "--replicas", "1", "--json", "--dashboard", "--dashboard-port", "0"]
+    argv = [
+        "demo",
+        "--seconds",
+        "6",
+        "--replicas",
+        "1",
+        "--json",
+        "--dashboard",
+        "--dashboard-port",
+        "0",
+    ]
     assert main(argv, out=out) == 0
     assert json.loads(out.getvalue())["ok"] is True
     assert "dashboard: http://127.0.0.1:" in capsys.readouterr().err
