@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from msfw_redis._breaker.machine import BreakerState
 from msfw_redis._exceptions import StoreError
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["BREAKER_STATES", "BreakerView", "FleetReader", "FleetView", "ServiceView"]
 
 #: Every state a breaker can be in, as the metrics and the dashboard label them.
-BREAKER_STATES = ("closed", "open", "half_open", "forced_open", "forced_closed", "disabled")
+BREAKER_STATES = tuple(state.label for state in BreakerState)
 
 
 @dataclass(frozen=True, slots=True)

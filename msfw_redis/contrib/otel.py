@@ -28,8 +28,10 @@ buckets, semconv attributes), plus counters mirroring the Prometheus set:
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
+from msfw_redis._breaker.machine import BreakerState
 from msfw_redis._exceptions import CircuitOpenError
 from msfw_redis._sdk.metrics import DURATION_BUCKETS
 
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["Instrumentation", "instrument"]
 
 _SCOPE = "msfw_redis"
-_STATES = ("closed", "open", "half_open", "forced_open", "forced_closed", "disabled")
+_STATES = tuple(state.label for state in BreakerState)
 
 
 def _error_type(error: BaseException | None, status: int | None) -> str | None:
@@ -150,9 +152,11 @@ class Instrumentation:
         )
         attempt.data[self._key] = span
         propagate.inject(attempt.request.headers, context=trace.set_span_in_context(span))
-        if parent is not None and attempt.number == 1:
-            for key in ("server.address", "server.port", "url.full"):
-                parent.set_attribute(key, attributes[key])
+        if attempt.number == 1:
+            server = {k: attributes[k] for k in ("server.address", "server.port")}
+            call.data[-self._key] = server
+            if parent is not None:
+                parent.set_attributes({**server, "url.full": attributes["url.full"]})
 
     def attempt_ended(self, call: CallRecord, attempt: AttemptRecord) -> None:
         """Close the attempt's span with its status code or error type."""
@@ -170,17 +174,11 @@ class Instrumentation:
 
     def call_ended(self, call: CallRecord) -> None:
         """Close the call's span; record the duration and the counters."""
-        import time
-
         elapsed = time.monotonic() - call.started
         error = _error_type(call.error, call.status_code)
         attributes: dict[str, Any] = {"http.request.method": call.method}
         span: Span | None = call.data.pop(self._key, None)
-        if span is not None:
-            server = getattr(span, "attributes", None) or {}
-            for key in ("server.address", "server.port"):
-                if key in server:
-                    attributes[key] = server[key]
+        attributes.update(call.data.pop(-self._key, {}))  # server.* of the first attempt
         if call.status_code is not None:
             attributes["http.response.status_code"] = call.status_code
         if error is not None:

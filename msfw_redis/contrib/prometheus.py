@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from msfw_redis._cli.fleet_view import BREAKER_STATES
+from msfw_redis._breaker.machine import BreakerState
 from msfw_redis._sdk.metrics import DURATION_BUCKETS
 
 try:
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["MsfwCollector"]
 
 _ALL = "_all"
+_STATES = tuple(state.label for state in BreakerState)
 _CACHE_RESULTS = (
     ("hit", "hits"),
     ("miss", "misses"),
@@ -113,7 +114,7 @@ class MsfwCollector:
         )
         for cs in self._sdk.circuit_states():
             name = cs.service if cs.endpoint is None else f"{cs.service}:{cs.endpoint}"
-            for label in BREAKER_STATES:
+            for label in _STATES:
                 state.add_metric([name, cs.service, label], int(cs.state == label))
         yield state
 

@@ -82,6 +82,7 @@ async def test_two_retries_give_one_parent_and_three_attempt_spans(
     assert [p.count for p in durations] == [1]
     assert durations[0].attributes["http.request.method"] == "GET"
     assert durations[0].attributes["http.response.status_code"] == 200
+    assert durations[0].attributes["server.address"] == http_service.host
     assert list(durations[0].explicit_bounds)[:3] == [0.005, 0.01, 0.025]
     retries = {p.attributes["kind"]: p.value for p in _points(reader, "msfw.retry.calls")}
     assert retries == {"successful_with_retry": 1}
