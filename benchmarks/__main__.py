@@ -47,6 +47,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.bench_scale",
         "1 / 100 / 10,000 breakers: hot path, first use, bytes in process and in Redis",
     ),
+    "observability": (
+        "benchmarks.bench_observability",
+        "µs per call on the CLOSED path with OpenTelemetry off, on (no exporter), on (in-memory)",
+    ),
+    "dashboard": (
+        "benchmarks.bench_dashboard",
+        "ms from a breaker trip to the dashboard tile turning open in headless Chromium",
+    ),
     "registry": (
         "benchmarks.bench_registry",
         "round trips per discovery, heartbeat cost, SIGKILL-to-eviction time",

@@ -133,7 +133,12 @@ class CircuitState:
 
 @dataclass(frozen=True, slots=True)
 class TransitionEvent:
-    """Handed to transition listeners, in every replica, once per transition."""
+    """Handed to transition listeners, in every replica, once per transition.
+
+    ``state`` (also ``to_state``) is the new state; ``from_state`` the state this
+    replica's mirror held before, or ``None`` when it had not seen the breaker yet;
+    ``at`` the Redis server time of the transition (Unix seconds).
+    """
 
     service: str
     endpoint: str | None
@@ -141,6 +146,13 @@ class TransitionEvent:
     generation: int
     opened_at: float | None
     retry_after: float
+    from_state: str | None = None
+    at: float | None = None
+
+    @property
+    def to_state(self) -> str:
+        """The new state (the same as ``state``)."""
+        return self.state
 
 
 TransitionListener = Callable[[TransitionEvent], Awaitable[None] | None]
@@ -235,6 +247,8 @@ class DistributedBreaker:
         self._probes_busy_gen = -1
         self.rejections = 0
         self.local_calls = 0
+        #: (generation, the state before it) for the newest generation change seen.
+        self.prior: tuple[int, str] | None = None
 
     @property
     def running_local(self) -> bool:
@@ -253,6 +267,10 @@ class DistributedBreaker:
         view = self._view
         if not authoritative and (snap.now_ms, snap.gen) < (view.now_ms, view.gen):
             return  # an older view arriving late must not roll the mirror back
+        if snap.gen != view.gen and view is not _UNKNOWN:
+            # Remembered for transition events: the mirror may learn a new generation
+            # from a script reply before the pub/sub message about it arrives.
+            self.prior = (snap.gen, view.state.label)
         self._view = dataclasses.replace(snap, code=0, extra=())
         if authoritative:
             self._refreshed_at = time.monotonic()

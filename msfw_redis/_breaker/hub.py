@@ -143,8 +143,11 @@ class BreakerHub:
             logger.warning("ignoring malformed breaker event %r", payload[:200])
             return
         breaker = self._breakers.get((service, name))
+        before: str | None = None
         if breaker is not None:
             breaker.on_event(gen, state, opened, until, now)
+            if breaker.prior is not None and breaker.prior[0] == gen:
+                before = breaker.prior[1]
         if not self._listeners:
             return
         retry_after = max(0.0, (until - now) / 1000.0) if state is BreakerState.OPEN else 0.0
@@ -155,6 +158,8 @@ class BreakerHub:
             generation=gen,
             opened_at=opened / 1000.0 if opened else None,
             retry_after=retry_after,
+            from_state=before,
+            at=now / 1000.0,
         )
         for listener in list(self._listeners):
             await call_logged(listener, event, log=logger, what="breaker transition listener")

@@ -90,6 +90,8 @@ class DemoOptions:
     redis_url: str | None
     prefix: str
     json: bool = False
+    dashboard: bool = False
+    dashboard_port: int = 8050
 
 
 class _EmbeddedStore:
@@ -439,12 +441,25 @@ async def _main(options: DemoOptions, plan: DemoPlan, label: str, out: TextIO) -
             loop.add_signal_handler(signum, demo.interrupt.set)
     try:
         await demo.setup()
-        await demo.spawn()
-        if not demo.interrupt.is_set():
-            await demo.run()
-        else:
-            demo.state.interrupted = True
-        return await demo.finish()
+        async with contextlib.AsyncExitStack() as stack:
+            if options.dashboard:
+                from msfw_redis._cli.demo_dashboard import demo_dashboard
+
+                await stack.enter_async_context(
+                    demo_dashboard(
+                        plan.redis_url,
+                        plan.prefix,
+                        "127.0.0.1",
+                        options.dashboard_port,
+                        sys.stderr if options.json else out,  # --json keeps stdout pure JSON
+                    )
+                )
+            await demo.spawn()
+            if not demo.interrupt.is_set():
+                await demo.run()
+            else:
+                demo.state.interrupted = True
+            return await demo.finish()
     finally:
         try:
             await demo.teardown()

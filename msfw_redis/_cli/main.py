@@ -8,6 +8,8 @@ Commands::
     msfw-redis services [SERVICE] [--json]
     msfw-redis cache stats [SERVICE] [--json]
     msfw-redis cache clear SERVICE [--function F] [--force]
+    msfw-redis metrics --once | --serve HOST:PORT
+    msfw-redis dashboard [--host 127.0.0.1] [--port 8050]
 
 Every command takes ``--redis-url`` (default ``$MSFW_REDIS_URL``, else the embedded
 store) and ``--prefix`` (default ``msfw``), before or after the command name.
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from msfw_redis._breaker.hub import SERVICE_SCOPE, BreakerHub, CircuitState
 from msfw_redis._cache.cache import ResponseCache
+from msfw_redis._cli.fleet_view import FleetReader
 from msfw_redis._cli.output import Style, format_seconds, print_json, redact_url, table
 from msfw_redis._exceptions import ConfigurationError, StoreError
 from msfw_redis._limits.store import LimitsStore
@@ -103,6 +106,9 @@ class _Fleet:
         except StoreError as err:
             logging.getLogger("msfw_redis.cli").debug("breaker flush on exit failed: %s", err)
         await self.store.aclose()
+
+    def reader(self) -> FleetReader:
+        return FleetReader(self.store, self.hub, self.registry, self.health)
 
     @property
     def private(self) -> bool:
@@ -353,7 +359,41 @@ async def _cache_clear(fleet: _Fleet, args: argparse.Namespace, out: TextIO) -> 
     return EXIT_OK
 
 
+async def _metrics(fleet: _Fleet, args: argparse.Namespace, out: TextIO) -> int:
+    from msfw_redis._cli.exporter import parse_hostport, render_text, serve
+
+    reader = fleet.reader()
+    if args.serve is None:
+        out.write(render_text(await reader.read()))
+        return EXIT_OK
+    try:
+        host, port = parse_hostport(args.serve)
+    except ValueError as exc:
+        raise CliError(f"--serve: {exc}", EXIT_USAGE) from None
+    out.write(f"serving the fleet's metrics at http://{args.serve}/metrics (Ctrl-C stops)\n")
+    out.flush()
+    try:
+        await serve(reader, host, port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.serve}: {exc}", EXIT_USAGE) from None
+    return EXIT_OK
+
+
+async def _dashboard(fleet: _Fleet, args: argparse.Namespace, out: TextIO) -> int:
+    from msfw_redis._cli.dashboard import run_dashboard
+
+    out.write(f"dashboard of {fleet.label} at http://{args.host}:{args.port}/ (Ctrl-C stops)\n")
+    out.flush()
+    try:
+        await run_dashboard(fleet.store, fleet.reader(), args.host, args.port)
+    except RuntimeError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    return EXIT_OK
+
+
 _COMMANDS = {
+    "metrics": _metrics,
+    "dashboard": _dashboard,
     "status": _status,
     "breaker": _breaker,
     "services": _services,
@@ -387,6 +427,8 @@ def _run_demo(args: argparse.Namespace, out: TextIO) -> int:
         redis_url=args.redis_url,
         prefix=args.prefix,
         json=args.json,
+        dashboard=args.dashboard,
+        dashboard_port=args.dashboard_port,
     )
     try:
         return run_demo(options, out)
@@ -483,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--replicas", type=int, default=3, help="replica processes, 1 to 16 (default 3)"
     )
     demo.add_argument("--json", action="store_true", help="no live view; print the summary as JSON")
+    demo.add_argument(
+        "--dashboard", action="store_true", help="also serve the live dashboard of the demo's fleet"
+    )
+    demo.add_argument(
+        "--dashboard-port", type=int, default=8050, metavar="PORT", help="default 8050"
+    )
 
     status = sub.add_parser(
         "status", parents=[common], help="every breaker: state, failures, generation"
@@ -532,6 +580,19 @@ def build_parser() -> argparse.ArgumentParser:
     clear.add_argument("--function", metavar="F", help="only entries of this cached function")
     clear.add_argument("--force", action="store_true", help="even for a service not known")
     _json_flag(clear)
+
+    metrics = sub.add_parser(
+        "metrics", parents=[common], help="the fleet's shared state as Prometheus metrics"
+    )
+    how = metrics.add_mutually_exclusive_group(required=True)
+    how.add_argument("--once", action="store_true", help="print the text exposition once")
+    how.add_argument("--serve", metavar="HOST:PORT", help="answer GET /metrics on HOST:PORT")
+
+    dashboard = sub.add_parser(
+        "dashboard", parents=[common], help="a live web page of the fleet (dashboard extra)"
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8050, help="default 8050")
     return parser
 
 

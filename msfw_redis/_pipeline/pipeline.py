@@ -121,8 +121,10 @@ class Pipeline:
         sleep: Callable[[float], Awaitable[None]],
         start: Callable[[], Awaitable[None]],
         limits: LimitsPlan | None = None,
+        record_outcome: Callable[[str, str, CallOutcome], None] | None = None,
     ) -> None:
         self.policies = policies
+        self._record_outcome = record_outcome
         self.hub = hub
         self.metrics = CallMetrics(config.metrics_enabled)
         self.observers = Observers()
@@ -313,12 +315,9 @@ class Pipeline:
                 instance=ctx.instance,
                 endpoint=endpoint,
             )
-        metrics = self.metrics
-        if metrics.enabled:
-            metrics["calls"] += 1
-            metrics["successes" if outcome.ok else "failures"] += 1
-            if outcome.from_cache:
-                metrics["cache_hits"] += 1
+        if self._record_outcome is not None:
+            # The per-service call counters live with the SDK (``_sdk/metrics.py``).
+            self._record_outcome(service, verb, outcome)
         if ctx.record is not None:
             record = ctx.record
             record.attempts = ctx.attempts  # 0 when the cache answered

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from msfw_redis._breaker.hub import BreakerHub, TransitionListener
+from msfw_redis._breaker.hub import BreakerHub, CircuitState, TransitionListener
 from msfw_redis._cache.cache import ResponseCache
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
 from msfw_redis._exceptions import (
@@ -39,7 +39,9 @@ from msfw_redis._pipeline.request import UNSET, Middleware, parse_body
 from msfw_redis._registry.enrollment import ENROLLMENTS, HealthEnrollment
 from msfw_redis._registry.health import HealthMonitor
 from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._sdk.metrics import CallCounters, DurationHistogram
 from msfw_redis._sdk.results import json_or_content, result_from
+from msfw_redis._sdk.transitions import TransitionFeed
 from msfw_redis._settings import AppSettings, load_settings
 from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
@@ -132,6 +134,8 @@ class ServiceSDK:
             )
         self._bus = EventBus(self._store)
         self._hub = BreakerHub(self._store, self._bus, failure_policy=cfg.store_failure_policy)
+        self._transitions = TransitionFeed(self._store)
+        self._hub.add_listener(self._transitions)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._registry = ServiceRegistry(self._store, self._bus, default_ttl=cfg.instance_ttl)
@@ -166,6 +170,7 @@ class ServiceSDK:
         self._limits_plan = LimitsPlan(self._limits, cfg, self.settings)
         self._middlewares: list[Middleware] = []
         self._error_handlers: list[ErrorHandler] = []
+        self._calls = CallCounters(cfg.metrics_enabled)
         self._started = False
         self._closed = False
         self._start_lock: asyncio.Lock | None = None
@@ -184,6 +189,7 @@ class ServiceSDK:
             sleep=self._sleep,
             start=self._ensure_started,
             limits=self._limits_plan,
+            record_outcome=self._calls.record,
         )
         self._components = Components(
             store=self._store,
@@ -318,6 +324,28 @@ class ServiceSDK:
         """Decorator: call ``fn(event)`` in this replica on every breaker transition."""
         self._hub.add_listener(fn)
         return fn
+
+    def on_breaker_transition(self, fn: TransitionListener) -> TransitionListener:
+        """Decorator: call ``fn(event)`` in this replica on every breaker state change.
+
+        The event carries ``service``, ``endpoint``, ``from_state``, ``to_state``,
+        ``generation`` and ``at`` (Redis server time, Unix seconds). Events that change
+        no state are not passed on. Each transition is also logged once per fleet at
+        INFO on ``msfw_redis.breaker.transitions``.
+        """
+        self._transitions.add(fn)
+        return fn
+
+    def circuit_states(self) -> list[CircuitState]:
+        """This replica's view of every breaker it has used (no I/O)."""
+        return [breaker.state() for breaker in self._hub.breakers()]
+
+    def call_durations(self) -> dict[tuple[str, str, str], DurationHistogram]:
+        """Call duration histograms keyed by (service, method, status code); copies."""
+        return {
+            key: DurationHistogram(list(h.counts), h.total, h.count)
+            for key, h in self._calls.durations.items()
+        }
 
     def add_observer(self, observer: CallObserver) -> None:
         """Show every call and attempt to ``observer`` (see ``CallObserver``).
@@ -462,14 +490,21 @@ class ServiceSDK:
         """
         return await run_batch(calls, concurrency=concurrency, timeout=timeout)
 
-    def metrics(self) -> dict[str, int]:
-        """In-process counters (empty when ``metrics_enabled`` is off)."""
+    def metrics(self) -> dict[str, Any]:
+        """In-process counters (empty when ``metrics_enabled`` is off).
+
+        Integer totals (every key present from the start), plus ``services``: the same
+        call counters per service. A call refused by an open breaker counts as one of
+        ``rejections``, not also as a failure.
+        """
         metrics = self._pipeline.metrics
-        counters = dict(metrics)
+        counters: dict[str, Any] = dict(metrics)
+        counters.update(self._calls.snapshot())
         if metrics.enabled:
             counters.update({f"cache_{k}": v for k, v in self._cache.metrics().items()})
             stats = self._store.stats
             counters.update(
+                store_up=int(self._store.available),
                 store_outages=stats.outages,
                 store_recoveries=stats.recoveries,
                 store_fast_failures=stats.fast_failures,
