@@ -211,17 +211,3 @@ def test_sdk_config_validates_limits_fields() -> None:
         ServiceSDKConfig(retry_budget_ratio=-1)
     assert err.value.field == "retry_budget_ratio"
     assert ServiceSDKConfig(retry_budget_ratio=None).retry_budget_ratio is None
-
-
-def test_limit_decorators_refuse_service_call_methods() -> None:
-    """On a @service_call method the limit decorators raise instead of silently doing nothing."""
-    from msfw_redis._interfaces.decorators import meta_of
-
-    async def method() -> None:
-        return None
-
-    meta_of(method)["service_call"] = object()
-    with pytest.raises(TypeError, match="does not apply fleet limits yet"):
-        bulkhead(2)(method)
-    with pytest.raises(TypeError, match="does not apply fleet limits yet"):
-        rate_limited(2)(method)
