@@ -160,7 +160,8 @@ def retry_on_failure(
     Attempt ``n`` (counting from 1) that fails with one of ``retry_on`` is followed by
     a wait of ``uniform(0, min(max_delay, delay * backoff ** (n - 1)))`` seconds, until
     ``max_attempts`` attempts were made; then the last exception is raised with a note
-    giving the attempt count. :class:`CircuitOpenError` is never retried. Waits use the
+    giving the attempt count. :class:`CircuitOpenError`, :class:`BulkheadFullError` and
+    :class:`RateLimitedError` are never retried (refusals that sent nothing). Waits use the
     SDK's sleep, so tests that give the SDK a fake sleep never wait.
 
     On a ``@service_call`` method this opts the method in to retries whatever its verb
@@ -190,7 +191,9 @@ def retry_on_failure(
                 attempt += 1
                 try:
                     return await fn(*args, **kwargs)
-                except CircuitOpenError:
+                except (CircuitOpenError, BulkheadFullError, RateLimitedError):
+                    # Refusals sent nothing; a rate limit's in-max_wait slot is already
+                    # waited for by the limiter itself.
                     raise
                 except retry_on as exc:
                     if attempt >= policy.attempts:

@@ -8,9 +8,10 @@ using the same key shares one limit across the fleet.
 
 They compose with the other decorators in any order: wrapping only adds a check
 before the call, and each wrapper carries the settings the others recorded. On a
-typed-interface method (``@service_call``) they raise ``TypeError`` for now: the call
-pipeline does not apply fleet limits yet, and a limit that silently did nothing would
-be worse than none.
+typed-interface method (``@service_call``), above or below it, they do not wrap: they
+record their settings (and shared name or key) on the method, and the call pipeline's
+limits step applies them to every attempt, after the service's own limits and before
+the breaker. There the SDK is the interface object's, so ``sdk=`` is not used.
 
 Refusals (:class:`BulkheadFullError`, :class:`RateLimitedError`) sent nothing, so
 they are never breaker failures: a ``@circuit_breaker`` stacked outside a limit
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from msfw_redis._interfaces.decorators import META_ATTR, function_name, meta_of
 from msfw_redis._limits.config import DEFAULT_PERMIT_LEASE, BulkheadConfig, RateLimitConfig
+from msfw_redis._pipeline.limits import MethodLimits
 from msfw_redis._store.keys import validate_service_name
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
     from msfw_redis._sdk.sdk import ServiceSDK
 
-__all__ = ["bulkhead", "rate_limited"]
+__all__ = ["bulkhead", "method_limits", "rate_limited"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,13 +45,22 @@ def _sdk_for(explicit: ServiceSDK | None) -> ServiceSDK:
     return explicit if explicit is not None else get_default_sdk()
 
 
-def _refuse_service_call(fn: object, decorator: str) -> None:
-    if meta_of(fn).get("service_call"):
-        raise TypeError(
-            f"{decorator} on the @service_call method {getattr(fn, '__qualname__', fn)!r}: "
-            "the call pipeline does not apply fleet limits yet; decorate a plain async "
-            "function, or use sdk.limits directly"
-        )
+def _is_service_call(fn: object) -> bool:
+    return bool(meta_of(fn).get("service_call"))
+
+
+def method_limits(meta: dict[str, object]) -> MethodLimits | None:
+    """The fleet limits recorded on a typed method's settings, for its calls; ``None`` if none."""
+    held = meta.get("bulkhead")
+    rate = meta.get("rate_limit")
+    if held is None and rate is None:
+        return None
+    return MethodLimits(
+        bulkhead=(str(meta["bulkhead_name"]), held) if isinstance(held, BulkheadConfig) else None,
+        rate_limit=(str(meta["rate_limit_key"]), rate)
+        if isinstance(rate, RateLimitConfig)
+        else None,
+    )
 
 
 def bulkhead(
@@ -78,8 +89,10 @@ def bulkhead(
     )
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        _refuse_service_call(fn, "@bulkhead")
         shared = validate_service_name(name or function_name(fn), what="bulkhead name")
+        if _is_service_call(fn):
+            meta_of(fn).update(bulkhead=cfg, bulkhead_name=shared)
+            return fn
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -89,7 +102,7 @@ def bulkhead(
                 return await fn(*args, **kwargs)
 
         setattr(wrapper, META_ATTR, meta_of(fn))
-        meta_of(wrapper)["bulkhead"] = cfg
+        meta_of(wrapper).update(bulkhead=cfg, bulkhead_name=shared)
         return wrapper
 
     return decorate
@@ -119,8 +132,10 @@ def rate_limited(
     cfg = RateLimitConfig(rate=rate, per=per, burst=burst, max_wait=max_wait)
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        _refuse_service_call(fn, "@rate_limited")
         shared = validate_service_name(key or function_name(fn), what="rate limit key")
+        if _is_service_call(fn):
+            meta_of(fn).update(rate_limit=cfg, rate_limit_key=shared)
+            return fn
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -130,7 +145,7 @@ def rate_limited(
             return await fn(*args, **kwargs)
 
         setattr(wrapper, META_ATTR, meta_of(fn))
-        meta_of(wrapper)["rate_limit"] = cfg
+        meta_of(wrapper).update(rate_limit=cfg, rate_limit_key=shared)
         return wrapper
 
     return decorate

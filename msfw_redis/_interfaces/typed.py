@@ -34,6 +34,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from msfw_redis._exceptions import InvalidRequestError
 from msfw_redis._interfaces.cached import _CachedMethod
 from msfw_redis._interfaces.decorators import meta_of, sdk_of
+from msfw_redis._interfaces.limits import method_limits
 from msfw_redis._pipeline.request import UNSET, parse_body, validate_method
 from msfw_redis._store.keys import validate_service_name
 
@@ -241,6 +242,7 @@ def service_call(
                 breaker_endpoint=f"{owner}.{fn.__name__}" if circuit is not None else None,
                 function_cache=function_cache,
                 force_refresh=force_refresh and function_cache is not None,
+                method_limits=method_limits(meta),
             )
             data = parse_body(response)
             if return_adapter is None:

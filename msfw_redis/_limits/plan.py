@@ -62,6 +62,14 @@ class LimitsPlan:
             return None
         return self._limits.bulkhead(service, cfg, instance=instance)
 
+    def method_bulkhead(self, name: str, config: BulkheadConfig) -> FleetBulkhead:
+        """The bulkhead ``name`` of a ``@bulkhead`` typed method (shared with plain functions)."""
+        return self._limits.bulkhead(name, config)
+
+    def method_rate_limiter(self, key: str, config: RateLimitConfig) -> FleetRateLimiter:
+        """The rate limit ``key`` of a ``@rate_limited`` typed method (shared likewise)."""
+        return self._limits.rate_limiter(key, "call", config)
+
     def rate_limiter(self, service: str, template: str) -> FleetRateLimiter | None:
         """The rate limiter of ``service`` (per endpoint for ``scope="endpoint"``), if any."""
         cfg = self._rates.get(service, _UNSET)

@@ -2,10 +2,20 @@
 
 Requests are counted in process and carried to Redis with the next retry decision, or
 by a background flush once they have waited a second, so counting a request costs the
-caller no round trip. A retry asks ``limits_retrybudget_spend`` once: that one
-call adds the pending request count and takes the retry if the window allows it.
+caller no round trip.
 
-Because pending requests reach Redis a little late, the budget can only be *stricter*
+Retries are taken from a small local lease of retry tokens: one ``limits_retrybudget_spend``
+call adds the pending request count and reserves up to ``_MAX_CHUNK`` retries at once,
+counted in the fleet's window as retries when reserved. Later retries spend the lease
+with no round trip. The chunk doubles while a lease is used up within its second (a
+retry storm, where round trips matter) and falls back to one when a lease lapses
+unused, and it never asks for more than a quarter of the room the last reply showed, so
+near the budget's edge each retry is decided alone, exactly. A lease lapses at the end of the server
+second it was reserved in (measured from before the call was sent), so every retry
+lands in the same one-second bucket that counted it: the fleet bound holds exactly as
+the script computes it. Unused reserved tokens only make the budget *stricter*.
+
+Because pending requests reach Redis a little late, the budget can only be stricter
 than the formula for the moment, never looser.
 """
 
@@ -29,6 +39,8 @@ logger = logging.getLogger("msfw_redis.limits")
 
 #: Seconds request counts may wait in process before a background flush carries them.
 _FLUSH_AFTER = 1.0
+#: Most retry tokens one round trip reserves (the unused ones make the budget stricter).
+_MAX_CHUNK = 8
 
 
 class FleetRetryBudget:
@@ -48,6 +60,9 @@ class FleetRetryBudget:
         self.granted = 0
         self.refused = 0
         self.last: BudgetReply | None = None
+        self._tokens = 0  # reserved retries not yet made
+        self._tokens_until = 0.0  # monotonic end of their server second
+        self._chunk = 1
 
     def record_request(self, n: int = 1) -> None:
         """Count ``n`` first attempts (no I/O on the caller's path).
@@ -71,15 +86,37 @@ class FleetRetryBudget:
     async def allow_retry(self) -> bool:
         """Ask the fleet's budget for one retry; True when granted (and counted).
 
+        A reserved token, if one is left in the current server second, grants it with no
+        round trip; otherwise one call reserves the next lease (see module docs).
         When Redis cannot answer, the retry is allowed: the budget is a guard against
         storms, not a reason to fail calls that Redis cannot account for.
         """
-        reply = await self._spend(1)
+        now = time.monotonic()
+        if self._tokens and now < self._tokens_until:
+            self._tokens -= 1
+            self.granted += 1
+            return True
+        if not self._tokens and now < self._tokens_until:
+            self._chunk = min(_MAX_CHUNK, self._chunk * 2)  # used up within its second
+        else:
+            self._chunk = 1  # lapsed unused, or the first retry in a while: demand is low
+        self._tokens = 0
+        ask = self._chunk
+        last = self.last
+        if last is not None:
+            # Lease only far from the edge (a quarter of the room left), so a small or
+            # nearly spent budget is decided one retry at a time, exactly.
+            ask = max(1, min(ask, (last.allowed - last.retries) // 4))
+        reply = await self._spend(ask, sent=now)
+        if reply is not None and not reply.granted and ask > 1:
+            reply = await self._spend(1, sent=now)  # at the budget's edge: one more try
         if reply is None:
             return True
         if reply.granted:
+            self._tokens = reply.granted - 1
             self.granted += 1
             return True
+        self._chunk = 1
         self.refused += 1
         return False
 
@@ -88,7 +125,7 @@ class FleetRetryBudget:
         if self._pending:
             await self._spend(0)
 
-    async def _spend(self, retries: int) -> BudgetReply | None:
+    async def _spend(self, retries: int, *, sent: float = 0.0) -> BudgetReply | None:
         pending, self._pending = self._pending, 0
         try:
             reply = await self._store.budget_spend(
@@ -100,4 +137,8 @@ class FleetRetryBudget:
             logger.debug("retry budget of %s not reached: %r", self.service, exc)
             return None
         self.last = reply
+        if reply.granted:
+            # The tokens are counted in server second now_ms // 1000; they lapse when it
+            # ends, measured from before the call left, so never later than that.
+            self._tokens_until = sent + (1000 - reply.now_ms % 1000) / 1000.0
         return reply

@@ -1,5 +1,10 @@
 """The fleet-limits step: Retry-After gate, rate limit and bulkhead, before the breaker.
 
+The service's limits (settings, ``get_client(bulkhead_config=)``) apply first, then the
+method's own (``@rate_limited`` / ``@bulkhead`` on a ``@service_call`` method, carried
+as :class:`MethodLimits`), which are the same fleet limits a decorated plain function
+uses: the same name or key shares one limit whichever way it is reached.
+
 It sits after instance choice (so a bulkhead may be per instance) and before breaker
 admission, so a refusal (:class:`RateLimitedError`, :class:`BulkheadFullError`) sends
 nothing and never reaches the breaker as a failure. It is not retried: the retry loop
@@ -10,6 +15,7 @@ with ``Retry-After``) closes the endpoint for the fleet through the gate.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
@@ -17,9 +23,20 @@ import httpx
 from msfw_redis._pipeline.steps import CALL_KEY, CallContext, CallMetrics
 
 if TYPE_CHECKING:
+    from msfw_redis._limits.bulkhead import Permit
+    from msfw_redis._limits.config import BulkheadConfig, RateLimitConfig
     from msfw_redis._limits.plan import LimitsPlan
 
-__all__ = ["LimitsStep"]
+__all__ = ["LimitsStep", "MethodLimits"]
+
+
+@dataclass(frozen=True, slots=True)
+class MethodLimits:
+    """A typed method's own fleet limits: each a (shared name or key, config) pair."""
+
+    bulkhead: tuple[str, BulkheadConfig] | None = None
+    rate_limit: tuple[str, RateLimitConfig] | None = None
+
 
 #: Request extension set when this call's own response closed the Retry-After gate.
 _CLOSED_BY_THIS_CALL = "msfw_redis.limits.closed_gate"
@@ -46,15 +63,27 @@ class LimitsStep(httpx.AsyncBaseTransport):
             limiter = plan.rate_limiter(ctx.service, ctx.template)
             if limiter is not None:
                 await limiter.acquire()
-            bulkhead = plan.bulkhead(ctx.service, ctx.instance)
-            permit = await bulkhead.acquire() if bulkhead is not None else None
+            own = ctx.method_limits
+            if own is not None and own.rate_limit is not None:
+                await plan.method_rate_limiter(*own.rate_limit).acquire()
         except Exception:
             self._metrics["limit_rejections"] += 1
             raise
+        permits: list[Permit] = []
         try:
+            try:
+                bulkhead = plan.bulkhead(ctx.service, ctx.instance)
+                if bulkhead is not None:
+                    permits.append(await bulkhead.acquire())
+                if own is not None and own.bulkhead is not None:
+                    permits.append(await plan.method_bulkhead(*own.bulkhead).acquire())
+            except Exception:
+                self._metrics["limit_rejections"] += 1
+                raise
             response = await self.next_transport.handle_async_request(request)
         finally:
-            if permit is not None:
+            # Also on a refusal by the method's bulkhead: the service permit goes back.
+            for permit in permits:
                 await asyncio.shield(permit.release())
         if response.status_code in (429, 503):
             window = await plan.gate.observe(

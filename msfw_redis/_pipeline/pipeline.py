@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from msfw_redis._callbacks import call_logged
 from msfw_redis._exceptions import InvalidRequestError, ServiceClientError
-from msfw_redis._pipeline.limits import LimitsStep
+from msfw_redis._pipeline.limits import LimitsStep, MethodLimits
 from msfw_redis._pipeline.observe import CallRecord
 from msfw_redis._pipeline.policy import with_cache_policy
 from msfw_redis._pipeline.request import (
@@ -217,6 +217,7 @@ class Pipeline:
         retry_policy: RetryPolicy | None = None,
         breaker_endpoint: str | None = None,
         function_cache: FunctionCache | None = None,
+        method_limits: MethodLimits | None = None,
     ) -> CallOutcome:
         """Run one call through every step; never raises for HTTP, network or breaker
         failures. ``service`` must already be validated (clients validate it once).
@@ -270,6 +271,7 @@ class Pipeline:
             version=version,
             force_refresh=force_refresh,
             function_cache=function_cache,
+            method_limits=method_limits,
         )
         if policy.retry.deadline is not None:
             ctx.deadline_at = started + policy.retry.deadline

@@ -46,7 +46,12 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from msfw_redis._exceptions import CircuitOpenError, ServiceNotFoundError
+from msfw_redis._exceptions import (
+    BulkheadFullError,
+    CircuitOpenError,
+    RateLimitedError,
+    ServiceNotFoundError,
+)
 from msfw_redis._testmode import is_testing
 
 if TYPE_CHECKING:
@@ -141,6 +146,8 @@ def retryable_exception(
     """Whether an attempt that raised ``exc`` may be retried."""
     if isinstance(exc, (CircuitOpenError, ServiceNotFoundError)):
         return False  # the breaker said no; hammering it again helps nobody
+    if isinstance(exc, (BulkheadFullError, RateLimitedError)):
+        return False  # a fleet limit refused and sent nothing (max_wait is the limiter's)
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
         return True  # the request never left: safe for every method
     transient = isinstance(

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from msfw_redis._cache.cache import CacheKey, ResponseCache
     from msfw_redis._cache.policy import CachePolicy
     from msfw_redis._limits.retrybudget import FleetRetryBudget
+    from msfw_redis._pipeline.limits import MethodLimits
     from msfw_redis._pipeline.observe import CallObserver, CallRecord
     from msfw_redis._pipeline.policy import CallPolicy
     from msfw_redis._pipeline.request import Middleware
@@ -123,6 +124,7 @@ class CallContext:
     version: str | None = None
     force_refresh: bool = False
     function_cache: FunctionCache | None = None
+    method_limits: MethodLimits | None = None
     attempts: int = 0
     attempt_timeout: float = 0.0
     instance: str | None = None

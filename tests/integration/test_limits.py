@@ -213,15 +213,25 @@ def test_sdk_config_validates_limits_fields() -> None:
     assert ServiceSDKConfig(retry_budget_ratio=None).retry_budget_ratio is None
 
 
-def test_limit_decorators_refuse_service_call_methods() -> None:
-    """On a @service_call method the limit decorators raise instead of silently doing nothing."""
-    from msfw_redis._interfaces.decorators import meta_of
+async def test_retry_budget_leases_tokens_far_from_its_edge(
+    make_sdk: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Far from the budget's edge, 20 granted retries cost fewer round trips than retries, all counted."""
+    from msfw_redis._limits.store import LimitsStore
 
-    async def method() -> None:
-        return None
+    calls: list[int] = []
+    spend = LimitsStore.budget_spend
 
-    meta_of(method)["service_call"] = object()
-    with pytest.raises(TypeError, match="does not apply fleet limits yet"):
-        bulkhead(2)(method)
-    with pytest.raises(TypeError, match="does not apply fleet limits yet"):
-        rate_limited(2)(method)
+    async def counted(self: LimitsStore, *args: Any) -> Any:
+        calls.append(args[2])  # retries asked for
+        return await spend(self, *args)
+
+    monkeypatch.setattr(LimitsStore, "budget_spend", counted)
+    sdk = make_sdk()
+    budget = sdk.limits.retry_budget("svc", ratio=0.2, min_per_second=10.0)
+    assert budget is not None
+    assert all([await budget.allow_retry() for _ in range(20)])
+    assert len(calls) < 20  # leased: most retries took no round trip
+    assert max(calls) > 1
+    assert budget.last is not None
+    assert budget.last.retries >= 20  # every retry made was counted in the fleet window
