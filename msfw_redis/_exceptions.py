@@ -10,6 +10,7 @@ Every error that msfw_redis raises derives from :class:`MsfwError`::
     │   ├── CircuitOpenError                   the breaker refused the call
     │   ├── BulkheadFullError                  the fleet-wide bulkhead had no permit
     │   ├── RateLimitedError                   a fleet rate limit or Retry-After refused
+    │   ├── ResponseTooLargeError (ValueError) decoded body over ``max_response_bytes``
     │   └── ServiceNotFoundError (LookupError) no address is known for a service
     └── StoreError                             the shared Redis store failed
         ├── StoreConnectionError               refused, reset, DNS, TLS
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidRequestError",
     "MsfwError",
     "RateLimitedError",
+    "ResponseTooLargeError",
     "ScriptError",
     "ServiceClientError",
     "ServiceNotFoundError",
@@ -240,3 +242,11 @@ class RateLimitedError(ServiceClientError):
         super().__init__(message, service_name=service_name, endpoint=endpoint)
         self.retry_after = retry_after
         self.limit = limit
+
+
+class ResponseTooLargeError(ServiceClientError, ValueError):
+    """The decoded response body exceeds ``max_response_bytes``; decoding stopped there.
+
+    The origin answered, but with more than the caller accepts: it is not a breaker
+    failure. ``status_code`` is the origin's status; the message names the limit.
+    """

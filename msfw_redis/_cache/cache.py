@@ -329,7 +329,7 @@ class ResponseCache:
             except StoreError:
                 first = None  # the full path meets the error again and bypasses
             if first is not None and first.state == "FRESH":
-                served = await self._decode_or_drop(key, first, codec)
+                served = await self._decode_or_drop(key, first, codec, unshared=near_cache is None)
                 if served is not None and not isinstance(served.body, ErrorBody):
                     if near_cache is not None:
                         near_cache.put(key.service, key.digest, served.body, first, epoch)
@@ -449,14 +449,19 @@ class ResponseCache:
         return lookup
 
     async def _decode_or_drop(
-        self, key: CacheKey, lookup: Lookup, codec: CacheCodec[Any]
+        self, key: CacheKey, lookup: Lookup, codec: CacheCodec[Any], *, unshared: bool = False
     ) -> Served | None:
-        """The usable entry decoded, or None after deleting one that does not decode."""
+        """The usable entry decoded, or None after deleting one that does not decode.
+
+        ``unshared``: the body goes nowhere but this call's value (no near cache), so
+        a codec with ``decode_unshared`` may hand back the envelope's own data.
+        """
         if not lookup.value:
             return None
+        decode = getattr(codec, "decode_unshared", codec.decode) if unshared else codec.decode
         try:
             body = decode_envelope(lookup.value)
-            value = None if isinstance(body, ErrorBody) else codec.decode(body)
+            value = None if isinstance(body, ErrorBody) else decode(body)
         except Exception as exc:  # garbage bytes, another schema, a changed model
             self.stats.corrupt_entries += 1
             logger.warning("cache entry for %s does not decode (%s); deleting it", key.label, exc)

@@ -39,7 +39,7 @@ Codecs turn a call's value into a body and back:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, get_args, get_origin
 
 import httpx
 import msgpack
@@ -351,6 +351,9 @@ class TypeAdapterCodec(Generic[T]):
     def __init__(self, annotation: Any) -> None:
         self.annotation = annotation
         self._adapter: TypeAdapter[T] = TypeAdapter(annotation)
+        # The container a JSON-mode dump of this annotation is already a valid value
+        # of (``dict[str, Any]``, ``list[Any]``): validation is then the identity.
+        self._plain: type | None = _plain_container(annotation)
 
     def encode(self, value: T) -> DataBody:
         """The JSON-mode dump of ``value``."""
@@ -361,6 +364,32 @@ class TypeAdapterCodec(Generic[T]):
         if not isinstance(body, DataBody):
             raise CorruptEntryError("expected a data entry, found an HTTP response entry")
         return self._adapter.validate_json(to_json(body.data))
+
+    def decode_unshared(self, body: DataBody | ResponseBody) -> T:
+        """Like :meth:`decode`, but the value may be ``body``'s own data.
+
+        Only for a body decoded for this one call (never a near-cache copy): for an
+        annotation whose validation is the identity on JSON data, the shared hit path
+        then skips a JSON round trip through pydantic. Anything else is validated.
+        """
+        if self._plain is not None and isinstance(body, DataBody):
+            data = body.data
+            if self._plain is dict and type(data) is dict:
+                if all(type(k) is str for k in data):
+                    return cast("T", data)
+            elif self._plain is list and type(data) is list:
+                return cast("T", data)
+        return self.decode(body)
+
+
+def _plain_container(annotation: Any) -> type | None:
+    """``dict`` for ``dict[str, Any]``, ``list`` for ``list[Any]``, else ``None``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict and args == (str, Any):
+        return dict
+    if origin is list and args == (Any,):
+        return list
+    return None
 
 
 def _directives(values: Iterable[str]) -> set[str]:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from msfw_redis._exceptions import ServiceClientError
+from msfw_redis._exceptions import ResponseTooLargeError, ServiceClientError
 
 __all__ = [
     "ResponseDecodeError",
@@ -37,10 +37,6 @@ __all__ = [
 ]
 
 _BROTLI_PIECE = 256
-
-
-class ResponseTooLargeError(ServiceClientError, ValueError):
-    """The decoded response body exceeds ``max_response_bytes``; decoding stopped there."""
 
 
 class ResponseDecodeError(ServiceClientError, ValueError):

@@ -7,8 +7,10 @@ service cannot, and counts what it sent: full bodies and 304s per path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -186,3 +188,75 @@ async def near_worker(
     if role == "reader":
         return await near_reader(url, prefix, port, ready, changed, done)
     return await near_writer(url, prefix, port, ready, changed, done)
+
+
+async def _pause_subscriber(sdk: ServiceSDK) -> None:
+    """Stop reading the pub/sub connection, leaving it subscribed: messages are lost
+    without the resubscription that would tell the near cache so."""
+    task = sdk._bus._task
+    assert task is not None
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def near_paused_reader(
+    url: str, prefix: str, port: int, ready: Any, changed: Any, staleness: float
+) -> Any:
+    """Process B: warm the near cache, pause pub/sub, then read past the staleness bound."""
+    sdk = make_sdk(url, prefix, port, staleness=staleness, near_cache=True, cache_ttl=600.0)
+    try:
+        first = await sdk.get_from_service(SERVICE, "/value")
+        for _ in range(50):
+            await sdk.get_from_service(SERVICE, "/value")
+            if sdk._cache.metrics()["near_hits"]:
+                break
+        warm_near_hits = sdk._cache.metrics()["near_hits"]
+        # Every v1 copy was read from Redis before this instant: after it no read can
+        # return v1 from Redis, because B reads again only once A has refilled the key.
+        warm_end = time.monotonic()
+        await _pause_subscriber(sdk)
+        messages_at_pause = sdk._bus.messages
+        ready.set()
+        await asyncio.to_thread(_wait, changed)
+        reads: list[tuple[float, Any]] = []
+        while True:
+            started = time.monotonic()
+            reads.append((started - warm_end, await sdk.get_from_service(SERVICE, "/value")))
+            if started - warm_end > staleness + 0.3 and len(reads) >= 5:
+                break
+            await asyncio.sleep(0.02)
+        return {
+            "first": first,
+            "warm_near_hits": warm_near_hits,
+            "reads": reads,
+            "messages_while_paused": sdk._bus.messages - messages_at_pause,
+        }
+    finally:
+        await sdk.close()
+
+
+async def near_paused_writer(
+    url: str, prefix: str, port: int, ready: Any, changed: Any, staleness: float
+) -> Any:
+    """Process A: once B is warm and deaf, change the origin, clear and refill the key."""
+    sdk = make_sdk(url, prefix, port)
+    try:
+        await asyncio.to_thread(_wait, ready)
+        async with httpx.AsyncClient() as client:
+            await client.get(f"http://127.0.0.1:{port}/set?value=v2")
+        await sdk.clear_service_cache(SERVICE)
+        refilled = await sdk.get_from_service(SERVICE, "/value")
+        changed.set()
+        return refilled
+    finally:
+        await sdk.close()
+
+
+async def near_paused_worker(
+    url: str, prefix: str, port: int, ready: Any, changed: Any, staleness: float, role: str
+) -> Any:
+    """Process 0 is B (near cache, paused pub/sub), process 1 is A (refills the key)."""
+    if role == "reader":
+        return await near_paused_reader(url, prefix, port, ready, changed, staleness)
+    return await near_paused_writer(url, prefix, port, ready, changed, staleness)

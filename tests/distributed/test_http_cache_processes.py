@@ -114,3 +114,35 @@ def test_near_cache_invalidated_across_processes(real_redis_url: str) -> None:
         assert first == again == {"value": "v1"}
         assert near_hits == 1
         assert seen == {"value": "v2"}
+
+
+def test_near_cache_with_pubsub_paused_respects_max_staleness(real_redis_url: str) -> None:
+    """B's pub/sub is paused while A refills: B serves v2, never v1, once its copy passes
+    near_cache_max_staleness, and never goes back to v1."""
+    ctx = mp.get_context("spawn")
+    ready, changed = ctx.Event(), ctx.Event()
+    prefix = _prefix()
+    staleness = 1.0
+    with workers.EchoOrigin() as origin:
+        reader, refilled = run_in_processes(
+            workers.near_paused_worker,
+            [
+                (real_redis_url, prefix, origin.port, ready, changed, staleness, "reader"),
+                (real_redis_url, prefix, origin.port, ready, changed, staleness, "writer"),
+            ],
+        )
+    assert refilled == {"value": "v2"}
+    assert reader["first"] == {"value": "v1"}
+    assert reader["warm_near_hits"] >= 1
+    # The invalidation really was lost: B's paused subscriber delivered nothing.
+    assert reader["messages_while_paused"] == 0
+    reads = reader["reads"]
+    values = [value["value"] for _, value in reads]
+    assert set(values) <= {"v1", "v2"}, values
+    # Every read that began past the bound (measured from the last possible v1 read
+    # from Redis) got the refilled value, and the versions never went backwards.
+    past_bound = [value for since, value in reads if since >= staleness]
+    assert past_bound, reads
+    assert all(value == {"value": "v2"} for value in past_bound), reads
+    assert values == sorted(values), values
+    assert values[-1] == "v2"

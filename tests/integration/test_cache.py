@@ -137,6 +137,21 @@ async def test_miss_fills_then_hits(replicas: Replicas) -> None:
     assert (stats.misses, stats.hits, stats.fills) == (1, 1, 1)
 
 
+@pytest.mark.parametrize("near", [False, True])
+async def test_a_caller_mutating_a_hit_changes_no_later_hit(replicas: Replicas, near: bool) -> None:
+    """dict[str, Any] hits are not validated again, yet each caller gets its own value."""
+    cache = await replicas.new()
+    codec: TypeAdapterCodec[dict[str, Any]] = TypeAdapterCodec(dict[str, Any])
+    origin = Origin({"id": 1, "tags": ["a"]})
+    key = user_key(cache)
+    for _ in range(4):  # miss, then hits through the full and the hot path (and near)
+        got = await cache.get_or_fetch(key, origin, codec=codec, policy=POLICY, near=near)
+        assert got.value == {"id": 1, "tags": ["a"]}
+        got.value["id"] = 2
+        got.value["tags"].append("b")
+    assert origin.calls == 1
+
+
 async def test_pydantic_models_and_lists_round_trip(replicas: Replicas) -> None:
     """A model and a List[Model] come back from Redis as validated model instances."""
     cache = await replicas.new()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from typing import Any
 
@@ -33,7 +34,11 @@ async def get(sdk: Any, path: str) -> Any:
 async def test_429_with_retry_after_is_not_served_to_another_replica(
     make_sdk: Any, http_service: ScriptedService
 ) -> None:
-    """A 429 (Retry-After: 1) is never stored: replica B's call reaches the origin."""
+    """A 429 (Retry-After: 1) is never stored: replica B's call 1.5 s later reaches the origin.
+
+    Within the Retry-After second the fleet gate refuses calls to the endpoint (see the
+    limits tests); past it, what B gets must come from the origin, not from a stored 429.
+    """
     http_service.script(
         "/limited",
         Step(429, json={"e": 1}, headers={"retry-after": "1"}),
@@ -41,6 +46,7 @@ async def test_429_with_retry_after_is_not_served_to_another_replica(
     )
     a, b = await two_replicas(make_sdk, http_service)
     first = await get(a, "/limited")
+    await asyncio.sleep(1.5)  # the issue's reproduction: B calls after the 429's window
     second = await get(b, "/limited")
     assert first.status_code == 429
     assert second.status_code == 200

@@ -210,3 +210,20 @@ def test_entry_freshness_and_age() -> None:
     assert not entry.is_usable(3_000)
     assert entry.age(2_500) == 1.5
     assert entry.age(0) == 0.0
+
+
+def test_decode_unshared_skips_validation_only_where_it_is_the_identity() -> None:
+    """dict[str, Any] and list[Any] hand back the envelope's data; other types still validate."""
+    body = decode_envelope(encode_envelope(DataBody({"id": 1, "tags": ["a"]}), max_bytes=1 << 20))
+    assert isinstance(body, DataBody)
+    plain = TypeAdapterCodec(dict[str, Any])
+    assert plain.decode_unshared(body) is body.data
+    assert plain.decode(body) == body.data
+    assert plain.decode(body) is not body.data
+    assert TypeAdapterCodec(list[Any]).decode_unshared(DataBody([1, "x"])) == [1, "x"]
+    with pytest.raises(ValueError):
+        TypeAdapterCodec(dict[str, Any]).decode_unshared(DataBody([1]))
+    with pytest.raises(ValueError):
+        TypeAdapterCodec(dict[str, int]).decode_unshared(DataBody({"a": "x"}))
+    # A non-string key (not a JSON-mode dump) goes through validation, which fixes it.
+    assert TypeAdapterCodec(dict[str, Any]).decode_unshared(DataBody({1: "a"})) == {"1": "a"}

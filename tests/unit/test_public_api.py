@@ -41,6 +41,16 @@ def test_seed_error_relationships() -> None:
     assert not issubclass(msfw_redis.StoreError, msfw_redis.ServiceClientError)
 
 
+def test_response_too_large_error_is_public_and_a_client_error() -> None:
+    """ResponseTooLargeError is exported, is a ServiceClientError and is the one body.py raises."""
+    from msfw_redis._pipeline import body
+
+    assert "ResponseTooLargeError" in msfw_redis.__all__
+    assert issubclass(msfw_redis.ResponseTooLargeError, msfw_redis.ServiceClientError)
+    assert issubclass(msfw_redis.ResponseTooLargeError, ValueError)
+    assert body.ResponseTooLargeError is msfw_redis.ResponseTooLargeError
+
+
 def test_testing_module_all_is_sorted() -> None:
     """msfw_redis.testing also has a sorted __all__ of resolvable names."""
     names = msfw_redis.testing.__all__
