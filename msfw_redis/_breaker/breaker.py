@@ -276,9 +276,7 @@ class DistributedBreaker:
             and view.state in (BreakerState.OPEN, BreakerState.HALF_OPEN)
             else 0
         )
-        self._apply(
-            Snapshot(0, state, gen, 0, 0, opened_at, open_until, now, failures_at_trip=fat)
-        )
+        self._apply(Snapshot(0, state, gen, 0, 0, opened_at, open_until, now, failures_at_trip=fat))
 
     def _decode(self, reply: Reply) -> Snapshot:
         snap = Snapshot.from_reply(reply_list(reply))
