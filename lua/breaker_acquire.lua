@@ -15,7 +15,8 @@
 -- ARGV[6] - key_ttl_ms: expiry refreshed on every key written (>= 1)
 -- ARGV[7] - now_ms: explicit server time for tests; 0 means read TIME
 -- Reply: array {decision, state, gen, failures, successes, opened_at_ms, open_until_ms,
---               now_ms, active_probes, earliest_lease_expiry_ms}
+--               now_ms, failures_at_trip, active_probes, earliest_lease_expiry_ms}
+--   failures_at_trip: the failure count that tripped the breaker (OPEN/HALF_OPEN), else 0.
 --   decision: 0 admit as a normal call, 1 admit as a probe (holding the lease `token`),
 --             2 reject.
 --             16 is added when the stored value was corrupt (another type, an unknown
@@ -43,13 +44,16 @@ if not half_open_max or half_open_max < 1 or not lease_ms or lease_ms < 1
 end
 now_ms = now_or_server_ms(now_ms)
 
-local h, corrupt = breaker_fields(state_key, true, 'gen', 'fail', 'succ', 'opened_at', 'open_until')
+local h, corrupt = breaker_fields(state_key, true, 'gen', 'fail', 'succ', 'opened_at', 'open_until',
+  'fat')
 local st = h[1] or 'closed'
 local gen = tonumber(h[2]) or 0
 local fail = tonumber(h[3]) or 0
 local succ = tonumber(h[4]) or 0
 local opened_at = tonumber(h[5]) or 0
 local open_until = tonumber(h[6]) or 0
+-- The failure count that tripped the breaker: kept into HALF_OPEN, cleared on closing.
+local fat = tonumber(h[7]) or 0
 
 local function transition(to)
   gen = gen + 1
@@ -58,17 +62,18 @@ local function transition(to)
   succ = 0
   if to == 'closed' then
     open_until = 0
+    fat = 0
   end
   redis.call('DEL', probes_key)
   redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', 0, 'succ', 0,
-    'opened_at', opened_at, 'open_until', open_until)
+    'opened_at', opened_at, 'open_until', open_until, 'fat', fat)
   redis.call('PEXPIRE', state_key, key_ttl_ms)
   publish_transition(channel, name, gen, st, opened_at, open_until, now_ms)
 end
 
 local function reply(decision, probes, earliest)
-  return {decision + (corrupt and 16 or 0), breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, probes,
-    earliest}
+  return {decision + (corrupt and 16 or 0), breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, fat,
+    probes, earliest}
 end
 
 -- A manual override whose TTL has passed returns to CLOSED with a new generation.

@@ -10,7 +10,8 @@
 -- ARGV[4] - ttl_ms: how long the override lasts; 0 = until changed (reset ignores it)
 -- ARGV[5] - key_ttl_ms: expiry of the state key (>= 1); an override outlives it if longer
 -- ARGV[6] - now_ms: explicit server time for tests; 0 means read TIME
--- Reply: array {0, state, gen, 0, 0, opened_at_ms, open_until_ms, now_ms}
+-- Reply: array {0, state, gen, 0, 0, opened_at_ms, open_until_ms, now_ms, 0}
+--   (the 0 after now_ms is failures_at_trip: a manual state is never a trip)
 -- Publishes on ARGV[1] at each transition: 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
 
 -- @include "lib/now_or_server_ms.lua"
@@ -45,9 +46,9 @@ if st == 'forced_open' then
 end
 redis.call('DEL', probes_key, window_key)
 redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', 0, 'succ', 0,
-  'opened_at', opened_at, 'open_until', open_until)
+  'opened_at', opened_at, 'open_until', open_until, 'fat', 0)
 local expire_ms = key_ttl_ms
 if ttl_ms > expire_ms then expire_ms = ttl_ms end
 redis.call('PEXPIRE', state_key, expire_ms)
 publish_transition(channel, name, gen, st, opened_at, open_until, now_ms)
-return {0, breaker_codes[st], gen, 0, 0, opened_at, open_until, now_ms}
+return {0, breaker_codes[st], gen, 0, 0, opened_at, open_until, now_ms, 0}

@@ -24,7 +24,10 @@
 -- ARGV[13] - key_ttl_ms: expiry refreshed on every key written (>= 1)
 -- ARGV[14] - now_ms: explicit server time for tests; 0 means read TIME
 -- Reply: array {result, state, gen, failures, successes, opened_at_ms, open_until_ms,
---               now_ms, window_calls, window_failures}
+--               now_ms, failures_at_trip, window_calls, window_failures}
+--   failures_at_trip: the failure count that tripped the breaker (consecutive failures,
+--   the window's failures in rate mode, the failed probes from HALF_OPEN), kept in the
+--   hash as 'fat' while OPEN/HALF_OPEN and 0 in every other state.
 --   result: 0 applied, 1 stale (ignored for state), 2 applied and the state changed;
 --   16 is added when the stored value was corrupt (another type, an unknown state): it
 --   read as absent and was written afresh.
@@ -64,7 +67,7 @@ end
 now_ms = now_or_server_ms(now_ms)
 
 local h, corrupt = breaker_fields(state_key, true, 'gen', 'fail', 'succ', 'opened_at',
-  'open_until', 'tf', 'ts', 'trips')
+  'open_until', 'tf', 'ts', 'trips', 'fat')
 local st = h[1] or 'closed'
 local gen = tonumber(h[2]) or 0
 local fail = tonumber(h[3]) or 0
@@ -75,10 +78,11 @@ local open_until = tonumber(h[6]) or 0
 local total_failures = (tonumber(h[7]) or 0) + n_fail
 local total_successes = (tonumber(h[8]) or 0) + n_succ
 local trips = tonumber(h[9]) or 0
+local fat = tonumber(h[10]) or 0
 local result = 0
 local w_calls, w_fails = 0, 0
 
-local function transition(to)
+local function transition(to, tripped_by)
   gen = gen + 1
   st = to
   fail = 0
@@ -88,8 +92,10 @@ local function transition(to)
     opened_at = now_ms
     open_until = now_ms + open_ms
     trips = trips + 1
+    fat = tripped_by
   elseif to == 'closed' then
     open_until = 0
+    fat = 0
   end
   redis.call('DEL', probes_key, window_key)
   publish_transition(channel, name, gen, st, opened_at, open_until, now_ms)
@@ -113,7 +119,7 @@ elseif st == 'half_open' then
   else
     redis.call('ZREM', probes_key, token)
     if n_fail > 0 then
-      transition('open')
+      transition('open', n_fail)
     else
       succ = succ + n_succ
       if succ >= success_threshold then
@@ -145,20 +151,20 @@ elseif rate_permille > 0 then
   end
   if n_fail > 0 then fail = fail + n_fail elseif n_succ > 0 then fail = 0 end
   if w_calls >= minimum_calls and w_fails * 1000 >= rate_permille * w_calls then
-    transition('open')
+    transition('open', w_fails)
   end
 else
   -- CLOSED, consecutive mode.
   if n_succ > 0 then fail = 0 end
   fail = fail + n_fail
   if fail >= failure_threshold then
-    transition('open')
+    transition('open', fail)
   end
 end
 
 redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', fail, 'succ', succ,
   'opened_at', opened_at, 'open_until', open_until, 'tf', total_failures,
-  'ts', total_successes, 'trips', trips)
+  'ts', total_successes, 'trips', trips, 'fat', fat)
 redis.call('PEXPIRE', state_key, key_ttl_ms)
-return {result + (corrupt and 16 or 0), breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, w_calls,
-  w_fails}
+return {result + (corrupt and 16 or 0), breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, fat,
+  w_calls, w_fails}

@@ -2,7 +2,8 @@
 --
 -- KEYS[1] probe     hash: next_ms, token, lease_until_ms, round (see health_acquire)
 -- KEYS[2] health    hash: instance id -> "<state>|<fails>|<successes>|<since_ms>"
--- KEYS[3] service   hash: healthy (0|1), seq, changed_ms, probed_ms, members, healthy_members
+-- KEYS[3] service   hash: healthy (0|1), seq, changed_ms, probed_ms, members, healthy_members,
+--                   unknown_members
 -- KEYS[4] members   zset: the registry's instances of the service (read only)
 -- KEYS[5] revision  string: the registry revision, bumped when an instance's state changes
 -- ARGV[1] now_ms             server time to use; 0 reads TIME (tests pass a fixed value)
@@ -24,7 +25,9 @@
 -- Instance states: healthy -(failure_threshold consecutive failures)-> unhealthy
 -- -(a success)-> recovering -(success_threshold consecutive successes in all)-> healthy;
 -- a failure while recovering goes straight back to unhealthy. An instance never probed
--- counts as healthy. The service is healthy while at least one registered instance is.
+-- is unknown: it is not counted healthy; a passed probe makes it healthy, and
+-- failure_threshold consecutive failed ones unhealthy (as from healthy). The service is
+-- healthy while at least one registered instance is; unknown_members counts the unknown.
 -- The first report sets the baseline (seq = now_ms) without an event; afterwards each
 -- flip of the service's health bumps seq and publishes "<service>\n<seq>\n<healthy>" once.
 
@@ -93,10 +96,11 @@ local function parse(value)
       return state, tonumber(fails), tonumber(successes), tonumber(since)
     end
   end
-  return 'healthy', 0, 0, now_ms
+  return 'unknown', 0, 0, now_ms
 end
 
 local transitions = {}
+local visible = false
 for i = 1, count do
   local instance_id = ARGV[8 + 2 * i]
   local ok = ARGV[9 + 2 * i] == '1'
@@ -106,7 +110,8 @@ for i = 1, count do
     local new_state = state
     if ok then
       fails = 0
-      if state == 'healthy' then
+      if state == 'healthy' or state == 'unknown' then
+        new_state = 'healthy'
         successes = 0
       else
         successes = successes + 1
@@ -120,13 +125,17 @@ for i = 1, count do
     else
       successes = 0
       fails = fails + 1
-      if state ~= 'healthy' or fails >= failure_threshold then
+      if (state ~= 'healthy' and state ~= 'unknown') or fails >= failure_threshold then
         new_state = 'unhealthy'
       end
     end
     if new_state ~= state then
       since = now_ms
       transitions[#transitions + 1] = {instance_id, state, new_state}
+      -- Discovery shows an unknown instance as healthy: that step changes nothing there.
+      if state ~= 'unknown' or new_state ~= 'healthy' then
+        visible = true
+      end
     end
     redis.call('HSET', health_key, instance_id,
       new_state .. '|' .. fails .. '|' .. successes .. '|' .. string.format('%d', since))
@@ -137,11 +146,14 @@ end
 local members = redis.call('ZRANGE', members_key, 0, -1)
 local registered = {}
 local healthy_members = 0
+local unknown_members = 0
 for _, instance_id in ipairs(members) do
   registered[instance_id] = true
   local state = parse(redis.call('HGET', health_key, instance_id))
   if state == 'healthy' then
     healthy_members = healthy_members + 1
+  elseif state == 'unknown' then
+    unknown_members = unknown_members + 1
   end
 end
 for _, instance_id in ipairs(redis.call('HKEYS', health_key)) do
@@ -168,10 +180,10 @@ elseif previous ~= healthy then
   redis.call('PUBLISH', health_channel, service .. '\n' .. seq .. '\n' .. healthy)
 end
 redis.call('HSET', service_key, 'probed_ms', now_ms, 'members', #members,
-  'healthy_members', healthy_members)
+  'healthy_members', healthy_members, 'unknown_members', unknown_members)
 
 local revision
-if #transitions > 0 then
+if visible then
   -- Discovery shows each instance's health, so its cache must see the change too.
   revision = bump_revision(revision_key, now_ms, retention_ms, registry_channel, service)
 else

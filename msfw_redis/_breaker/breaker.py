@@ -114,6 +114,10 @@ class CircuitState:
             local mirror, which does not track them).
         trips: CLOSED -> OPEN transitions so far (same source).
         active_probes: half-open probe leases currently held (same source).
+        failures_at_trip: the failure count that tripped the breaker, kept while it is
+            OPEN or HALF_OPEN (``failure_count`` restarts at 0 on every transition):
+            consecutive failures, the window's failures in rate mode, or the failed
+            probe(s) that re-opened it from HALF_OPEN. 0 in every other state.
     """
 
     state: str
@@ -129,6 +133,7 @@ class CircuitState:
     total_successes: int | None = None
     trips: int | None = None
     active_probes: int | None = None
+    failures_at_trip: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +286,15 @@ class DistributedBreaker:
         # Any event (a transition, or a half-open probe slot freeing) ends a local
         # "all probe slots taken" rejection window.
         self._probes_busy_until_ms = 0
-        self._apply(Snapshot(0, state, gen, 0, 0, opened_at, open_until, now))
+        # Events do not carry the trip's failure count; OPEN -> HALF_OPEN keeps it.
+        view = self._view
+        fat = (
+            view.failures_at_trip
+            if state is BreakerState.HALF_OPEN
+            and view.state in (BreakerState.OPEN, BreakerState.HALF_OPEN)
+            else 0
+        )
+        self._apply(Snapshot(0, state, gen, 0, 0, opened_at, open_until, now, failures_at_trip=fat))
 
     def _decode(self, reply: Reply) -> Snapshot:
         snap = Snapshot.from_reply(reply_list(reply))
@@ -660,6 +673,7 @@ class DistributedBreaker:
             total_successes=totals[1] if totals else None,
             trips=totals[2] if totals else None,
             active_probes=totals[3] if totals else None,
+            failures_at_trip=snap.failures_at_trip,
         )
 
     def state(self) -> CircuitState:

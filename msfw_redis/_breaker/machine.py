@@ -88,14 +88,16 @@ class Snapshot:
     extra: tuple[int, ...] = ()
     #: The stored value did not decode (another type, an unknown state): read as absent.
     corrupt: bool = False
+    #: The failure count that tripped the breaker, while OPEN/HALF_OPEN; else 0.
+    failures_at_trip: int = 0
 
     @classmethod
     def from_reply(cls, reply: list[object]) -> Snapshot:
-        """Decode ``{code, state, gen, fail, succ, opened_at, open_until, now, ...}``.
+        """Decode ``{code, state, gen, fail, succ, opened_at, open_until, now, fat, ...}``.
 
         A code with 16 added flags a corrupt stored value that the script read as absent.
         """
-        if len(reply) < 8:
+        if len(reply) < 9:
             raise ValueError(f"breaker reply too short: {reply!r}")
         nums = [int(v) if isinstance(v, (int, bytes, str)) else 0 for v in reply]
         return cls(
@@ -108,7 +110,8 @@ class Snapshot:
             opened_at_ms=nums[5],
             open_until_ms=nums[6],
             now_ms=nums[7],
-            extra=tuple(nums[8:]),
+            failures_at_trip=nums[8],
+            extra=tuple(nums[9:]),
         )
 
     def as_reply(self) -> list[int]:
@@ -121,6 +124,7 @@ class Snapshot:
             self.opened_at_ms,
             self.open_until_ms,
             self.now_ms,
+            self.failures_at_trip,
             *self.extra,
         ]
 
@@ -139,12 +143,13 @@ class LocalBreaker:
     total_failures: int = 0
     total_successes: int = 0
     trips: int = 0
+    failures_at_trip: int = 0
     probes: dict[str, int] = field(default_factory=dict)
     window: dict[tuple[str, int], int] = field(default_factory=dict)
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _transition(self, to: BreakerState, now_ms: int) -> None:
+    def _transition(self, to: BreakerState, now_ms: int, tripped_by: int = 0) -> None:
         self.gen += 1
         self.state = to
         self.failures = 0
@@ -153,8 +158,10 @@ class LocalBreaker:
             self.opened_at_ms = now_ms
             self.open_until_ms = now_ms + self.params.open_ms
             self.trips += 1
+            self.failures_at_trip = tripped_by
         elif to is BreakerState.CLOSED:
             self.open_until_ms = 0
+            self.failures_at_trip = 0
         self.probes.clear()
         self.window.clear()
 
@@ -175,6 +182,7 @@ class LocalBreaker:
             self.open_until_ms,
             now_ms,
             tuple(extra),
+            failures_at_trip=self.failures_at_trip,
         )
 
     def snapshot(self, now_ms: int) -> Snapshot:
@@ -222,7 +230,7 @@ class LocalBreaker:
             else:
                 del self.probes[token]
                 if failures > 0:
-                    self._transition(BreakerState.OPEN, now_ms)
+                    self._transition(BreakerState.OPEN, now_ms, failures)
                     result = TRANSITIONED
                 else:
                     self.successes += successes
@@ -249,14 +257,14 @@ class LocalBreaker:
             elif successes > 0:
                 self.failures = 0
             if w_calls >= p.minimum_calls and w_fails * 1000 >= p.rate_permille * w_calls:
-                self._transition(BreakerState.OPEN, now_ms)
+                self._transition(BreakerState.OPEN, now_ms, w_fails)
                 result = TRANSITIONED
         else:
             if successes > 0:
                 self.failures = 0
             self.failures += failures
             if self.failures >= p.failure_threshold:
-                self._transition(BreakerState.OPEN, now_ms)
+                self._transition(BreakerState.OPEN, now_ms, self.failures)
                 result = TRANSITIONED
         return self._snap(result, now_ms, w_calls, w_fails)
 
@@ -272,7 +280,7 @@ class LocalBreaker:
             raise ValueError(f"invalid breaker action {action!r} or ttl_ms {ttl_ms!r}")
         self.gen += 1
         self.state = targets[action]
-        self.failures = self.successes = 0
+        self.failures = self.successes = self.failures_at_trip = 0
         self.open_until_ms = now_ms + ttl_ms if action != "reset" and ttl_ms > 0 else 0
         if self.state is BreakerState.FORCED_OPEN:
             self.opened_at_ms = now_ms

@@ -151,6 +151,7 @@ def _state_row(state: CircuitState) -> dict[str, Any]:
         "endpoint": state.endpoint,
         "state": state.state,
         "failures": state.failure_count,
+        "failures_at_trip": state.failures_at_trip,
         "successes": state.success_count,
         "generation": state.generation,
         # None: forced open without a TTL, which never lapses by itself.
@@ -174,13 +175,14 @@ async def _status(fleet: _Fleet, args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"{what}; {fleet.empty_hint()}\n" if not service else f"{what}\n")
         return EXIT_OK
     lines = table(
-        ["service", "endpoint", "state", "failures", "generation", "retry-after"],
+        ["service", "endpoint", "state", "failures", "at-trip", "generation", "retry-after"],
         [
             [
                 r["service"],
                 r["endpoint"] or SERVICE_SCOPE,
                 style.state(r["state"]),
                 r["failures"],
+                r["failures_at_trip"] or "-",
                 r["generation"],
                 "until reset"
                 if r["retry_after"] is None

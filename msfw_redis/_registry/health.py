@@ -12,7 +12,16 @@ the results with ``health_report``, fenced by the round's token and its short le
     unhealthy --a success--> recovering --success_threshold successes in all--> healthy
     recovering --a failure--> unhealthy
 
-A service is healthy while at least one registered instance is. The first report sets
+An instance never probed is ``unknown``, not healthy: a passed probe makes it healthy,
+``failure_threshold`` failed ones unhealthy. A service is healthy while at least one
+registered instance is; it is ``unknown`` while it has never been probed, or none of its
+instances is healthy and some are still unknown (see :meth:`HealthMonitor.status`).
+
+A statically configured service (an address in the settings, no registered instance) is
+probed at that address, ``GET <base_url>/health``, directly by the replica that asks;
+its result is not stored in Redis and fires no ``on_change`` callbacks.
+
+The first report sets
 a baseline quietly; after that every flip bumps a sequence number and is PUBLISHed once.
 Every replica subscribes, so ``on_change`` callbacks fire in every replica, once per
 change: replicas drop events whose sequence number they have already seen, and after a
@@ -30,7 +39,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
@@ -41,6 +50,8 @@ from msfw_redis._store.store import reply_int, reply_list, reply_str
 from msfw_redis._testmode import health_interval
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from msfw_redis._registry.instance import ServiceInstance
     from msfw_redis._registry.registry import ServiceRegistry
     from msfw_redis._store.events import EventBus
@@ -55,6 +66,7 @@ __all__ = [
     "HealthCheckSettings",
     "HealthMonitor",
     "HealthStats",
+    "HealthStatus",
     "ProbeRound",
     "ServiceHealth",
 ]
@@ -70,6 +82,12 @@ DEFAULT_SUCCESS_THRESHOLD = 2
 _REPORT_MARGIN = 1.0
 #: At most this many probes of one round run at once.
 _PROBE_CONCURRENCY = 32
+
+#: Path probed on a statically configured service's settings address.
+STATIC_HEALTH_PATH = "/health"
+
+#: A service's health: ``unknown`` when nothing has been learned about it yet.
+HealthStatus = Literal["healthy", "unhealthy", "unknown"]
 
 #: ``async def callback(service_name, is_healthy)`` (a plain function works too).
 HealthCallback = Callable[[str, bool], Awaitable[None] | None]
@@ -125,6 +143,15 @@ class ServiceHealth:
     probed_ms: int
     members: int
     healthy_members: int
+    unknown_members: int = 0
+
+    @property
+    def status(self) -> HealthStatus:
+        """``healthy``; ``unknown`` when no instance is healthy and some were never
+        decided by a probe; else ``unhealthy``."""
+        if self.healthy:
+            return "healthy"
+        return "unknown" if self.unknown_members > 0 else "unhealthy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +190,10 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def _status_of(healthy: bool) -> HealthStatus:
+    return "healthy" if healthy else "unhealthy"
+
+
 class HealthMonitor:
     """Probes enrolled services (one replica per round) and reports health changes.
 
@@ -181,6 +212,8 @@ class HealthMonitor:
         now_ms: for tests: the server time (ms) to pass to scripts; default 0, so scripts
             read Redis ``TIME``.
         rng: random source for loop jitter.
+        static_addresses: ``{service: base_url}`` of statically configured services;
+            one with no registered instance is probed at ``base_url + "/health"``.
 
     Lifecycle: ``enroll(...)`` any time, ``await start()`` once, ``await aclose()``.
     """
@@ -199,6 +232,7 @@ class HealthMonitor:
         monitor_registered: bool = False,
         now_ms: Callable[[], int] | None = None,
         rng: random.Random | None = None,
+        static_addresses: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -213,6 +247,7 @@ class HealthMonitor:
         self._monitor_registered = monitor_registered
         self._now_ms = now_ms
         self._rng = rng or random.Random()
+        self._static = {canonical_service_name(k): v for k, v in (static_addresses or {}).items()}
         self._enrolled: dict[str, HealthCheckSettings] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._callbacks: list[HealthCallback] = []
@@ -322,50 +357,67 @@ class HealthMonitor:
             probed_ms=fields.get("probed_ms", 0),
             members=fields.get("members", 0),
             healthy_members=fields.get("healthy_members", 0),
+            unknown_members=fields.get("unknown_members", 0),
         )
 
     async def check(self, service_name: str) -> bool:
-        """Whether ``service_name`` is healthy now.
+        """Whether ``service_name`` is healthy now (``unknown`` is not healthy).
 
-        The stored state answers when its last probe is at most two intervals old;
-        otherwise this replica runs a probe round (if the round is due). When nobody has
-        probed the service yet, it is healthy if discovery shows a healthy instance.
-        While Redis is down, the last state seen here answers, else a direct probe of
-        the last known instances.
+        See :meth:`status`.
+        """
+        return await self.status(service_name) == "healthy"
+
+    async def status(self, service_name: str) -> HealthStatus:
+        """``healthy``, ``unhealthy`` or ``unknown`` for ``service_name`` now.
+
+        A statically configured service without registered instances is probed at its
+        settings address. Otherwise the stored state answers when its last probe is at
+        most two intervals old; else this replica runs a probe round (if the round is
+        due). A service nobody has probed yet is ``unknown``. While Redis is down, the
+        last state seen here answers, else a direct probe of the last known instances
+        (or of the settings address).
         """
         service = canonical_service_name(service_name)
         settings = self._enrolled.get(service, self.defaults)
+        static = self._static.get(service)
         try:
+            if static is not None and not await self.registry.discover(service):
+                return _status_of(await self._probe_static(static, settings.timeout))
             state = await self.state(service)
             if state is not None and self._server_ms() - state.probed_ms <= _ms(
                 2 * settings.interval
             ):
-                return state.healthy
-            probe = await self.probe_round(service, settings)
-            if probe is not None and probe.code == 1:
-                return probe.healthy
+                return state.status
+            await self.probe_round(service, settings)
             state = await self.state(service)
-            if state is not None:
-                return state.healthy
-            instances = await self.registry.discover(service)
-            return any(inst.status == "healthy" for inst in instances)
+            return "unknown" if state is None else state.status
         except StoreError as exc:
             seen = self._mirror.get(service)
             if seen is not None:
-                return seen[1]
+                return _status_of(seen[1])
             logger.info("health of %s from a direct probe; Redis unavailable: %s", service, exc)
-            return await self._direct_check(service, settings)
+            if static is not None:
+                return _status_of(await self._probe_static(static, settings.timeout))
+            return _status_of(await self._direct_check(service, settings))
 
-    async def all_health(self) -> dict[str, bool]:
-        """``{service: healthy}`` for enrolled services and every service in the index."""
-        names = set(self._enrolled) | set(self._mirror)
+    async def all_states(self) -> dict[str, HealthStatus]:
+        """``{service: status}`` for enrolled, statically configured and registered services."""
+        names = set(self._enrolled) | set(self._mirror) | set(self._static)
         try:
             names.update(await self.registry.services())
         except StoreError as exc:
             logger.info("service index unavailable; reporting known services only: %s", exc)
         ordered = sorted(names)
-        results = await asyncio.gather(*(self.check(name) for name in ordered))
+        results = await asyncio.gather(*(self.status(name) for name in ordered))
         return dict(zip(ordered, results, strict=True))
+
+    async def all_health(self) -> dict[str, bool]:
+        """``{service: healthy}`` as :meth:`all_states`, omitting ``unknown`` services."""
+        return {
+            name: status == "healthy"
+            for name, status in (await self.all_states()).items()
+            if status != "unknown"
+        }
 
     # -- probing ----------------------------------------------------------------------
 
@@ -476,6 +528,21 @@ class HealthMonitor:
             logger.debug(
                 "probe of %s/%s answered %d", inst.name, inst.instance_id, response.status_code
             )
+            return False
+        return True
+
+    async def _probe_static(self, base_url: str, timeout: float) -> bool:
+        self.stats.probes += 1
+        if self._http is None:
+            raise RuntimeError("HealthMonitor.start() was not called")
+        try:
+            response = await self._http.get(base_url + STATIC_HEALTH_PATH, timeout=timeout)
+        except (httpx.HTTPError, OSError, TimeoutError) as exc:
+            self.stats.probe_failures += 1
+            logger.debug("probe of %s failed: %r", base_url, exc)
+            return False
+        if response.status_code >= 400:
+            self.stats.probe_failures += 1
             return False
         return True
 

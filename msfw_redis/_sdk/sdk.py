@@ -37,7 +37,7 @@ from msfw_redis._pipeline.pipeline import Pipeline
 from msfw_redis._pipeline.policy import PolicyBook
 from msfw_redis._pipeline.request import UNSET, Middleware, parse_body
 from msfw_redis._registry.enrollment import ENROLLMENTS, HealthEnrollment
-from msfw_redis._registry.health import HealthMonitor
+from msfw_redis._registry.health import HealthMonitor, HealthStatus
 from msfw_redis._registry.registry import ServiceRegistry
 from msfw_redis._sdk.metrics import CallCounters, DurationHistogram
 from msfw_redis._sdk.results import json_or_content, result_from
@@ -159,6 +159,11 @@ class ServiceSDK:
             success_threshold=cfg.health_success_threshold,
             http_client=self._http,
             monitor_registered=cfg.monitor_registered_services,
+            static_addresses={
+                name: svc.base_url
+                for name, svc in self.settings.services.items()
+                if svc.base_url is not None
+            },
         )
         self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
         self._limits = FleetLimits(
@@ -608,14 +613,25 @@ class ServiceSDK:
         )
 
     async def health_check_service(self, service_name: str) -> bool:
-        """Whether ``service_name`` is healthy (fleet-wide state, probing if stale)."""
+        """Whether ``service_name`` is healthy (fleet-wide state, probing if stale).
+
+        A service only in the settings is probed at ``<base_url>/health``; ``unknown``
+        (never probed) answers ``False``."""
         await self._ensure_started()
         return await self._health.check(service_name)
 
     async def get_all_service_health(self) -> dict[str, bool]:
-        """``{service: healthy}`` for every monitored or registered service."""
+        """``{service: healthy}`` for every monitored, configured or registered service;
+        a service whose health is ``unknown`` is omitted (see
+        :meth:`get_service_health_states`)."""
         await self._ensure_started()
         return await self._health.all_health()
+
+    async def get_service_health_states(self) -> dict[str, HealthStatus]:
+        """``{service: "healthy" | "unhealthy" | "unknown"}`` for the same services as
+        :meth:`get_all_service_health`, ``unknown`` ones included."""
+        await self._ensure_started()
+        return await self._health.all_states()
 
     def on_service_health_change(self, fn: F) -> F:
         """Decorator: ``async def cb(service_name, is_healthy)`` runs in every replica,

@@ -39,7 +39,7 @@ async def test_no_lost_updates_and_one_transition(real_redis_url: str) -> None:
     )
     assert sum(counts) == 200
     snap = await _read_totals(real_redis_url, prefix)
-    state, total_failures, trips = snap[1], snap[8], snap[10]
+    state, total_failures, trips = snap[1], snap[9], snap[11]
     assert total_failures == 200
     assert trips == 1
     assert state == 1  # OPEN
@@ -113,7 +113,7 @@ async def test_rate_mode_trips_at_the_ratio_across_processes(real_redis_url: str
     assert states == ["closed"] * 4
     snap = await _read_totals(real_redis_url, prefix)
     assert snap[1] == 1  # OPEN
-    assert snap[10] == 1  # one trip
+    assert snap[11] == 1  # one trip
     # (16 + k) / (40 + k) >= 50 % first holds at k = 8 more failures.
-    assert snap[8] >= 24
+    assert snap[9] >= 24
     assert Snapshot.from_reply(snap).state.label == "open"

@@ -131,8 +131,8 @@ async def seeded(
 async def test_status_lists_every_breaker(
     seeded: ServiceSDK, redis_url: str, key_prefix: str
 ) -> None:
-    """status prints one aligned row per breaker (state, failures, generation,
-    retry-after) and the same facts as JSON."""
+    """status prints one aligned row per breaker (state, failures, failures at trip,
+    generation, retry-after) and the same facts as JSON."""
     ran = await run_cli(redis_url, key_prefix, "status")
     assert ran.code == 0, ran.err
     header, *rows = ran.out.strip().splitlines()
@@ -141,19 +141,22 @@ async def test_status_lists_every_breaker(
         "ENDPOINT",
         "STATE",
         "FAILURES",
+        "AT-TRIP",
         "GENERATION",
         "RETRY-AFTER",
     ]
     by_service = {row.split()[0]: row.split() for row in rows}
-    assert by_service[SVC][1:3] == ["*", "open"]
-    assert by_service[SVC][5].endswith("s")  # retry-after of an OPEN breaker
-    assert by_service[OTHER][1:4] == ["*", "closed", "0"]
+    assert by_service[SVC][1:5] == ["*", "open", "0", "2"]  # tripped by 2 failures
+    assert by_service[SVC][6].endswith("s")  # retry-after of an OPEN breaker
+    assert by_service[OTHER][1:5] == ["*", "closed", "0", "-"]
     assert "\x1b[" not in ran.out  # no terminal, no colour
 
     ran = await run_cli(redis_url, key_prefix, "status", "--json")
     assert ran.code == 0, ran.err
     states = {s["service"]: s for s in ran.json()}  # type: ignore[attr-defined]
     assert states[SVC]["state"] == "open"
+    assert states[SVC]["failures_at_trip"] == 2
+    assert states[OTHER]["failures_at_trip"] == 0
     assert states[SVC]["endpoint"] is None
     assert states[SVC]["generation"] >= 1
     assert 0 < states[SVC]["retry_after"] <= 60
@@ -417,3 +420,15 @@ async def test_status_of_a_service_shows_its_limits(
     assert ran.code == 0, ran.err
     line = ran.out.strip().splitlines()[-1]
     assert line.startswith("limits: bulkhead permits held 1; retry-after closed: /orders ")
+
+
+async def test_circuit_state_keeps_failures_at_trip(seeded: ServiceSDK) -> None:
+    """CircuitState of the OPEN breaker (this replica's view and a fresh read) carries
+    the 2 failures that tripped it, while failure_count restarted at 0."""
+    fresh = {s.service: s for s in await seeded._hub.fleet()}
+    assert (fresh[SVC].state, fresh[SVC].failure_count, fresh[SVC].failures_at_trip) == (
+        "open", 0, 2,
+    )  # fmt: skip
+    assert fresh[OTHER].failures_at_trip == 0
+    view = seeded._hub.get(SVC, None).state()
+    assert (view.state, view.failures_at_trip) == ("open", 2)

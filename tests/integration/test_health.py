@@ -136,7 +136,7 @@ async def test_tcp_probe_marks_a_closed_port_unhealthy(store: Store) -> None:
         clock.now += 60_000
         second = await monitor.probe_round(SVC)
         assert second is not None
-        assert second.transitions == ((first.results[0][0], "healthy", "unhealthy"),)
+        assert second.transitions == ((first.results[0][0], "unknown", "unhealthy"),)
         (inst,) = await registry.discover(SVC, fresh=True)
         assert inst.status == "unhealthy"
         assert await registry.get_instance(SVC) is None
@@ -182,7 +182,11 @@ async def test_unhealthy_instance_is_skipped_by_discovery(
         }
         probe = await monitor.probe_round(SVC)
         assert probe is not None
-        assert len(probe.transitions) == 1
+        # Both were unknown: the live one becomes healthy, the dead one unhealthy.
+        assert sorted(t[1:] for t in probe.transitions) == [
+            ("unknown", "healthy"),
+            ("unknown", "unhealthy"),
+        ]
         assert {await chosen_port(registry) for _ in range(6)} == {http_service.port}
     finally:
         await monitor.aclose()
@@ -209,6 +213,7 @@ async def test_check_probes_a_never_probed_service(
         assert state is not None
         assert (state.healthy, state.members, state.healthy_members) == (True, 1, 1)
         assert await monitor.check("nobody") is False
+        assert await monitor.status("nobody") == "unhealthy"  # probed: no instance at all
     finally:
         await monitor.aclose()
 
@@ -228,10 +233,13 @@ async def test_all_health_covers_enrolled_and_registered(
     await monitor.start()
     try:
         health = await monitor.all_health()
+        states = await monitor.all_states()
     finally:
         await monitor.aclose()
-    # "bad" has failed one probe of three needed, so it is still healthy.
-    assert health == {"bad": True, "empty": False, "good": True}
+    # "bad" has failed one probe of the three needed and never passed one: unknown, so
+    # all_health() omits it (it is never reported healthy).
+    assert health == {"empty": False, "good": True}
+    assert states == {"bad": "unknown", "empty": "unhealthy", "good": "healthy"}
 
 
 async def test_callback_errors_are_logged_and_do_not_stop_others(
@@ -337,3 +345,49 @@ async def test_check_answers_from_memory_while_redis_is_down(
         assert http_service.hits("/health") == hits + 1
         await replica.close()
         await store.aclose()
+
+
+async def test_static_service_is_probed_at_its_settings_address(
+    store: Store, http_service: ScriptedService
+) -> None:
+    """A service known only by its settings address (no registered instance) is probed
+    there: running -> True, dead -> False, both listed by all_health()."""
+    http_service.script("/health", Step(200))
+    registry = ServiceRegistry(store)
+    monitor = HealthMonitor(
+        store,
+        registry,
+        static_addresses={"live": http_service.url, "dead": f"http://127.0.0.1:{free_port()}"},
+    )
+    monitor.enroll("live")
+    await monitor.start()
+    try:
+        assert await monitor.check("live") is True
+        assert http_service.hits("/health") == 1
+        assert await monitor.check("dead") is False
+        assert await monitor.all_health() == {"dead": False, "live": True}
+        http_service.script("/health", Step(503))
+        assert await monitor.status("live") == "unhealthy"
+    finally:
+        await monitor.aclose()
+
+
+async def test_registered_instances_win_over_the_settings_address(
+    store: Store, http_service: ScriptedService
+) -> None:
+    """Once the registry knows instances of a configured service, their probes decide,
+    not the settings address (which is dead here)."""
+    http_service.script("/health", Step(200))
+    registry = ServiceRegistry(store)
+    monitor = HealthMonitor(
+        store, registry, static_addresses={SVC: f"http://127.0.0.1:{free_port()}"}
+    )
+    await monitor.start()
+    try:
+        await registry.register_external(
+            SVC, host=http_service.host, port=http_service.port, health_check_path="/health"
+        )
+        assert await monitor.check(SVC) is True
+        assert http_service.hits("/health") == 1
+    finally:
+        await monitor.aclose()

@@ -18,7 +18,7 @@ from msfw_redis import (
     service_call,
     service_interface,
 )
-from msfw_redis.testing import ScriptedService, Step
+from msfw_redis.testing import ScriptedService, Step, free_port
 
 
 async def test_register_and_discover(make_sdk: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,8 +104,6 @@ async def test_calls_route_through_the_registry_round_robin(make_sdk: Any) -> No
 
 async def test_retry_moves_to_another_instance(make_sdk: Any) -> None:
     """A retry after a connect error may go to another registered instance."""
-    from msfw_redis.testing import free_port
-
     with ScriptedService() as live:
         live.script("/ping", Step(200, json="pong"))
         sdk = make_sdk(service_discovery_enabled=True)
@@ -300,3 +298,25 @@ async def test_sdk_config_switches(make_sdk: Any, http_service: ScriptedService)
     assert (await on.call_service("svc", "/data")).from_cache
     assert on.metrics()["calls"] == 2
     assert on.metrics()["cache_hits"] >= 1
+
+
+async def test_toml_only_services_report_their_real_health(make_sdk: Any) -> None:
+    """Services known only from the settings ([services.x] host/port, nothing registered)
+    are probed at that address: a running one is True, a dead one False."""
+    with ScriptedService() as svc:
+        svc.script("/health", Step(200, json={"ok": True}))
+        config = {
+            "services": {
+                "live-service": {"host": svc.host, "port": svc.port},
+                "dead-service": {"host": "127.0.0.1", "port": free_port()},
+            }
+        }
+        sdk = make_sdk(config=config, health_check_timeout=1.0)
+        await sdk.start()
+        assert await sdk.health_check_service("live-service") is True
+        assert svc.hits("/health") == 1
+        assert await sdk.health_check_service("dead-service") is False
+        health = await sdk.get_all_service_health()
+        assert (health["live-service"], health["dead-service"]) == (True, False)
+        states = await sdk.get_service_health_states()
+        assert (states["live-service"], states["dead-service"]) == ("healthy", "unhealthy")

@@ -116,7 +116,8 @@ def test_local_machine_matches_lua(
         if local.state.manual and until > 0 and now >= until:
             state, until = 0, 0  # an expired override reads as CLOSED
         live_probes = sum(1 for exp in local.probes.values() if exp > now)
+        fat = local.failures_at_trip if state in (1, 2) else 0
         assert read[1:] == [
             state, local.gen, local.failures, local.successes, local.opened_at_ms, until, now,
-            local.total_failures, local.total_successes, local.trips, live_probes,
+            fat, local.total_failures, local.total_successes, local.trips, live_probes,
         ], (step, read)  # fmt: skip

@@ -84,6 +84,45 @@ class Breaker:
         return snap
 
 
+async def test_failures_at_trip_kept_while_open_and_half_open(store: Store) -> None:
+    """The failure count that tripped the breaker stays in every reply while OPEN and
+    HALF_OPEN (failures itself restarts at 0), and is 0 once it closes."""
+    b = Breaker(store, failure_threshold=3, success_threshold=1, open_ms=1_000)
+    assert (await b.read(T0)).failures_at_trip == 0
+    tripped = await b.trip(T0)
+    assert (tripped.state, tripped.failures, tripped.failures_at_trip) == (
+        BreakerState.OPEN, 0, 3,
+    )  # fmt: skip
+    assert (await b.read(T0 + 1)).failures_at_trip == 3
+    probe = await b.acquire("p1", T0 + 1_000)
+    assert (probe.code, probe.state, probe.failures_at_trip) == (PROBE, BreakerState.HALF_OPEN, 3)
+    assert (await b.read(T0 + 1_001)).failures_at_trip == 3
+    closed = await b.record(probe.gen, 1, 0, T0 + 1_002, token="p1")
+    assert (closed.state, closed.failures_at_trip) == (BreakerState.CLOSED, 0)
+    assert (await b.read(T0 + 1_003)).failures_at_trip == 0
+
+
+async def test_failures_at_trip_of_a_failed_probe_and_of_rate_mode(store: Store) -> None:
+    """A failed half-open probe re-opens with its own count; rate mode keeps the
+    window's failures; a manual override is never a trip."""
+    b = Breaker(store, failure_threshold=2, open_ms=1_000)
+    await b.trip(T0)
+    probe = await b.acquire("p1", T0 + 1_000)
+    reopened = await b.record(probe.gen, 0, 1, T0 + 1_001, token="p1")
+    assert (reopened.state, reopened.failures_at_trip) == (BreakerState.OPEN, 1)
+    forced = await b.control("open", 0, T0 + 1_002)
+    assert (forced.state, forced.failures_at_trip) == (BreakerState.FORCED_OPEN, 0)
+    assert (await b.read(T0 + 1_003)).failures_at_trip == 0
+
+    rate = Breaker(store, rate_permille=500, minimum_calls=4)
+    await rate.control("reset", 0, T0 + 2_000)
+    gen = (await rate.read(T0 + 2_000)).gen
+    await rate.record(gen, 2, 0, T0 + 2_001)
+    snap = await rate.record(gen, 0, 3, T0 + 2_002)
+    assert (snap.state, snap.failures_at_trip) == (BreakerState.OPEN, 3)
+    assert (await rate.read(T0 + 2_003)).failures_at_trip == 3
+
+
 async def test_missing_breaker_reads_closed(store: Store) -> None:
     """A breaker never written reads as CLOSED, generation 0."""
     snap = await Breaker(store).read(T0)

@@ -100,7 +100,7 @@ async def round_at(store: Store, now: int, results: dict[str, bool], **kw: int) 
 
 async def state_of(store: Store, instance_id: str) -> str:
     raw = await store.client.hget(keys(store).health_instances, instance_id)
-    return raw.decode().split("|")[0] if raw else "healthy"
+    return raw.decode().split("|")[0] if raw else "unknown"
 
 
 # -- health_acquire ---------------------------------------------------------------------
@@ -160,18 +160,18 @@ async def test_a_round_reports_once(store: Store) -> None:
     assert (await report(store, {"a": False}, now=T0 + 1, token="x"))["code"] == 1
     assert (await report(store, {"a": False}, now=T0 + 2, token="x"))["code"] == -1
     raw = await store.client.hget(keys(store).health_instances, "a")
-    assert raw == f"healthy|1|0|{T0 + 1}".encode()
+    assert raw == f"unknown|1|0|{T0 + 1}".encode()  # one failure of a never-probed one
 
 
 # -- health_report: the state machine ---------------------------------------------------
 
 
 async def test_every_instance_transition_with_hysteresis(store: Store) -> None:
-    """healthy -2 fails-> unhealthy -ok-> recovering -fail-> unhealthy -ok,ok-> healthy."""
+    """unknown -2 fails-> unhealthy -ok-> recovering -fail-> unhealthy -ok,ok-> healthy."""
     await member(store, "a")
     steps = [
-        (False, "healthy", []),
-        (False, "unhealthy", [("a", "healthy", "unhealthy")]),
+        (False, "unknown", []),
+        (False, "unhealthy", [("a", "unknown", "unhealthy")]),
         (False, "unhealthy", []),
         (True, "recovering", [("a", "unhealthy", "recovering")]),
         (False, "unhealthy", [("a", "recovering", "unhealthy")]),
@@ -197,7 +197,7 @@ async def test_thresholds_of_one_switch_at_once(store: Store) -> None:
     """failure_threshold 1 and success_threshold 1 flip on a single probe each way."""
     await member(store, "a")
     down = await round_at(store, T0, {"a": False}, failure_threshold=1, success_threshold=1)
-    assert down["transitions"] == [("a", "healthy", "unhealthy")]
+    assert down["transitions"] == [("a", "unknown", "unhealthy")]
     up = await round_at(
         store, T0 + INTERVAL_MS, {"a": True}, failure_threshold=1, success_threshold=1
     )
@@ -242,6 +242,25 @@ async def test_service_is_healthy_while_any_instance_is(store: Store) -> None:
     assert stored[b"healthy_members"] == b"0"
 
 
+async def test_never_probed_instance_is_unknown_not_healthy(store: Store) -> None:
+    """An instance registered but never probed is not counted healthy: the service is
+    unhealthy with one unknown member; a first passed probe makes the instance healthy."""
+    await member(store, "a")
+    await round_at(store, T0, {})  # "a" joined after the probes were sent
+    stored = await store.client.hgetall(keys(store).health_service)
+    assert (stored[b"healthy"], stored[b"healthy_members"], stored[b"unknown_members"]) == (
+        b"0", b"0", b"1",
+    )  # fmt: skip
+    one_fail = await round_at(store, T0 + INTERVAL_MS, {"a": False}, failure_threshold=2)
+    assert (one_fail["healthy"], await state_of(store, "a")) == (0, "unknown")
+    up = await round_at(store, T0 + 2 * INTERVAL_MS, {"a": True})
+    assert (up["healthy"], up["changed"], up["transitions"]) == (
+        1, 1, [("a", "unknown", "healthy")],
+    )  # fmt: skip
+    stored = await store.client.hgetall(keys(store).health_service)
+    assert (stored[b"healthy_members"], stored[b"unknown_members"]) == (b"1", b"0")
+
+
 async def test_service_without_instances_is_unhealthy(store: Store) -> None:
     """When the last instance leaves, the next report flips the service to unhealthy."""
     await member(store, "a")
@@ -260,7 +279,7 @@ async def test_results_for_unregistered_instances_are_dropped(store: Store) -> N
     await member(store, "a")
     await store.client.hset(keys(store).health_instances, "left", "unhealthy|9|0|1")
     result = await round_at(store, T0, {"a": True, "ghost": False}, failure_threshold=1)
-    assert result["transitions"] == []
+    assert result["transitions"] == [("a", "unknown", "healthy")]
     assert await store.client.hkeys(keys(store).health_instances) == [b"a"]
 
 
@@ -269,7 +288,8 @@ async def test_instance_transitions_bump_the_registry_revision(store: Store) -> 
     await member(store, "a")
     base = int(await store.client.get(keys(store).revision))
     quiet = await round_at(store, T0, {"a": True})
-    assert quiet["revision"] == base
+    assert quiet["transitions"] == [("a", "unknown", "healthy")]
+    assert quiet["revision"] == base  # discovery already showed the unknown one healthy
     moved = await round_at(store, T0 + INTERVAL_MS, {"a": False}, failure_threshold=1)
     assert moved["revision"] == base + 1
 
