@@ -236,7 +236,18 @@ class Store:
         """
         if self.url is None or not self.url.startswith(("redis://", "rediss://", "unix://")):
             return
-        info: Any = await self._op(lambda: self.client.info("server"), what="INFO server")
+        try:
+            info: Any = await self._op(lambda: self.client.info("server"), what="INFO server")
+            repl: Any = await self._op(
+                lambda: self.client.info("replication"), what="INFO replication"
+            )
+        except StoreError as exc:
+            if is_outage(exc):
+                raise
+            # A server without INFO (fakeredis's TCP server in the demo) or an ACL user
+            # without it: the topology cannot be told, so it is not refused.
+            logger.debug("topology check skipped on %s: %s", self._label(), exc)
+            return
         if str(info.get("redis_mode", "")) == "cluster":
             raise ConfigurationError(
                 f"redis_url {self._label()} reaches a Redis Cluster node: only the services "
@@ -244,7 +255,6 @@ class Store:
                 "redis+cluster://host:port[,host:port...] instead",
                 field="redis_url",
             )
-        repl: Any = await self._op(lambda: self.client.info("replication"), what="INFO replication")
         if str(repl.get("role", "")) in ("slave", "replica"):
             raise ConfigurationError(
                 f"redis_url {self._label()} reaches a read-only replica: every state change "
