@@ -35,7 +35,7 @@ async def test_every_counter_starts_at_zero_and_rejections_are_not_failures(
     make_sdk: Any, http_service: ScriptedService
 ) -> None:
     """Totals exist at zero before any call; a breaker rejection counts once, as a rejection."""
-    http_service.script("/boom", Step(500))
+    http_service.script("/boom", Step(501))  # 501: a breaker failure that is not retried by default
     sdk = make_sdk(_settings(http_service))
     before = sdk.metrics()
     assert {k: before[k] for k in COUNTERS} == dict.fromkeys(COUNTERS, 0)
@@ -98,7 +98,7 @@ async def test_prometheus_names_labels_and_values(
     make_sdk: Any, http_service: ScriptedService, fake_sleep: Any
 ) -> None:
     """After a trip, a rejection, a cache hit and a retry the exposition says so."""
-    http_service.script("/boom", Step(500))
+    http_service.script("/boom", Step(501))
     http_service.script("/flaky", Step(503), Step(200, json=1))
     http_service.script("/data", Step(200, json=1))
     sdk = make_sdk(_settings(http_service))
