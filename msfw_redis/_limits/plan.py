@@ -8,6 +8,7 @@ budget. Settings are read once per service and kept.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from msfw_redis._limits.config import (
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from msfw_redis._limits.retrybudget import FleetRetryBudget
     from msfw_redis._settings import AppSettings
 
-__all__ = ["LimitsPlan"]
+__all__ = ["LimitsPlan", "MethodLimits"]
 
 _UNSET = object()
 
@@ -98,3 +99,11 @@ class LimitsPlan:
                     ratio = None
             found = self._budgets[service] = (ratio, minimum)
         return self._limits.retry_budget(service, ratio=found[0], min_per_second=found[1])
+
+
+@dataclass(frozen=True, slots=True)
+class MethodLimits:
+    """A typed method's own fleet limits: each a (shared name or key, config) pair."""
+
+    bulkhead: tuple[str, BulkheadConfig] | None = None
+    rate_limit: tuple[str, RateLimitConfig] | None = None

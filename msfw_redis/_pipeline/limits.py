@@ -15,27 +15,19 @@ with ``Retry-After``) closes the endpoint for the fleet through the gate.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
 
+from msfw_redis._exceptions import BulkheadFullError, RateLimitedError
+from msfw_redis._limits.plan import MethodLimits
 from msfw_redis._pipeline.steps import CALL_KEY, CallContext, CallMetrics
 
 if TYPE_CHECKING:
     from msfw_redis._limits.bulkhead import Permit
-    from msfw_redis._limits.config import BulkheadConfig, RateLimitConfig
     from msfw_redis._limits.plan import LimitsPlan
 
-__all__ = ["LimitsStep", "MethodLimits"]
-
-
-@dataclass(frozen=True, slots=True)
-class MethodLimits:
-    """A typed method's own fleet limits: each a (shared name or key, config) pair."""
-
-    bulkhead: tuple[str, BulkheadConfig] | None = None
-    rate_limit: tuple[str, RateLimitConfig] | None = None
+__all__ = ["LimitsStep", "MethodLimits"]  # MethodLimits lives in _limits.plan
 
 
 #: Request extension set when this call's own response closed the Retry-After gate.
@@ -66,7 +58,7 @@ class LimitsStep(httpx.AsyncBaseTransport):
             own = ctx.method_limits
             if own is not None and own.rate_limit is not None:
                 await plan.method_rate_limiter(*own.rate_limit).acquire()
-        except Exception:
+        except (BulkheadFullError, RateLimitedError):
             self._metrics["limit_rejections"] += 1
             raise
         permits: list[Permit] = []
@@ -77,7 +69,7 @@ class LimitsStep(httpx.AsyncBaseTransport):
                     permits.append(await bulkhead.acquire())
                 if own is not None and own.bulkhead is not None:
                     permits.append(await plan.method_bulkhead(*own.bulkhead).acquire())
-            except Exception:
+            except (BulkheadFullError, RateLimitedError):
                 self._metrics["limit_rejections"] += 1
                 raise
             response = await self.next_transport.handle_async_request(request)

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from msfw_redis._breaker.hub import BreakerHub
     from msfw_redis._cache.cache import CacheKey, ResponseCache
     from msfw_redis._cache.policy import CachePolicy
+    from msfw_redis._limits.plan import MethodLimits
     from msfw_redis._limits.retrybudget import FleetRetryBudget
-    from msfw_redis._pipeline.limits import MethodLimits
     from msfw_redis._pipeline.observe import CallObserver, CallRecord
     from msfw_redis._pipeline.policy import CallPolicy
     from msfw_redis._pipeline.request import Middleware

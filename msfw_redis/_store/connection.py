@@ -29,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from msfw_redis._exceptions import ConfigurationError
 from msfw_redis._urls import StoreURL, check_url, parse_url
 
 __all__ = [
@@ -120,7 +121,8 @@ def _sentinel(parsed: StoreURL, *, connect: float) -> Sentinel:
 def _sentinel_primary(
     sentinel: Sentinel, parsed: StoreURL, *, socket_timeout: float | None, connect: float, name: str
 ) -> aioredis.Redis:
-    assert parsed.master_name is not None
+    if parsed.master_name is None:  # parse_url refuses a Sentinel URL without one
+        raise ConfigurationError("a Sentinel URL needs the master name", field="redis_url")
     client: aioredis.Redis = sentinel.master_for(
         parsed.master_name,
         db=parsed.db,

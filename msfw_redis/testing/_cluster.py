@@ -301,7 +301,8 @@ class SentinelSetup:
             self.primary.start()
             self.replica.start()
             for sentinel in self.sentinels:
-                assert sentinel.config_file is not None
+                if sentinel.config_file is None:  # made with one in __init__
+                    raise RuntimeError("sentinel server has no config file")
                 Path(sentinel.config_file).write_text(
                     f"sentinel monitor {self.master_name} 127.0.0.1 {self.primary.port} 2\n"
                     f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
