@@ -1,4 +1,4 @@
-"""Registry data loss (FLUSHALL, a restart without persistence) is detected, not trusted.
+"""Data loss (FLUSHALL, a restart without persistence) is detected, not trusted.
 
 Owners heartbeat every ~200 s here (ttl 600 s), so an owner that is back within the
 test's bound was woken by the detected loss, not by its own next heartbeat.
@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import pytest
 
+from msfw_redis import CircuitBreakerConfig, CircuitOpenError
+from msfw_redis._breaker.hub import BreakerHub
 from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisServer, find_server_binary
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 SVC = "orders"
 LONG_TTL = 600.0  # heartbeats about every 200 s: far beyond any bound below
@@ -134,3 +138,60 @@ async def test_restart_without_persistence_keeps_discovery_and_reregisters() -> 
         finally:
             await reg.aclose()
             await store.aclose()
+
+
+BREAKER_CFG = CircuitBreakerConfig(failure_threshold=3, timeout=30.0, success_flush_interval=0.0)
+
+
+@asynccontextmanager
+async def breaker_replica(url: str, prefix: str) -> AsyncIterator[tuple[Store, BreakerHub]]:
+    """One replica's store and breaker hub on a shared backend and prefix."""
+    store = Store.from_url(url, key_prefix=prefix, op_timeout=2.0)
+    await store.start()
+    bus = EventBus(store)
+    hub = BreakerHub(store, bus)
+    try:
+        yield store, hub
+    finally:
+        await hub.aclose()
+        await bus.aclose()
+        await store.aclose()
+
+
+async def test_flushall_while_open_no_existing_replica_admits(
+    redis_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FLUSHALL while OPEN: the replicas' re-reads find the key gone and write OPEN back
+    (one WARNING); none admits, and neither does a replica started after the write-back."""
+    async with (
+        breaker_replica(redis_url, key_prefix) as (store, hub_a),
+        breaker_replica(redis_url, key_prefix) as (_, hub_b),
+    ):
+        a = hub_a.get(SVC, config=BREAKER_CFG)
+        b = hub_b.get(SVC, config=BREAKER_CFG)
+        for _ in range(3):
+            permit = await a.acquire()
+            await permit.failure()
+        opened = await b.refresh()
+        assert opened.state == "open"
+        with pytest.raises(CircuitOpenError):
+            await b.acquire()
+        await store.client.flushall()
+        with caplog.at_level(logging.WARNING, logger="msfw_redis.breaker"):
+            # What the max_staleness re-read does in the background, done here at once.
+            state_a = await a.refresh()
+            state_b = await b.refresh()
+        assert (state_a.state, state_b.state) == ("open", "open")
+        assert state_a.generation == opened.generation == state_b.generation
+        written = [r for r in caplog.records if "vanished while OPEN" in r.getMessage()]
+        assert len(written) == 1
+        key = store.keys.key(SVC, "breaker", "state", a.name)
+        assert await store.client.pttl(key) > 0
+        for breaker in (a, b):
+            for _ in range(10):
+                with pytest.raises(CircuitOpenError) as info:
+                    await breaker.acquire()
+                assert info.value.retry_after > 20.0
+        async with breaker_replica(redis_url, key_prefix) as (_, hub_c):
+            with pytest.raises(CircuitOpenError):
+                await hub_c.get(SVC, config=BREAKER_CFG).acquire()
