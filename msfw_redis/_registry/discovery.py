@@ -176,7 +176,8 @@ class DiscoveryCache:
         entry = self._entries.get(service)
         known = entry.revision if entry is not None and not full else -1
         result = await self._fetch(service, known)
-        if entry is not None and entry.instances and result.revision < entry.revision:
+        lost = result.revision < entry.revision or result.repaired > 0 if entry else False
+        if entry is not None and entry.instances and lost and not result.instances:
             return self._data_lost(service, entry, result.revision)
         self.saw_revision(service, result.revision)
         if result.instances is not None or entry is None:
