@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing as mp
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -19,7 +20,8 @@ from msfw_redis._breaker.hub import BreakerHub
 from msfw_redis._registry.registry import ServiceRegistry
 from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
-from msfw_redis.testing import RedisServer, find_server_binary
+from msfw_redis.testing import RedisServer, find_server_binary, run_in_processes
+from tests.faults._data_loss_workers import discovering_owner
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -195,3 +197,38 @@ async def test_flushall_while_open_no_existing_replica_admits(
         async with breaker_replica(redis_url, key_prefix) as (_, hub_c):
             with pytest.raises(CircuitOpenError):
                 await hub_c.get(SVC, config=BREAKER_CFG).acquire()
+
+
+@pytest.mark.real_redis
+async def test_flushall_under_load_from_two_processes(real_redis_url: str, key_prefix: str) -> None:
+    """Two OS processes, each an owner discovering the service in a loop: FLUSHALL gives
+    0 empty or failed lookups, and both owners are back long before their heartbeats."""
+    ctx = mp.get_context("spawn")
+    ready = ctx.Barrier(3)
+    stop = ctx.Event()
+    args = [(real_redis_url, key_prefix, SVC, port, ready, stop) for port in (9101, 9102)]
+    workers = asyncio.create_task(
+        asyncio.to_thread(run_in_processes, discovering_owner, args, timeout=120.0)
+    )
+    store = Store.from_url(real_redis_url, key_prefix=key_prefix, op_timeout=2.0)
+    await store.start()
+    try:
+        await asyncio.to_thread(ready.wait, 60.0)
+        await asyncio.sleep(0.5)  # let both discover under load first (no timing asserted)
+        await store.client.flushall()
+        assert await registered_ids(store) == set()
+        expected = {"127.0.0.1:9101", "127.0.0.1:9102"}
+        await eventually(lambda: _all_back(store, expected), timeout=30.0)
+        await asyncio.sleep(0.5)  # more lookups after the return
+        stop.set()
+        results = await workers
+    finally:
+        stop.set()
+        await store.aclose()
+    assert [failed for _, failed, _ in results] == [0, 0]
+    assert all(lookups > 10 for lookups, _, _ in results)
+    assert [rereg for _, _, rereg in results] == [1, 1]
+
+
+async def _all_back(store: Store, expected: set[str]) -> bool:
+    return await registered_ids(store) == expected
