@@ -45,6 +45,7 @@ import httpx
 
 from msfw_redis._callbacks import call_logged
 from msfw_redis._exceptions import ConfigurationError, StoreError
+from msfw_redis._shutdown import pause, raise_if_cancelling
 from msfw_redis._store.keys import canonical_service_name
 from msfw_redis._store.store import reply_int, reply_list, reply_str
 from msfw_redis._testmode import health_interval
@@ -586,9 +587,7 @@ class HealthMonitor:
                 logger.exception("health round of %s crashed", service)
             # Small jitter so that replicas do not all ask at the same millisecond.
             delay = wait - (time.monotonic() - started) + self._rng.uniform(0, 0.02 * cfg.interval)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(delay, 0.0)):
-                    await self._closing.wait()
+            await pause(self._closing, delay)
 
     async def _follow_registry(self) -> None:
         while not self._closing.is_set():
@@ -598,9 +597,7 @@ class HealthMonitor:
                         self.enroll(service)
             except StoreError as exc:
                 logger.debug("could not read the service index: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.defaults.interval):
-                    await self._closing.wait()
+            await pause(self._closing, self.defaults.interval)
 
     # -- events and callbacks ---------------------------------------------------------
 
@@ -639,6 +636,7 @@ class HealthMonitor:
 
     async def _dispatch(self) -> None:
         while True:
+            raise_if_cancelling()
             service, healthy = await self._queue.get()
             try:
                 for callback in list(self._callbacks):

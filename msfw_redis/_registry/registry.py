@@ -19,7 +19,6 @@ owns what a process does with them:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -41,6 +40,7 @@ from msfw_redis._registry.scripts import (
     RegistryScripts,
     encode_record,
 )
+from msfw_redis._shutdown import pause
 from msfw_redis._store.keys import canonical_service_name
 
 if TYPE_CHECKING:
@@ -533,9 +533,7 @@ class ServiceRegistry:
             delay = owned.ttl / 3.0 * self._rng.uniform(0.8, 1.0)
             if failed:
                 delay = min(delay, _RETRY_AFTER_FAILURE)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await owned.wake.wait()
+            await pause(owned.wake, delay)
             owned.wake.clear()
             if owned.stopped:
                 return

@@ -23,7 +23,7 @@ from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
 from msfw_redis._callbacks import call_logged
-from msfw_redis._shutdown import logged
+from msfw_redis._shutdown import logged, raise_if_cancelling
 from msfw_redis._store.connection import close_client
 
 if TYPE_CHECKING:
@@ -166,12 +166,14 @@ class EventBus:
                 logger.exception("event bus reader failed; reconnecting")
             first = False
             await self._teardown()
+            raise_if_cancelling()  # a cancel that became a TimeoutError above still ends us
             await asyncio.sleep(random.uniform(0, backoff))
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
     async def _read_loop(self, *, resync: bool) -> None:
         pending_resync = resync
         while not self._closed:
+            raise_if_cancelling()
             message = await self._pubsub.get_message(
                 ignore_subscribe_messages=False, timeout=_POLL_TIMEOUT
             )
