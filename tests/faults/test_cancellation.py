@@ -17,6 +17,7 @@ import pytest
 from msfw_redis.testing import RedisServer, ScriptedService, Step, find_server_binary
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 needs_binary = pytest.mark.skipif(
@@ -80,7 +81,7 @@ def _run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def health_service() -> object:
+def health_service() -> Iterator[ScriptedService]:
     with ScriptedService() as svc:
         # A probe that takes a little while, so cancellation often lands mid-probe.
         svc.script("/health", Step(status=200, delay=0.03))
