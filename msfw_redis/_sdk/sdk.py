@@ -45,6 +45,7 @@ from msfw_redis._sdk.transitions import TransitionFeed
 from msfw_redis._settings import AppSettings, load_settings
 from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
+from msfw_redis._urls import redact_url
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -264,7 +265,7 @@ class ServiceSDK:
             except StoreError as exc:
                 logger.warning(
                     "store %s unavailable at start-up (%s); continuing with local state",
-                    self._store.url,
+                    redact_url(self._store.url) if self._store.url else "(client)",
                     exc,
                 )
             self._bus.start()

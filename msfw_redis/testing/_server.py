@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -23,6 +24,7 @@ __all__ = [
     "ENV_TEST_REDIS_URL",
     "RedisServer",
     "ServerBinary",
+    "ServerTLS",
     "SilentServer",
     "find_server_binary",
     "free_port",
@@ -38,6 +40,15 @@ class ServerBinary:
 
     path: str
     kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTLS:
+    """PEM files for a TLS-only server: its certificate, its key, and the CA that signed it."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
 
 
 def find_server_binary() -> ServerBinary | None:
@@ -76,6 +87,7 @@ class RedisServer:
         port: int | None = None,
         extra_args: Sequence[str] = (),
         config_file: str | None = None,
+        tls: ServerTLS | None = None,
     ) -> None:
         found = binary or find_server_binary()
         if found is None:
@@ -84,6 +96,8 @@ class RedisServer:
         self.port = port or free_port()
         self.extra_args = list(extra_args)
         self.config_file = config_file
+        #: With TLS the server listens only on a TLS port (``--port 0 --tls-port``).
+        self.tls = tls
         self._dir = tempfile.mkdtemp(prefix="msfw-redis-test-")
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -100,6 +114,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca_file}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
@@ -113,7 +129,7 @@ class RedisServer:
         args = [
             self.binary.path,
             *([self.config_file] if self.config_file else []),
-            "--port", str(self.port),
+            *self._port_args(),
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
@@ -134,11 +150,28 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"{self.binary.path} did not answer on port {self.port}")
 
+    def _port_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", self.tls.cert_file, "--tls-key-file", self.tls.key_file,
+            "--tls-ca-cert-file", self.tls.ca_file, "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
     def _ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with contextlib.ExitStack() as stack:
+                sock = stack.enter_context(
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+                )
+                if self.tls is not None:
+                    context = ssl.create_default_context(cafile=self.tls.ca_file)
+                    context.check_hostname = False
+                    sock = stack.enter_context(context.wrap_socket(sock))
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                # A password-protected server answers too: -NOAUTH is an answer.
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
