@@ -360,6 +360,12 @@ class HealthMonitor:
             unknown_members=fields.get("unknown_members", 0),
         )
 
+    def known_states(self) -> dict[str, HealthStatus]:
+        """The last verdict this replica saw per service (its own rounds and the fleet's
+        events): ``healthy`` or ``unhealthy``. No I/O, for metrics; a service with no
+        verdict seen here is absent."""
+        return {svc: _status_of(healthy) for svc, (_, healthy) in sorted(self._mirror.items())}
+
     async def check(self, service_name: str) -> bool:
         """Whether ``service_name`` is healthy now (``unknown`` is not healthy).
 
@@ -503,7 +509,8 @@ class HealthMonitor:
         if probe.changed:
             log = logger.info if probe.healthy else logger.warning
             log("service %s is now %s", service, "healthy" if probe.healthy else "unhealthy")
-            self._apply(service, seq, probe.healthy, is_event=True)
+        # Every applied round updates the mirror (known_states); only a change is an event.
+        self._apply(service, seq, probe.healthy, is_event=probe.changed)
         return probe
 
     async def _probe(self, inst: ServiceInstance, timeout: float) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -153,3 +154,84 @@ async def test_prometheus_names_labels_and_values(
         le="+Inf",
     )
     assert inf >= 1
+
+
+async def test_registry_instances_and_health_status_from_the_process_view(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """Two registered instances, one probe round: the live one healthy, the dead one not."""
+    http_service.script("/health", Step(200))
+    sdk = make_sdk(
+        None,
+        service_discovery_enabled=True,
+        health_failure_threshold=1,
+        health_check_interval=60.0,
+        monitor_registered_services=False,
+    )
+    registry = CollectorRegistry()
+    MsfwCollector(sdk, registry=registry)
+    before = _samples(generate_latest(registry).decode())
+    assert not [k for k in before if k[0] in ("msfw_registry_instances", "msfw_health_status")]
+    await sdk.register_external_service(
+        "inv", host=http_service.host, port=http_service.port, health_check_path="/health"
+    )
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listened
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+        await sdk.register_external_service(
+            "inv", host="127.0.0.1", port=dead_port, health_check_path="/health"
+        )
+        probe = await sdk.components.health.probe_round("inv")
+    assert probe is not None and probe.healthy
+    await sdk.discover_services("inv")  # the round bumped the revision: refetch
+    got = _samples(generate_latest(registry).decode())
+
+    def val(metric: str, /, **labels: str) -> float:
+        return got[(metric, frozenset(labels.items()))]
+
+    assert val("msfw_registry_instances", service="inv", status="healthy") == 1
+    assert val("msfw_registry_instances", service="inv", status="unhealthy") == 1
+    assert val("msfw_registry_instances", service="inv", status="suspect") == 0
+    assert val("msfw_registry_instances", service="inv", status="recovering") == 0
+    assert val("msfw_health_status", service="inv") == 1
+    assert sdk.components.health.known_states() == {"inv": "healthy"}
+
+
+async def test_slow_call_rate_counts_calls_over_the_threshold(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """slow_call_threshold 1 s: one call of ~1.5 s and one fast call give a rate of 0.5."""
+    http_service.script("/slow", Step(200, json=1, delay=1.5))
+    http_service.script("/fast", Step(200, json=1))
+    settings = services_for(http_service, "slowpoke", "plain")
+    sdk = make_sdk(settings, circuit_breaker={"slow_call_threshold": 1.0})
+    registry = CollectorRegistry()
+    MsfwCollector(sdk, registry=registry)
+    await sdk.call_service("slowpoke", "/slow")
+    await sdk.call_service("slowpoke", "/fast")
+    slowpoke = sdk.metrics()["services"]["slowpoke"]
+    assert slowpoke["slow_calls"] == 1
+    got = _samples(generate_latest(registry).decode())
+    rate = got[
+        (
+            "msfw_circuitbreaker_slow_call_rate",
+            frozenset({"name": "slowpoke", "service": "slowpoke"}.items()),
+        )
+    ]
+    assert rate == 0.5
+
+    plain = make_sdk(settings)  # no threshold: never slow
+    plain_registry = CollectorRegistry()
+    MsfwCollector(plain, registry=plain_registry)
+    await plain.call_service("plain", "/slow")
+    assert plain.metrics()["services"]["plain"]["slow_calls"] == 0
+    got = _samples(generate_latest(plain_registry).decode())
+    assert (
+        got[
+            (
+                "msfw_circuitbreaker_slow_call_rate",
+                frozenset({"name": "plain", "service": "plain"}.items()),
+            )
+        ]
+        == 0
+    )
