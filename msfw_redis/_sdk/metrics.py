@@ -7,8 +7,10 @@ from "none yet"), and each call lands in exactly one of ``successes``, ``failure
 ``client_errors`` counts the failures that ended with a 4xx response, which breakers
 ignore by default. ``cache_hits``, ``cache_stale``, ``cache_misses``, ``cache_coalesced``
 and ``cache_bypasses`` count the calls the response cache answered, by outcome.
-``slow_calls`` counts the calls (not rejections) that took longer than their breaker's
-``slow_call_threshold``, as this process timed them end to end. The retry kinds follow Resilience4j's: a call is ``successful_without_retry``,
+``slow_calls`` counts the calls (not rejections) that took longer than their
+breaker's ``slow_call_threshold``, as this process timed them end to end.
+
+The retry kinds follow Resilience4j's: a call is ``successful_without_retry``,
 ``successful_with_retry``, ``failed_with_retry`` or ``failed_without_retry``. Durations
 go into a fixed-bucket histogram per (service, method, status code), the buckets being
 OpenTelemetry's advised boundaries for ``http.client.request.duration``.

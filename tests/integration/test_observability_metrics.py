@@ -138,6 +138,8 @@ async def test_prometheus_names_labels_and_values(
     assert val("msfw_cache_requests_total", name="_all", service="_all", result="miss") >= 1
     assert val("msfw_cache_requests_total", **cat, result="hit") == 1
     assert val("msfw_cache_requests_total", **cat, result="stale") == 0
+    assert val("msfw_cache_requests_total", **cat, result="miss") == 2  # /flaky and /data
+    assert val("msfw_circuitbreaker_slow_call_rate", **pay) == 0  # no slow_call_threshold
     assert val("msfw_cache_requests_total", **pay, result="hit") == 0
     assert val("msfw_store_up") == 1
     count = sum(
@@ -235,3 +237,53 @@ async def test_slow_call_rate_counts_calls_over_the_threshold(
         ]
         == 0
     )
+
+
+async def test_cache_results_per_service_in_metrics_and_exposition(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """Two concurrent lookups (one miss, one coalesced) then a hit, per service; every key
+    is there at zero for a service that never used the cache."""
+    http_service.script("/slow-data", Step(200, json=1, delay=0.5))
+    http_service.script("/boom", Step(501))
+    sdk = make_sdk(_settings(http_service))
+    registry = CollectorRegistry()
+    MsfwCollector(sdk, registry=registry)
+    first, second = await asyncio.gather(
+        sdk.call_service("cat", "/slow-data"), sdk.call_service("cat", "/slow-data")
+    )
+    assert sorted([first.from_cache, second.from_cache]) == [False, True]
+    assert (await sdk.call_service("cat", "/slow-data")).from_cache
+    await sdk.call_service("pay", "/boom")
+    services = sdk.metrics()["services"]
+    cat = {k: v for k, v in services["cat"].items() if k.startswith("cache_")}
+    assert cat == {
+        "cache_hits": 1,
+        "cache_stale": 0,
+        "cache_misses": 1,
+        "cache_coalesced": 1,
+        "cache_bypasses": 0,
+    }
+    assert all(services["pay"][k] == 0 for k in cat)
+    assert http_service.hits("/slow-data") == 1
+    got = _samples(generate_latest(registry).decode())
+    for result, value in (("hit", 1), ("miss", 1), ("coalesced", 1), ("stale", 0), ("bypass", 0)):
+        labels = frozenset({"name": "cat", "service": "cat", "result": result}.items())
+        assert got[("msfw_cache_requests_total", labels)] == value
+        labels = frozenset({"name": "pay", "service": "pay", "result": result}.items())
+        assert got[("msfw_cache_requests_total", labels)] == 0
+
+
+async def test_cache_bypass_per_service_while_redis_is_down(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """With the store unreachable a cacheable call goes to the origin: a bypass for its service."""
+    http_service.script("/data", Step(200, json=1))
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sdk = make_sdk(_settings(http_service), redis_url=f"redis://127.0.0.1:{port}/0")
+        result = await sdk.call_service("cat", "/data")
+    assert result.success and not result.from_cache
+    cat = sdk.metrics()["services"]["cat"]
+    assert (cat["cache_bypasses"], cat["cache_misses"], cat["cache_hits"]) == (1, 0, 0)
