@@ -252,6 +252,7 @@ class HealthMonitor:
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._callbacks: list[HealthCallback] = []
         self._mirror: dict[str, tuple[int, bool]] = {}
+        self._rounds: dict[str, tuple[int, bool]] = {}  # (seq, healthy) of our own rounds
         self._queue: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = asyncio.Event()
@@ -359,6 +360,16 @@ class HealthMonitor:
             healthy_members=fields.get("healthy_members", 0),
             unknown_members=fields.get("unknown_members", 0),
         )
+
+    def known_states(self) -> dict[str, HealthStatus]:
+        """The last verdict this replica saw per service (its own rounds and the fleet's
+        events): ``healthy`` or ``unhealthy``. No I/O, for metrics; a service with no
+        verdict seen here is absent."""
+        seen = dict(self._rounds)
+        for svc, verdict in self._mirror.items():
+            if verdict[0] >= seen.get(svc, (-1, False))[0]:
+                seen[svc] = verdict  # the newer of our round and the fleet's event
+        return {svc: _status_of(healthy) for svc, (_, healthy) in sorted(seen.items())}
 
     async def check(self, service_name: str) -> bool:
         """Whether ``service_name`` is healthy now (``unknown`` is not healthy).
@@ -500,6 +511,7 @@ class HealthMonitor:
         self.registry.cache.saw_revision(service, revision)
         for instance_id, before, after in transitions:
             logger.info("instance %s/%s: %s -> %s", service, instance_id, before, after)
+        self._rounds[service] = (seq, probe.healthy)  # for known_states, without I/O
         if probe.changed:
             log = logger.info if probe.healthy else logger.warning
             log("service %s is now %s", service, "healthy" if probe.healthy else "unhealthy")
