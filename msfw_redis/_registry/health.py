@@ -250,6 +250,9 @@ class HealthMonitor:
         self._static = {canonical_service_name(k): v for k, v in (static_addresses or {}).items()}
         self._enrolled: dict[str, HealthCheckSettings] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
+        # Rounds this process's own loops are running: status() waits for one instead of
+        # reporting "unknown" because the lease it would need is held by itself.
+        self._own_rounds: dict[str, asyncio.Task[ProbeRound | None]] = {}
         self._callbacks: list[HealthCallback] = []
         self._mirror: dict[str, tuple[int, bool]] = {}
         self._rounds: dict[str, tuple[int, bool]] = {}  # (seq, healthy) of our own rounds
@@ -399,7 +402,10 @@ class HealthMonitor:
                 2 * settings.interval
             ):
                 return state.status
-            await self.probe_round(service, settings)
+            if await self.probe_round(service, settings) is None:
+                own = self._own_rounds.get(service)
+                if own is not None:
+                    await asyncio.wait({own})
             state = await self.state(service)
             return "unknown" if state is None else state.status
         except StoreError as exc:
@@ -589,7 +595,12 @@ class HealthMonitor:
                 token, round_no, wait_ms = await self._acquire(service, cfg, secrets.token_hex(8))
                 wait = wait_ms / 1000.0
                 if token is not None:
-                    await self._run_round(service, cfg, token, round_no)
+                    own = asyncio.ensure_future(self._run_round(service, cfg, token, round_no))
+                    self._own_rounds[service] = own
+                    try:
+                        await own
+                    finally:
+                        self._own_rounds.pop(service, None)
             except StoreError as exc:
                 # The store logs the outage; retry soon so recovery is picked up quickly.
                 wait = min(cfg.interval, 1.0)
