@@ -32,6 +32,34 @@
 -- written under an older generation are ignored: clearing a function or a service is
 -- one HINCRBY (cache_invalidate), never a scan.
 
+-- Fast path, before any helper is defined (each `local function` is a closure built on
+-- every call): a FRESH entry under the current generation, asked for with 'get' or
+-- 'peek', is served with two HMGETs and TIME, no lease or Vary work and no table of
+-- locals. It checks the arguments exactly as the full path does and answers exactly
+-- what the full path would; anything else (bad arguments, wrong types, a malformed,
+-- stale, missing or foreign-generation entry) falls through to the full path below.
+do
+  local m, lease, ff, at = ARGV[1], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+  if (m == 'peek' or (m == 'get' and ARGV[2] ~= '')) and lease and lease >= 1
+      and lease == math.floor(lease) and ff ~= '' and ff ~= '_'
+      and at and at >= 0 and at == math.floor(at) then
+    local gs = redis.pcall('HMGET', KEYS[2], '_', ff)
+    local e = redis.pcall('HMGET', KEYS[1], 'fu', 'g', 'v', 'sa', 'su')
+    if not gs.err and not e.err and e[3] then
+      local fu, sa, su = tonumber(e[1]), tonumber(e[4]), tonumber(e[5])
+      if fu and sa and su and e[2] == (gs[1] or '0') .. ':' .. (gs[2] or '0') then
+        if at == 0 then
+          local t = redis.call('TIME')
+          at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        end
+        if at < fu and at < su then
+          return {string.format('FRESH - %d %d %d 0 0 %d', sa, fu, su, at), e[3]}
+        end
+      end
+    end
+  end
+end
+
 -- @include "lib/arg_error.lua"
 -- @include "lib/is_whole.lua"
 -- @include "lib/now_or_server_ms.lua"

@@ -406,3 +406,59 @@ async def test_concurrent_lookups_grant_exactly_one_lease(store: Store) -> None:
     assert states.count("MISS") == 1
     assert states.count("WAIT") == 49
     assert sum(1 for r in replies if r["token"]) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["get", "", 10, FN, NOW + 1],
+        ["get", "t", "1.5", FN, NOW + 1],
+        ["peek", "", 0, FN, NOW + 1],
+        ["peek", "", 10, "_", NOW + 1],
+        ["peek", "", 10, FN, "1.5"],
+    ],
+)
+async def test_fresh_fast_path_checks_arguments_like_the_full_path(
+    store: Store, args: list[Any]
+) -> None:
+    """A FRESH entry is served by the script's fast path; bad ARGV is still refused there."""
+    k = Keys(store)
+    await lookup(store, k)
+    await fill(store, k)
+    assert (await lookup(store, k, mode="peek", token="", now=NOW + 1))["state"] == "FRESH"
+    with pytest.raises(ScriptError) as info:
+        await store.run("cache_lookup", [k.entry, k.gen], args)
+    assert info.value.code == "MSFW_BADARG"
+
+
+async def test_fresh_looking_but_broken_entries_leave_the_fast_path(store: Store) -> None:
+    """A fresh fu with a bad stamp, a foreign generation or a non-hash generation key is
+    never served by the fast path: the full path answers MISS as before."""
+    k = Keys(store)
+    await lookup(store, k)
+    await fill(store, k)
+    fresh = await lookup(store, k, now=NOW + 1)
+    assert (fresh["state"], fresh["value"], fresh["sa"], fresh["now"]) == (
+        "FRESH",
+        b"payload",
+        NOW,
+        NOW + 1,
+    )
+
+    await store.client.hset(k.entry, "su", b"soon")
+    out = await lookup(store, k, now=NOW + 1)
+    assert (out["state"], out["flags"]) == ("MISS", 2)
+    assert await store.client.hget(k.entry, "v") is None
+
+    other = Keys(store, "c" * 32)
+    await lookup(store, other)
+    await fill(store, other)
+    await store.client.hset(other.entry, "g", b"9:9")
+    assert (await lookup(store, other, now=NOW + 1))["state"] == "MISS"
+
+    await store.client.delete(other.gen)
+    await store.client.set(other.gen, b"not a hash", px=60_000)
+    await store.client.hset(other.entry, "g", b"0:0")
+    out = await lookup(store, other, now=NOW + 1)
+    assert out["state"] == "FRESH"
+    assert await store.client.type(other.gen) != b"string"
