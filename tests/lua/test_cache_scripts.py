@@ -462,3 +462,23 @@ async def test_fresh_looking_but_broken_entries_leave_the_fast_path(store: Store
     out = await lookup(store, other, now=NOW + 1)
     assert out["state"] == "FRESH"
     assert await store.client.type(other.gen) != b"string"
+
+
+async def test_peek_short_form_reads_server_time_and_never_leases(store: Store) -> None:
+    """ARGV {'peek', field} is 'peek' with no token, lease 1 and server TIME: a fresh
+    entry is served, a missing one is a MISS that writes nothing."""
+    k = Keys(store)
+    head, value = reply_list(await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN]))
+    assert head.decode().split(" ")[:2] == ["MISS", "-"]
+    assert value == b""
+    assert not await store.client.exists(k.entry, k.gen)
+
+    await lookup(store, k, now=0)
+    await fill(store, k, now=0)
+    head, value = reply_list(await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN]))
+    state, token, sa, _fu, _su, wait_ms, flags, now = head.decode().split(" ")
+    assert (state, token, wait_ms, flags, value) == ("FRESH", "-", "0", "0", b"payload")
+    assert int(now) >= int(sa)
+    with pytest.raises(ScriptError) as info:
+        await store.run("cache_lookup", [k.entry, k.gen], ["peek", "_"])
+    assert info.value.code == "MSFW_BADARG"
