@@ -16,11 +16,12 @@
 -- Short form for 'peek': ARGV = {'peek', function field}, meaning token '', lease_ms 1
 --           and now_ms 0. The hot-key hit path sends it: every argument is packed and
 --           sent on each call, and on a hit that packing is a visible share of the time.
--- Reply: {head, value}: head is one space-separated string
---          'state token stored_at_ms fresh_until_ms stale_until_ms wait_ms flags now_ms'
---          (token '-' when none was granted; integers written with %d), value the
---          envelope. Two bulk strings instead of nine items: the hit path's reply parse
---          is a measurable share of its latency.
+-- Reply: one bulk string, 'state token stored_at_ms fresh_until_ms stale_until_ms
+--          wait_ms flags now_ms value': eight space-separated head fields (token '-'
+--          when none was granted; integers written with %d), one space, then the
+--          envelope bytes (empty unless FRESH or STALE; they may contain spaces, so
+--          split at the first eight spaces only). One bulk instead of an array: the hit
+--          path's reply parse is a measurable share of its latency.
 --   state: 'FRESH' (entry within fresh-until), 'STALE' (past fresh-until, before
 --          stale-until), 'MISS' (no usable entry) or 'WAIT' (no usable entry and another
 --          caller holds the fill lease: wait_ms is what is left of that lease)
@@ -60,7 +61,7 @@ do
           at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         end
         if at < fu and at < su then
-          return {string.format('FRESH - %d %d %d 0 0 %d', sa, fu, su, at), e[3]}
+          return string.format('FRESH - %d %d %d 0 0 %d ', sa, fu, su, at) .. e[3]
         end
       end
     end
@@ -169,7 +170,7 @@ elseif state == 'WAIT' then
 end
 
 if not usable then
-  return {head(state, reply_token, 0, 0, 0, wait_ms, flags, now_ms), ''}
+  return head(state, reply_token, 0, 0, 0, wait_ms, flags, now_ms) .. ' '
 end
-return {head(state, reply_token, stored_at, fresh_until, stale_until, wait_ms, flags, now_ms),
-  value}
+return head(state, reply_token, stored_at, fresh_until, stale_until, wait_ms, flags, now_ms)
+  .. ' ' .. value

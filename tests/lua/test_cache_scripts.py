@@ -41,11 +41,10 @@ async def lookup(
     fn: str = FN,
     now: int = NOW,
 ) -> dict[str, Any]:
-    reply = reply_list(
-        await store.run("cache_lookup", [k.entry, k.gen], [mode, token, lease_ms, fn, now])
-    )
-    head, value = reply
-    state, token, sa, fu, su, wait_ms, flags, now = head.decode().split(" ")
+    reply = await store.run("cache_lookup", [k.entry, k.gen], [mode, token, lease_ms, fn, now])
+    assert isinstance(reply, bytes)
+    *head, value = reply.split(b" ", 8)
+    state, token, sa, fu, su, wait_ms, flags, now = (part.decode() for part in head)
     return {
         "state": state,
         "token": "" if token == "-" else token,
@@ -468,17 +467,32 @@ async def test_peek_short_form_reads_server_time_and_never_leases(store: Store) 
     """ARGV {'peek', field} is 'peek' with no token, lease 1 and server TIME: a fresh
     entry is served, a missing one is a MISS that writes nothing."""
     k = Keys(store)
-    head, value = reply_list(await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN]))
-    assert head.decode().split(" ")[:2] == ["MISS", "-"]
-    assert value == b""
+    reply = await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN])
+    assert isinstance(reply, bytes)
+    parts = reply.split(b" ", 8)
+    assert (parts[0], parts[1], parts[8]) == (b"MISS", b"-", b"")
     assert not await store.client.exists(k.entry, k.gen)
 
     await lookup(store, k, now=0)
     await fill(store, k, now=0)
-    head, value = reply_list(await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN]))
-    state, token, sa, _fu, _su, wait_ms, flags, now = head.decode().split(" ")
+    reply = await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN])
+    assert isinstance(reply, bytes)
+    *head, value = reply.split(b" ", 8)
+    state, token, sa, _fu, _su, wait_ms, flags, now = (part.decode() for part in head)
     assert (state, token, wait_ms, flags, value) == ("FRESH", "-", "0", "0", b"payload")
     assert int(now) >= int(sa)
     with pytest.raises(ScriptError) as info:
         await store.run("cache_lookup", [k.entry, k.gen], ["peek", "_"])
     assert info.value.code == "MSFW_BADARG"
+
+
+async def test_envelope_bytes_with_spaces_come_back_whole(store: Store) -> None:
+    """The reply is head fields then the envelope in one bulk: spaces (and a trailing
+    one) inside the envelope survive, fresh (fast path) and stale (full path)."""
+    k = Keys(store)
+    blob = b" a  b\x00 c "
+    await lookup(store, k)
+    await fill(store, k, value=blob)
+    assert (await lookup(store, k, now=NOW + 1))["value"] == blob
+    stale = await lookup(store, k, now=NOW + 1_500)
+    assert (stale["state"], stale["value"]) == ("STALE", blob)
