@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from msfw_redis._exceptions import ScriptError
+from msfw_redis._cache.keys import CacheKey
+from msfw_redis._cache.store import CacheStore
+from msfw_redis._exceptions import ScriptError, StoreError
 from msfw_redis._store.store import Store, reply_int, reply_list
 
 if TYPE_CHECKING:
@@ -496,3 +498,22 @@ async def test_envelope_bytes_with_spaces_come_back_whole(store: Store) -> None:
     assert (await lookup(store, k, now=NOW + 1))["value"] == blob
     stale = await lookup(store, k, now=NOW + 1_500)
     assert (stale["state"], stale["value"]) == ("STALE", blob)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [[b"FRESH - 1 2 3 0 0 4", b"v"], b"FRESH - 1 2 3", b"FRESH - 1 x 3 0 0 4 v", 7],
+)
+async def test_lookup_decoder_refuses_a_foreign_reply_shape(
+    store: Store, reply: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply that is not one bulk with eight head fields is a StoreError (so the call
+    bypasses the cache), never an IndexError or a wrong value."""
+
+    async def fake_run(name: str, keys: Any, args: Any) -> object:
+        return reply
+
+    monkeypatch.setattr(store, "run", fake_run)
+    key = CacheKey(service="svc", function="GET /x", digest=DIGEST, label="GET /x")
+    with pytest.raises(StoreError):
+        await CacheStore(store).lookup(key, "peek", "", lease_ms=1)
