@@ -51,6 +51,7 @@ _POLL_TIMEOUT = 1.0
 #: On Cluster the reader polls the classic connection and each shard's connection in
 #: turn, so each poll is short: a message waits at most about (shards + 1) polls.
 _SHARD_POLL_TIMEOUT = 0.02
+_RECHECK_DELAYS = (1.0, 3.0)
 _SUBSCRIBE_CONFIRMS = frozenset({"subscribe", "ssubscribe"})
 
 
@@ -71,6 +72,7 @@ class EventBus:
         self._pubsub: Any = None
         self._client: StoreClient | None = None
         self._closed = False
+        self._recheck: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self.reconnects = 0
         self.resubscribes = 0
@@ -137,6 +139,11 @@ class EventBus:
 
     async def _teardown(self) -> None:
         self._connected.clear()
+        recheck, self._recheck = self._recheck, None
+        if recheck is not None:
+            recheck.cancel()
+            with contextlib.suppress(asyncio.CancelledError), logged("events recheck"):
+                await recheck
         for entry in self._channels.values():
             entry.confirmed.clear()
         pubsub, self._pubsub = self._pubsub, None
@@ -223,9 +230,24 @@ class EventBus:
         if not isinstance(self._client, RedisCluster):
             return
         logger.info("sharded channel %s moved; subscribing on its new owner", channel)
+        client = self._client
         async with asyncio.timeout(self._store.op_timeout * 4):
-            await self._client.nodes_manager.initialize()
+            await client.nodes_manager.initialize()
             await self._pubsub.ssubscribe(channel)
+        if self._recheck is None or self._recheck.done():
+            # The node asked first may not have learnt of the move yet: read the slot
+            # table again a little later; redis-py then moves any subscription whose
+            # owner changed (and the confirmation resyncs it).
+            self._recheck = asyncio.create_task(self._recheck_slots(client))
+
+    async def _recheck_slots(self, client: RedisCluster) -> None:
+        for delay in _RECHECK_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(self._store.op_timeout * 4):
+                    await client.nodes_manager.initialize()
+            except (rexc.RedisError, OSError, TimeoutError) as exc:
+                logger.debug("slot table re-check failed: %r", exc)
 
     async def _read_loop(self, *, resync: bool) -> None:
         pending_resync = resync
