@@ -63,6 +63,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.bench_faults",
         "READONLY and NOPERM: calls admitted, rejoin time, lost failures; loop stalls; redaction",
     ),
+    "cluster": (
+        "benchmarks.bench_cluster",
+        "Cluster pub/sub: trip propagation p50/p99, bus messages per PUBLISH vs SPUBLISH",
+    ),
     "limits": (
         "benchmarks.bench_limits",
         "fleet rate limit and bulkhead vs limits, pyrate-limiter, redis-rate-limiters",

@@ -6,6 +6,9 @@ Breakers are endpoint-scoped on one service (the case where their number multipl
 * **first use**: ms until a new breaker's first call proceeds, and the Redis commands
   that first use sends before it proceeds (from ``INFO commandstats``, so background
   work such as the fleet index counts only if it ran before the call went on);
+* **first-use round trips**: sequential Redis round trips a new breaker's first
+  ``acquire()`` waits for (store scripts and bus subscriptions counted as they start;
+  one started while another is in flight shares its round trip);
 * **in-process bytes per breaker**: ``tracemalloc`` growth over making and using N;
 * **Redis bytes**: ``MEMORY USAGE`` summed over this run's keys (SCAN from Python, never
   in a script) per breaker, per cache entry and per registered instance.
@@ -31,6 +34,33 @@ from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
 
 SERVICE = "scale-svc"
+
+
+class _RoundTrips:
+    """Counts sequential round trips through ``store.run`` and ``bus.subscribe``."""
+
+    def __init__(self, store: Store, bus: EventBus) -> None:
+        self.in_flight = 0
+        self.trips = 0
+        self.counting = False
+        for obj, attr in ((store, "run"), (bus, "subscribe")):
+            setattr(obj, attr, self._counted(getattr(obj, attr)))
+
+    def _counted(self, inner: Any) -> Any:
+        async def counted(*args: Any, **kw: Any) -> Any:
+            if not self.counting:
+                return await inner(*args, **kw)
+            if self.in_flight == 0:
+                self.trips += 1
+            self.in_flight += 1
+            try:
+                return await inner(*args, **kw)
+            finally:
+                self.in_flight -= 1
+
+        return counted
+
+
 LEVELS = (1, 100, 10_000)
 
 
@@ -53,7 +83,13 @@ async def _breakers(ctx: Context, n: int) -> dict[str, Any]:
     bus.start()
     hub = BreakerHub(store, bus)
     config = CircuitBreakerConfig()
+    trips = _RoundTrips(store, bus)
     try:
+        # The very first breaker of a new service (subscription and services index).
+        trips.counting = True
+        await (await hub.get(f"{SERVICE}-new", None, config).acquire()).success()
+        trips.counting = False
+        service_trips = trips.trips
         warm = hub.get(SERVICE, "warm", config)  # the subscription is paid once, here
         await (await warm.acquire()).success()
         await hub.drain()
@@ -63,11 +99,15 @@ async def _breakers(ctx: Context, n: int) -> dict[str, Any]:
         names = [f"/e/{i}" for i in range(n)]
         probe_at = {0, n // 2, n - 1}
         probe_cmds: list[int] = []
+        max_trips = 0
         for i, name in enumerate(names):
             before = command_counts(ctx.redis_url) if i in probe_at else None
+            trips.trips, trips.counting = 0, True
             t = time.perf_counter()
             permit = await hub.get(SERVICE, name, config).acquire()
             first_ms.append((time.perf_counter() - t) * 1e3)
+            trips.counting = False
+            max_trips = max(max_trips, trips.trips)
             if before is not None:
                 probe_cmds.append(command_delta(before, command_counts(ctx.redis_url)))
             await permit.success()
@@ -93,8 +133,10 @@ async def _breakers(ctx: Context, n: int) -> dict[str, Any]:
         "hot_us": hot_us,
         "first_ms": statistics.median(first_ms),
         "first_cmds": max(probe_cmds),
+        "first_trips": max_trips,
+        "service_trips": service_trips,
         "py_bytes": (grown - base) / n,
-        "redis_bytes": redis_bytes / (n + 1),
+        "redis_bytes": redis_bytes / (n + 2),  # + the warm and the new-service breaker
     }
 
 
@@ -149,6 +191,8 @@ async def run(ctx: Context) -> Result:
             "hot path µs/call",
             "first use ms (median)",
             "first use commands",
+            "first use round trips",
+            "new service round trips",
             "in-process bytes/breaker",
             "Redis bytes/breaker",
         ],
@@ -161,6 +205,8 @@ async def run(ctx: Context) -> Result:
                 "hot path µs/call": round(row["hot_us"], 1),
                 "first use ms (median)": round(row["first_ms"], 2),
                 "first use commands": row["first_cmds"],
+                "first use round trips": row["first_trips"],
+                "new service round trips": row["service_trips"],
                 "in-process bytes/breaker": round(row["py_bytes"]),
                 "Redis bytes/breaker": round(row["redis_bytes"]),
             }
@@ -177,8 +223,9 @@ async def run(ctx: Context) -> Result:
     )
     result.notes.append(
         "first use commands: commands the server saw between a new breaker's acquire() "
-        "starting and returning (max over the first, middle and last breaker; background "
-        "index writes may land inside that window)"
+        "starting and returning (max over the first, middle and last breaker; they include "
+        "the commands inside scripts); first use round trips: max over all N new endpoint "
+        "breakers; new service round trips: the first breaker of a new service"
     )
     await asyncio.sleep(0)
     return result

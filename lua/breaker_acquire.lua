@@ -14,6 +14,7 @@
 -- ARGV[5] - lease_ms: how long a probe lease lasts (>= 1)
 -- ARGV[6] - key_ttl_ms: expiry refreshed on every key written (>= 1)
 -- ARGV[7] - now_ms: explicit server time for tests; 0 means read TIME
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: array {decision, state, gen, failures, successes, opened_at_ms, open_until_ms,
 --               now_ms, failures_at_trip, active_probes, earliest_lease_expiry_ms}
 --   failures_at_trip: the failure count that tripped the breaker (OPEN/HALF_OPEN), else 0.

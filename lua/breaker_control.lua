@@ -10,6 +10,7 @@
 -- ARGV[4] - ttl_ms: how long the override lasts; 0 = until changed (reset ignores it)
 -- ARGV[5] - key_ttl_ms: expiry of the state key (>= 1); an override outlives it if longer
 -- ARGV[6] - now_ms: explicit server time for tests; 0 means read TIME
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: array {0, state, gen, 0, 0, opened_at_ms, open_until_ms, now_ms, 0}
 --   (the 0 after now_ms is failures_at_trip: a manual state is never a trip)
 -- Publishes on ARGV[1] at each transition: 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.

@@ -1,8 +1,14 @@
--- breaker_read: one breaker's shared state, without changing anything.
+-- breaker_read: one breaker's shared state, without changing it; optionally lists the
+-- breaker in its service's fleet index in the same call (a breaker's first use).
 --
 -- KEYS[1] - breaker state hash  (<prefix>:v1:{svc}:breaker:state:<name>)
 -- KEYS[2] - half-open probe leases, zset token -> lease expiry ms
+-- KEYS[3] - optional: the service's breaker index zset (<prefix>:v1:{svc}:breaker:index),
+--           breaker name -> last touch, server ms; same hash tag as KEYS[1]
 -- ARGV[1] - now_ms: explicit server time for tests; 0 means read TIME
+-- ARGV[2] - with KEYS[3]: the breaker name to list, non-empty
+-- ARGV[3] - with KEYS[3]: retention_ms, index entries untouched for longer are pruned;
+--           also the index key's expiry
 -- Reply: array {0, state, gen, failures, successes, opened_at_ms, open_until_ms, now_ms,
 --               failures_at_trip, total_failures, total_successes, trips, active_probes}
 --   failures_at_trip: the failure count that tripped the breaker (OPEN/HALF_OPEN), else 0.
@@ -16,6 +22,9 @@
 -- @include "lib/breaker_codes.lua"
 -- @include "lib/breaker_fields.lua"
 -- @include "lib/override_expired.lua"
+-- @include "lib/int_arg_error.lua"
+-- @include "lib/empty_arg_error.lua"
+-- @include "lib/reap_expired.lua"
 
 local state_key = KEYS[1]
 local probes_key = KEYS[2]
@@ -23,7 +32,22 @@ local now_ms = tonumber(ARGV[1])
 if now_ms == nil then
   return redis.error_reply('MSFW_BADARG now_ms must be an integer')
 end
+local index_key = KEYS[3]
+local retention_ms = tonumber(ARGV[3])
+if index_key then
+  local err = empty_arg_error('name', ARGV[2]) or int_arg_error(retention_ms, 1, 'retention_ms')
+  if err then
+    return redis.error_reply(err)
+  end
+end
 now_ms = now_or_server_ms(now_ms)
+if index_key then
+  -- The index is written before the read's reply, so an operator's listing sees the
+  -- breaker as soon as its first call proceeds (the same as registry_index does).
+  redis.call('ZADD', index_key, now_ms, ARGV[2])
+  reap_expired(index_key, now_ms - retention_ms)
+  redis.call('PEXPIRE', index_key, retention_ms)
+end
 
 local h, corrupt = breaker_fields(state_key, false, 'gen', 'fail', 'succ', 'opened_at',
   'open_until', 'tf', 'ts', 'trips', 'fat')

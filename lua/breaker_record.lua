@@ -23,6 +23,7 @@
 -- ARGV[12] - window_ms: sliding window length for rate mode (>= 10)
 -- ARGV[13] - key_ttl_ms: expiry refreshed on every key written (>= 1)
 -- ARGV[14] - now_ms: explicit server time for tests; 0 means read TIME
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: array {result, state, gen, failures, successes, opened_at_ms, open_until_ms,
 --               now_ms, failures_at_trip, window_calls, window_failures}
 --   failures_at_trip: the failure count that tripped the breaker (consecutive failures,

@@ -15,6 +15,7 @@
 -- ARGV[5] - open_until_ms: when its cool-down ends
 -- ARGV[6] - failures_at_trip
 -- ARGV[7] - key_ttl_ms: expiry of the state key (>= 1)
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: the breaker_read reply after the call, with code 1 when this call wrote the state
 --   back and 0 when it left an existing one alone (plus 16 when that one was corrupt
 --   and so replaced): {code, state, gen, failures, successes, opened_at_ms,

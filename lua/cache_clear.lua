@@ -3,6 +3,7 @@
 -- KEYS[1] - the entry hash (fields as in cache_lookup)
 -- ARGV[1] - the channel on which waiters are told
 -- ARGV[2] - the entry's id in that message (the key digest)
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: integer, 1 when something was deleted, else 0
 --
 -- Near caches in every process listen on the channel too: without waiters the clear is
@@ -13,6 +14,7 @@
 -- told '<id> S' and call the origin themselves.
 
 -- @include "lib/arg_error.lua"
+-- @include "lib/publish.lua"
 
 local entry_key = KEYS[1]
 local channel = ARGV[1]
@@ -25,8 +27,8 @@ end
 
 local f = redis.pcall('HMGET', entry_key, 'w')
 if not f.err and f[1] then
-  redis.call('PUBLISH', channel, entry_id .. ' S')
+  publish(channel, entry_id .. ' S')
 else
-  redis.call('PUBLISH', channel, entry_id .. ' C')
+  publish(channel, entry_id .. ' C')
 end
 return redis.call('DEL', entry_key)

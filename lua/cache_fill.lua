@@ -11,6 +11,7 @@
 -- ARGV[7] - the entry's id in that message (the key digest)
 -- ARGV[8] - now_ms: 0 to read the server's TIME (tests pass a fixed time)
 -- ARGV[9] - '1' to publish '<id> F' even when nobody waits (near caches listen), else ''
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: flat array {result, receivers}
 --   result: 1 stored; 0 refused, the token is not the current lease (it expired and
 --           was taken over, was replaced by a forced refresh, or the key was cleared);
@@ -25,6 +26,7 @@
 -- @include "lib/arg_error.lua"
 -- @include "lib/is_whole.lua"
 -- @include "lib/now_or_server_ms.lua"
+-- @include "lib/publish.lua"
 
 local entry_key = KEYS[1]
 local gen_key = KEYS[2]
@@ -70,7 +72,7 @@ local receivers = 0
 if lease_gen ~= gen then
   redis.call('HDEL', entry_key, 'lt', 'lu', 'lg', 'w')
   if waiting then
-    receivers = redis.call('PUBLISH', channel, entry_id .. ' S')
+    receivers = publish(channel, entry_id .. ' S')
   end
   return {-1, receivers}
 end
@@ -91,6 +93,6 @@ elseif gen_ttl < life_ms then
 end
 
 if waiting or announce then
-  receivers = redis.call('PUBLISH', channel, entry_id .. ' F')
+  receivers = publish(channel, entry_id .. ' F')
 end
 return {1, receivers}

@@ -5,6 +5,7 @@
 -- ARGV[1] - the field to bump: '_' for the whole service, else the function's field
 -- ARGV[2] - keep_ms: the least time the generation hash is kept from now
 -- ARGV[3] - optional: the channel on which near caches are told '<field> G'
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: integer, the field's new generation
 --
 -- Entries and leases remember the generation they were written under, and
@@ -16,6 +17,7 @@
 
 -- @include "lib/arg_error.lua"
 -- @include "lib/is_whole.lua"
+-- @include "lib/publish.lua"
 
 local gen_key = KEYS[1]
 local field = ARGV[1]
@@ -39,6 +41,6 @@ if ttl < keep_ms then
 end
 if channel ~= '' then
   -- Near caches drop their copies of the service (or function) at once.
-  redis.call('PUBLISH', channel, field .. ' G')
+  publish(channel, field .. ' G')
 end
 return gen

@@ -4,6 +4,7 @@
 -- ARGV[1] - the lease token to give up
 -- ARGV[2] - the channel on which waiters are told
 -- ARGV[3] - the entry's id in that message (the key digest)
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: flat array {released, receivers}
 --   released: 1 when the token was the current lease and is now gone, else 0
 --   receivers: processes that got the '<id> S' message (0 when nobody waited)
@@ -13,6 +14,7 @@
 -- none waits for the lease to expire. A usable entry in the same hash is left alone.
 
 -- @include "lib/arg_error.lua"
+-- @include "lib/publish.lua"
 
 local entry_key = KEYS[1]
 local token = ARGV[1]
@@ -33,6 +35,6 @@ end
 redis.call('HDEL', entry_key, 'lt', 'lu', 'lg', 'w')
 local receivers = 0
 if f[2] then
-  receivers = redis.call('PUBLISH', channel, entry_id .. ' S')
+  receivers = publish(channel, entry_id .. ' S')
 end
 return {1, receivers}

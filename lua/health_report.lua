@@ -16,6 +16,7 @@
 -- ARGV[8] service            service name, put in event payloads
 -- ARGV[9] count              number of results that follow
 -- ARGV[10..] count x (instance_id, ok) with ok 1 (probe passed) or 0 (failed)
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: {code, healthy, changed, seq, revision, transitions, then transitions x
 --         (instance_id, from_state, to_state)}
 --        code 1: applied; -1: the round's token is not current (another round or a
@@ -39,6 +40,7 @@
 -- @include "lib/pexpire_all.lua"
 -- @include "lib/stored_revision.lua"
 -- @include "lib/bump_revision.lua"
+-- @include "lib/publish.lua"
 
 local probe_key = KEYS[1]
 local health_key = KEYS[2]
@@ -61,7 +63,7 @@ local err = int_arg_error(now_ms, 0, 'now_ms')
   or int_arg_error(success_threshold, 1, 'success_threshold')
   or int_arg_error(retention_ms, 1, 'retention_ms')
   or empty_arg_error('channels and service', health_channel, registry_channel, service)
-  or arg_error(not is_int(count, 0) or #ARGV ~= 9 + 2 * count,
+  or arg_error(not is_int(count, 0) or publish_argc ~= 9 + 2 * count,
     'count must match the number of (instance_id, ok) pairs')
 if err then
   return redis.error_reply(err)
@@ -177,7 +179,7 @@ elseif previous ~= healthy then
   changed = 1
   seq = redis.call('HINCRBY', service_key, 'seq', 1)
   redis.call('HSET', service_key, 'healthy', healthy, 'changed_ms', now_ms)
-  redis.call('PUBLISH', health_channel, service .. '\n' .. seq .. '\n' .. healthy)
+  publish_global(health_channel, service .. '\n' .. seq .. '\n' .. healthy)
 end
 redis.call('HSET', service_key, 'probed_ms', now_ms, 'members', #members,
   'healthy_members', healthy_members, 'unknown_members', unknown_members)

@@ -11,6 +11,7 @@
 -- ARGV[3] - limit: permits the fleet may hold at once (>= 1)
 -- ARGV[4] - lease_ms: how long the permit lasts unless renewed (>= 1)
 -- ARGV[5] - now_ms: explicit server time for tests; 0 means read TIME
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: array {granted, in_flight, now_ms, earliest_expiry_ms}
 --   granted: 1 the permit is held by `token`, 0 the bulkhead is full.
 --   in_flight: permits held after this call.
@@ -20,6 +21,7 @@
 -- @include "lib/int_arg_error.lua"
 -- @include "lib/empty_arg_error.lua"
 -- @include "lib/reap_expired.lua"
+-- @include "lib/publish.lua"
 
 local permits_key = KEYS[1]
 local channel = ARGV[1]
@@ -59,6 +61,6 @@ if in_flight > 0 then
   redis.call('PEXPIRE', permits_key, tonumber(newest[2]) - now_ms + 1000)
 end
 if freed > 0 then
-  redis.call('PUBLISH', channel, 'free|' .. freed .. '|' .. in_flight)
+  publish(channel, 'free|' .. freed .. '|' .. in_flight)
 end
 return {granted, in_flight, now_ms, earliest}

@@ -10,11 +10,13 @@
 -- ARGV[3] - retry_after_ms: the server's Retry-After, in ms (>= 0)
 -- ARGV[4] - cap_ms: upper bound on the window (retry_after_max), in ms (>= 0)
 -- ARGV[5] - now_ms: explicit server time for tests; 0 means read TIME
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: array {not_before_ms, now_ms}
 -- Publishes on ARGV[1] 'gate|<not_before_ms>|<now_ms>|<endpoint>'.
 -- @include "lib/now_or_server_ms.lua"
 -- @include "lib/int_arg_error.lua"
 -- @include "lib/empty_arg_error.lua"
+-- @include "lib/publish.lua"
 
 local gate_key = KEYS[1]
 local channel = ARGV[1]
@@ -52,5 +54,5 @@ for i = 1, #all, 2 do
 end
 -- The gate means nothing once its last window has passed.
 redis.call('PEXPIRE', gate_key, latest - now_ms + 1000)
-redis.call('PUBLISH', channel, 'gate|' .. not_before .. '|' .. now_ms .. '|' .. endpoint)
+publish(channel, 'gate|' .. not_before .. '|' .. now_ms .. '|' .. endpoint)
 return {not_before, now_ms}

@@ -14,6 +14,7 @@
 -- ARGV[5] retention_ms expiry refreshed on every registry key
 -- ARGV[6] channel      pub/sub channel for revision events
 -- ARGV[7] service      service name, put in the event payload
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: {code, revision, members}
 --        code  1: removed
 --        code  0: was not registered (the tombstone is still written)

@@ -13,6 +13,7 @@
 -- ARGV[5] retention_ms expiry refreshed on every registry key
 -- ARGV[6] channel      pub/sub channel for revision events
 -- ARGV[7] service      service name, put in the event payload
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: {code, revision, deadline_ms}
 --        code  1: renewed (deadline_ms is the new deadline; 0 for an external instance)
 --        code  0: unknown id (expired and reaped, data lost, or its record gone): register

@@ -17,6 +17,7 @@
 -- ARGV[6] retention_ms    expiry refreshed on every registry key
 -- ARGV[7] channel         pub/sub channel for revision events
 -- ARGV[8] service         service name, put in the event payload
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: {revision, changed, evicted, newly_suspect, suspects, preserving, now_ms, count,
 --         then count x (instance_id, deadline, record, suspect, health)}
 --        changed is 0 when revision equals known_revision; count is then 0 and no

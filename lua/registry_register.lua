@@ -14,6 +14,7 @@
 -- ARGV[6] retention_ms expiry set on every key written, refreshed by every registry script
 -- ARGV[7] channel      pub/sub channel for revision events
 -- ARGV[8] service      service name, put in the event payload
+-- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: {revision, replaced, members}: replaced is 1 when the id was registered already
 --        (its old token is now fenced), members is the service's instance count.
 --

@@ -32,6 +32,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -178,6 +179,12 @@ class BreakerHost(Protocol):
     async def index(self, breaker: DistributedBreaker) -> None:
         """List ``breaker`` in the fleet index."""
 
+    async def enter(self, service: str, retention_ms: int) -> None:
+        """Subscribe to ``service`` and list it in the services index (first use)."""
+
+    def params_for(self, config: CircuitBreakerConfig) -> BreakerParams:
+        """The script params of ``config``, shared by every breaker using it."""
+
 
 class Permit:
     """Admission of one call; report its outcome exactly once."""
@@ -217,6 +224,34 @@ _UNKNOWN = Snapshot(0, BreakerState.CLOSED, 0, 0, 0, 0, 0, -1)
 class DistributedBreaker:
     """One fleet-wide breaker. Get it from :meth:`BreakerHub.get`."""
 
+    # Slots, and nothing made that a CLOSED breaker which never failed does not need
+    # (the load lock, the pending-success dict, the local breaker and episode are made
+    # when first needed): at 10,000 endpoint breakers each is well under 1 KB.
+    __slots__ = (
+        "_channel",
+        "_corrupt_logged",
+        "_episode",
+        "_flush_handle",
+        "_load_lock",
+        "_loaded",
+        "_local",
+        "_pending",
+        "_probes_busy_gen",
+        "_probes_busy_until_ms",
+        "_refreshed_at",
+        "_refreshing",
+        "_view",
+        "config",
+        "endpoint",
+        "hub",
+        "local_calls",
+        "name",
+        "params",
+        "prior",
+        "rejections",
+        "service",
+    )
+
     def __init__(
         self,
         hub: BreakerHost,
@@ -228,25 +263,20 @@ class DistributedBreaker:
         self.service = service
         self.endpoint = endpoint
         self.config = config
-        self.params = params_from_config(config)
+        self.params = hub.params_for(config)
         self.name = endpoint if endpoint is not None else SERVICE_SCOPE
-        keys = hub.store.keys
-        self._keys = [
-            keys.key(service, "breaker", "state", self.name),
-            keys.key(service, "breaker", "probes", self.name),
-            keys.key(service, "breaker", "window", self.name),
-        ]
-        self._channel = keys.channel(service, "breaker")
+        # One string per service, shared by all its breakers (interned).
+        self._channel = sys.intern(hub.store.keys.channel(service, "breaker"))
         # The mirror: the newest snapshot seen (reply, event or read), without extras.
         self._view = _UNKNOWN
         self._refreshed_at = -math.inf
         self._loaded = False
-        self._load_lock = asyncio.Lock()
+        self._load_lock: asyncio.Lock | None = None  # only while the first load runs
         self._refreshing = False
         self._local: LocalBreaker | None = None
         self._episode: LocalEpisode | None = None
         self._corrupt_logged = False
-        self._pending: dict[int, int] = {}
+        self._pending: dict[int, int] | None = None  # batched successes, per generation
         self._flush_handle: asyncio.TimerHandle | None = None
         self._probes_busy_until_ms = 0
         self._probes_busy_gen = -1
@@ -254,6 +284,20 @@ class DistributedBreaker:
         self.local_calls = 0
         #: (generation, the state before it) for the newest generation change seen.
         self.prior: tuple[int, str] | None = None
+
+    @property
+    def _keys(self) -> tuple[str, str, str]:
+        """State hash, probe leases, rate window: built when a script needs them.
+
+        Not stored: three keys are ~300 bytes per breaker, and a CLOSED breaker's calls
+        never touch Redis; a call that does pays a round trip that dwarfs building them.
+        """
+        keys, service, name = self.hub.store.keys, self.service, self.name
+        return (
+            keys.key(service, "breaker", "state", name),
+            keys.key(service, "breaker", "probes", name),
+            keys.key(service, "breaker", "window", name),
+        )
 
     @property
     def running_local(self) -> bool:
@@ -311,7 +355,17 @@ class DistributedBreaker:
 
     async def refresh(self) -> CircuitState:
         """Re-read the shared state from Redis (one round trip) and return it."""
-        snap = self._decode(await self.hub.store.run("breaker_read", self._keys[:2], [0]))
+        return await self._read(index=False)
+
+    async def _read(self, *, index: bool) -> CircuitState:
+        keys: list[str] = list(self._keys[:2])
+        args: list[object] = [0]
+        if index:
+            # First use: the same call lists the breaker in its service's index (the
+            # index key shares the service's hash tag), so operators see it at once.
+            keys.append(self.hub.store.keys.key(self.service, "breaker", "index"))
+            args += [self.name, self.params.key_ttl_ms]
+        snap = self._decode(await self.hub.store.run("breaker_read", keys, args))
         if snap.gen == 0 and _vanished_while_open(self._view, snap):
             snap = await self._restore_open(snap)
         self._apply(snap, authoritative=True)
@@ -345,17 +399,26 @@ class DistributedBreaker:
         return dataclasses.replace(snap, code=0)
 
     async def _ensure_loaded(self) -> None:
-        async with self._load_lock:
+        lock = self._load_lock
+        if lock is None:
+            lock = self._load_lock = asyncio.Lock()
+        async with lock:
             # Another task may have loaded the mirror while this one waited for the lock.
             if self._is_loaded():
                 return
-            await self.hub.subscribe(self.service)
+            # At most two round trips before the first call proceeds: the subscription
+            # with the services index (concurrently), then the read with the breaker's
+            # own index entry (one script).
+            await self.hub.enter(self.service, self.params.key_ttl_ms)
             try:
-                await self.refresh()
+                await self._read(index=True)
             except StoreError as exc:
                 self._enter_local(exc)
+                # Not listed yet: try again in the background (it logs if Redis is down).
+                self.hub.spawn(self.hub.index(self))
             self._loaded = True
-            self.hub.spawn(self.hub.index(self))
+        # Waiters hold the lock object itself; once loaded nobody needs a new one.
+        self._load_lock = None
 
     def _is_loaded(self) -> bool:
         return self._loaded
@@ -588,10 +651,16 @@ class DistributedBreaker:
             self._record_local(permit, ok)
             return
         if ok and not permit.probe and self.config.success_flush_interval > 0:
-            self._pending[permit.gen] = self._pending.get(permit.gen, 0) + 1
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = {}
+            pending[permit.gen] = pending.get(permit.gen, 0) + 1
             self._schedule_flush()
             return
-        successes = (1 if ok else 0) + (0 if permit.probe else self._pending.pop(permit.gen, 0))
+        carried = 0
+        if not permit.probe and self._pending:
+            carried = self._pending.pop(permit.gen, 0)
+        successes = (1 if ok else 0) + carried
         await self._send(permit.gen, successes, 0 if ok else 1, permit.token)
 
     async def release(self, permit: Permit) -> None:
@@ -666,8 +735,8 @@ class DistributedBreaker:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        pending, self._pending = self._pending, {}
-        for gen, count in pending.items():
+        pending, self._pending = self._pending, None
+        for gen, count in (pending or {}).items():
             try:
                 await self._send(gen, count, 0, "")
             except StoreError as exc:

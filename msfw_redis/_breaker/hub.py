@@ -23,7 +23,7 @@ from msfw_redis._breaker.breaker import (
     TransitionListener,
     params_from_config,
 )
-from msfw_redis._breaker.machine import BreakerState
+from msfw_redis._breaker.machine import BreakerParams, BreakerState
 from msfw_redis._callbacks import call_logged
 from msfw_redis._config import CircuitBreakerConfig, StoreFailurePolicy
 from msfw_redis._exceptions import StoreError
@@ -69,8 +69,23 @@ class BreakerHub:
         self._subscribed: set[str] = set()
         self._listeners: list[TransitionListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._indexed: dict[tuple[str, str], float] = {}
+        # Services listed in the global services index, by monotonic time of the write.
+        self._indexed: dict[str, float] = {}
+        # Shared immutable defaults: one config (and its script params) for every breaker
+        # made without one, and one params object per config in use, not one per breaker.
+        self._default_config = CircuitBreakerConfig()
+        self._params: dict[int, tuple[CircuitBreakerConfig, BreakerParams]] = {}
         store.on_recovery(self._on_store_recovery)
+
+    def params_for(self, config: CircuitBreakerConfig) -> BreakerParams:
+        """The script params of ``config``, derived once per config object."""
+        hit = self._params.get(id(config))
+        if hit is not None and hit[0] is config:
+            return hit[1]
+        params = params_from_config(config)
+        # The config is kept with its params, so its id cannot be reused meanwhile.
+        self._params[id(config)] = (config, params)
+        return params
 
     def get(
         self,
@@ -87,14 +102,14 @@ class BreakerHub:
             breaker = self._breakers.get((canonical, name))
             if breaker is None:
                 breaker = DistributedBreaker(
-                    self, canonical, endpoint, config or CircuitBreakerConfig()
+                    self, canonical, endpoint, config or self._default_config
                 )
                 self._breakers[(canonical, name)] = breaker
             if canonical != service:
                 self._aliases[(service, name)] = breaker
         if config is not None and config is not breaker.config:
             breaker.config = config
-            breaker.params = params_from_config(config)
+            breaker.params = self.params_for(config)
         return breaker
 
     def is_open(self, service: str, endpoint: str) -> bool:
@@ -164,16 +179,42 @@ class BreakerHub:
         for listener in list(self._listeners):
             await call_logged(listener, event, log=logger, what="breaker transition listener")
 
+    async def enter(self, service: str, retention_ms: int) -> None:
+        """Before a breaker of ``service`` first reads its state: subscribe, and list the
+        service in the global services index, in one round trip (sent concurrently).
+
+        The subscription is confirmed before the read that follows, so no later change
+        can be missed; the services index is written before the first call proceeds, so
+        ``status`` and the CLI list the service at once.
+        """
+        if service in self._subscribed and not self._index_due(service):
+            return
+        await asyncio.gather(self.subscribe(service), self._index_service(service, retention_ms))
+
+    def _index_due(self, service: str) -> bool:
+        return time.monotonic() - self._indexed.get(service, -math.inf) >= 3600
+
+    async def _index_service(self, service: str, retention_ms: int) -> None:
+        if not self._index_due(service):
+            return
+        self._indexed[service] = time.monotonic()
+        try:
+            await self.store.run(
+                "registry_index",
+                [self.store.keys.global_key("breaker", "services")],
+                [0, service, retention_ms],
+            )
+        except StoreError as exc:
+            self._indexed.pop(service, None)
+            logger.debug("breaker services index update failed: %s", exc)
+
     async def index(self, breaker: DistributedBreaker) -> None:
         """Record the breaker in the fleet-wide indexes (for ``status`` and the CLI).
 
         Two single-key calls: the per-service index carries the service's hash tag, the
-        list of services is a global key. Each is refreshed at most hourly per process.
+        list of services is a global key. A breaker's first use does not come here: its
+        ``breaker_read`` writes the per-service entry and :meth:`enter` the other.
         """
-        now = time.monotonic()
-        if now - self._indexed.get((breaker.service, breaker.name), -math.inf) < 3600:
-            return
-        self._indexed[(breaker.service, breaker.name)] = now
         keys = self.store.keys
         retention_ms = breaker.params.key_ttl_ms
         try:
@@ -182,14 +223,10 @@ class BreakerHub:
                 [keys.key(breaker.service, "breaker", "index")],
                 [0, breaker.name, retention_ms],
             )
-            await self.store.run(
-                "registry_index",
-                [keys.global_key("breaker", "services")],
-                [0, breaker.service, retention_ms],
-            )
         except StoreError as exc:
-            self._indexed.pop((breaker.service, breaker.name), None)
             logger.debug("breaker index update failed: %s", exc)
+            return
+        await self._index_service(breaker.service, retention_ms)
 
     async def fleet(self, service: str | None = None) -> list[CircuitState]:
         """Every breaker known fleet-wide (or of one service), read from Redis."""

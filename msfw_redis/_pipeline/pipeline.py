@@ -94,6 +94,10 @@ class CallOutcome:
     endpoint: str
     from_cache: bool = False
     stale: bool = False
+    #: hit, stale, miss, coalesced or bypass when the cache step answered, else None.
+    cache: str | None = None
+    #: the breaker's slow_call_threshold for this call (None: no breaker or no threshold).
+    slow_after: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -298,6 +302,7 @@ class Pipeline:
                 endpoint=endpoint,
                 from_cache=ctx.from_cache,
                 stale=ctx.stale,
+                cache=ctx.cache,
             )
         except asyncio.CancelledError:
             raise
@@ -316,8 +321,11 @@ class Pipeline:
                 elapsed=time.monotonic() - started,
                 instance=ctx.instance,
                 endpoint=endpoint,
+                cache=ctx.cache,
             )
         if self._record_outcome is not None:
+            if ctx.policy.breaker_enabled:
+                outcome.slow_after = ctx.policy.breaker_config.slow_call_threshold
             # The per-service call counters live with the SDK (``_sdk/metrics.py``).
             self._record_outcome(service, verb, outcome)
         if ctx.record is not None:

@@ -131,6 +131,7 @@ class CallContext:
     target: ServiceInstance | None = None
     from_cache: bool = False
     stale: bool = False
+    cache: str | None = None  # the CacheOutcome's value when the cache step answered
     deadline_at: float | None = None
     record: CallRecord | None = None
     observers: tuple[CallObserver, ...] = ()
@@ -238,8 +239,9 @@ class CacheStep(httpx.AsyncBaseTransport):
                 force_refresh=ctx.force_refresh,
             )
             ctx.from_cache, ctx.stale = served.from_cache, served.stale
+            ctx.cache = str(served.outcome)
             if ctx.record is not None:
-                ctx.record.cache = str(served.outcome)
+                ctx.record.cache = ctx.cache
             return served.response
         else:
             return await nxt.handle_async_request(request)
@@ -255,8 +257,9 @@ class CacheStep(httpx.AsyncBaseTransport):
             near=function.near,
         )
         ctx.from_cache, ctx.stale = result.from_cache, result.stale
+        ctx.cache = str(result.outcome)
         if ctx.record is not None:
-            ctx.record.cache = str(result.outcome)
+            ctx.record.cache = ctx.cache
         response: httpx.Response = result.value
         return response
 

@@ -112,6 +112,10 @@ class DiscoveryCache:
         """True while ``service`` is answered from cache because Redis is unreachable."""
         return service in self._stale
 
+    def known(self) -> dict[str, tuple[ServiceInstance, ...]]:
+        """The last instances fetched per service, valid or not (no I/O; for metrics)."""
+        return {service: entry.instances for service, entry in self._entries.items()}
+
     def on_event(self, payload: bytes) -> None:
         """Handler for the registry channel: ``<service>\\n<revision>``."""
         try:

@@ -251,8 +251,12 @@ class HealthMonitor:
         self._static = {canonical_service_name(k): v for k, v in (static_addresses or {}).items()}
         self._enrolled: dict[str, HealthCheckSettings] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
+        # Rounds this process's own loops are running: status() waits for one instead of
+        # reporting "unknown" because the lease it would need is held by itself.
+        self._own_rounds: dict[str, asyncio.Task[ProbeRound | None]] = {}
         self._callbacks: list[HealthCallback] = []
         self._mirror: dict[str, tuple[int, bool]] = {}
+        self._rounds: dict[str, tuple[int, bool]] = {}  # (seq, healthy) of our own rounds
         self._queue: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = asyncio.Event()
@@ -361,6 +365,16 @@ class HealthMonitor:
             unknown_members=fields.get("unknown_members", 0),
         )
 
+    def known_states(self) -> dict[str, HealthStatus]:
+        """The last verdict this replica saw per service (its own rounds and the fleet's
+        events): ``healthy`` or ``unhealthy``. No I/O, for metrics; a service with no
+        verdict seen here is absent."""
+        seen = dict(self._rounds)
+        for svc, verdict in self._mirror.items():
+            if verdict[0] >= seen.get(svc, (-1, False))[0]:
+                seen[svc] = verdict  # the newer of our round and the fleet's event
+        return {svc: _status_of(healthy) for svc, (_, healthy) in sorted(seen.items())}
+
     async def check(self, service_name: str) -> bool:
         """Whether ``service_name`` is healthy now (``unknown`` is not healthy).
 
@@ -389,7 +403,10 @@ class HealthMonitor:
                 2 * settings.interval
             ):
                 return state.status
-            await self.probe_round(service, settings)
+            if await self.probe_round(service, settings) is None:
+                own = self._own_rounds.get(service)
+                if own is not None:
+                    await asyncio.wait({own})
             state = await self.state(service)
             return "unknown" if state is None else state.status
         except StoreError as exc:
@@ -501,6 +518,7 @@ class HealthMonitor:
         self.registry.cache.saw_revision(service, revision)
         for instance_id, before, after in transitions:
             logger.info("instance %s/%s: %s -> %s", service, instance_id, before, after)
+        self._rounds[service] = (seq, probe.healthy)  # for known_states, without I/O
         if probe.changed:
             log = logger.info if probe.healthy else logger.warning
             log("service %s is now %s", service, "healthy" if probe.healthy else "unhealthy")
@@ -578,7 +596,12 @@ class HealthMonitor:
                 token, round_no, wait_ms = await self._acquire(service, cfg, secrets.token_hex(8))
                 wait = wait_ms / 1000.0
                 if token is not None:
-                    await self._run_round(service, cfg, token, round_no)
+                    own = asyncio.ensure_future(self._run_round(service, cfg, token, round_no))
+                    self._own_rounds[service] = own
+                    try:
+                        await own
+                    finally:
+                        self._own_rounds.pop(service, None)
             except StoreError as exc:
                 # The store logs the outage; retry soon so recovery is picked up quickly.
                 wait = min(cfg.interval, 1.0)

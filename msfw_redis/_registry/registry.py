@@ -431,6 +431,14 @@ class ServiceRegistry:
         """Names in the global service index, sorted (a name may have no instances left)."""
         return await self.scripts.services()
 
+    def known_instances(self) -> dict[str, list[ServiceInstance]]:
+        """This process's last known instances per service, with their stored status.
+
+        No I/O: what discovery last fetched (possibly stale), so a metrics scrape never
+        waits on Redis.
+        """
+        return {svc: list(insts) for svc, insts in sorted(self.cache.known().items())}
+
     def is_stale(self, service_name: str) -> bool:
         """True while discovery of ``service_name`` is answered from cache during an outage."""
         return self.cache.is_stale(service_name)

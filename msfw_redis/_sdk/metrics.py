@@ -5,7 +5,12 @@ from "none yet"), and each call lands in exactly one of ``successes``, ``failure
 ``rejections``: a call refused by an open breaker is a rejection, not also a failure.
 
 ``client_errors`` counts the failures that ended with a 4xx response, which breakers
-ignore by default. The retry kinds follow Resilience4j's: a call is ``successful_without_retry``,
+ignore by default. ``cache_hits``, ``cache_stale``, ``cache_misses``, ``cache_coalesced``
+and ``cache_bypasses`` count the calls the response cache answered, by outcome.
+``slow_calls`` counts the calls (not rejections) that took longer than their
+breaker's ``slow_call_threshold``, as this process timed them end to end.
+
+The retry kinds follow Resilience4j's: a call is ``successful_without_retry``,
 ``successful_with_retry``, ``failed_with_retry`` or ``failed_without_retry``. Durations
 go into a fixed-bucket histogram per (service, method, status code), the buckets being
 OpenTelemetry's advised boundaries for ``http.client.request.duration``.
@@ -38,7 +43,20 @@ COUNTERS = (
     "client_errors",
     "cache_hits",
     "cache_stale",
+    "cache_misses",
+    "cache_coalesced",
+    "cache_bypasses",
+    "slow_calls",
 )
+
+#: A cache step's outcome to its per-service counter (one per call the cache answered).
+_CACHE_COUNTERS = {
+    "hit": "cache_hits",
+    "stale": "cache_stale",
+    "miss": "cache_misses",
+    "coalesced": "cache_coalesced",
+    "bypass": "cache_bypasses",
+}
 
 #: Upper bounds in seconds: OpenTelemetry's advice for ``http.client.request.duration``.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -89,8 +107,14 @@ class CallCounters:
             kinds = ["failures", f"failed_with{'' if retried else 'out'}_retry"]
             if outcome.response is not None and outcome.response.status_code < 500:
                 kinds.append("client_errors")  # a 4xx: a failed call, not a breaker failure
-        if outcome.from_cache:
-            kinds.append("cache_stale" if outcome.stale else "cache_hits")
+        cache_kind = _CACHE_COUNTERS.get(outcome.cache or "")
+        if cache_kind is not None:
+            kinds.append(cache_kind)
+        # The process's view of the breaker's slow-call rule: the whole call, end to end,
+        # against the threshold (the breaker itself judges each admitted attempt).
+        slow = outcome.slow_after
+        if slow is not None and kinds[0] != "rejections" and outcome.elapsed > slow:
+            kinds.append("slow_calls")
         retries = max(0, outcome.attempts - 1)
         for counters in (self.totals, per):
             counters["calls"] += 1

@@ -7,6 +7,14 @@ channel's ``on_resync`` callback, and the component re-reads its state from Redi
 
 The reader task reconnects with full-jitter exponential back-off, so a fleet does not
 reconnect in lock-step after a Redis restart.
+
+On Redis Cluster, per-service channels (those with a ``{hash tag}``) use sharded pub/sub:
+SSUBSCRIBE on the shard that owns the channel's slot, which is the slot of the service's
+keys, where the scripts SPUBLISH. A channel is subscribed when a component first uses
+that service, so a process listens only on the shards of the services it calls.
+redis-py's ``ClusterPubSub`` follows slot moves and failovers and resubscribes by itself;
+each such (re)subscription confirmation triggers the channel's resync here, exactly as a
+reconnect of the bus does. Cross-service channels stay classic pub/sub.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
@@ -40,6 +48,11 @@ Resync = Callable[[], Awaitable[None] | None]
 _BACKOFF_INITIAL = 0.05
 _BACKOFF_MAX = 5.0
 _POLL_TIMEOUT = 1.0
+#: On Cluster the reader polls the classic connection and each shard's connection in
+#: turn, so each poll is short: a message waits at most about (shards + 1) polls.
+_SHARD_POLL_TIMEOUT = 0.02
+_RECHECK_DELAYS = (1.0, 3.0)
+_SUBSCRIBE_CONFIRMS = frozenset({"subscribe", "ssubscribe"})
 
 
 @dataclass(slots=True)
@@ -59,8 +72,10 @@ class EventBus:
         self._pubsub: Any = None
         self._client: StoreClient | None = None
         self._closed = False
+        self._recheck: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self.reconnects = 0
+        self.resubscribes = 0
         self.messages = 0
 
     @property
@@ -98,7 +113,7 @@ class EventBus:
         if new and self._pubsub is not None and self._connected.is_set():
             try:
                 async with asyncio.timeout(self._store.op_timeout):
-                    await self._pubsub.subscribe(channel)
+                    await self._subscribe_all([channel])
             except (rexc.RedisError, OSError, TimeoutError) as exc:
                 logger.debug("subscribe to %s deferred to reconnect: %r", channel, exc)
         if wait and self._store.available:
@@ -124,6 +139,11 @@ class EventBus:
 
     async def _teardown(self) -> None:
         self._connected.clear()
+        recheck, self._recheck = self._recheck, None
+        if recheck is not None:
+            recheck.cancel()
+            with contextlib.suppress(asyncio.CancelledError), logged("events recheck"):
+                await recheck
         for entry in self._channels.values():
             entry.confirmed.clear()
         pubsub, self._pubsub = self._pubsub, None
@@ -142,8 +162,9 @@ class EventBus:
             try:
                 self._client = self._store.pubsub_client()
                 if isinstance(self._client, RedisCluster):
-                    # Classic pub/sub on Cluster: PUBLISH reaches every node, so one
-                    # subscriber connection to a node picked from the slot table hears all.
+                    # SSUBSCRIBE needs the slot table (SlotNotCoveredError otherwise); the
+                    # classic connection (cross-service channels: PUBLISH reaches every
+                    # node) goes to a node picked from it.
                     async with asyncio.timeout(self._store.op_timeout * 4):
                         await self._client.initialize()
                 self._pubsub = self._client.pubsub()
@@ -151,7 +172,7 @@ class EventBus:
                 # component has subscribed yet, so get_message() has a socket to read.
                 await self._pubsub.subscribe(self._store.keys.global_key("events", "bus"))
                 if self._channels:
-                    await self._pubsub.subscribe(*self._channels)
+                    await self._subscribe_all(list(self._channels))
                 self._connected.set()
                 if not first:
                     self.reconnects += 1
@@ -170,26 +191,94 @@ class EventBus:
             await asyncio.sleep(random.uniform(0, backoff))
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
+    def _sharded(self, channel: str) -> bool:
+        return isinstance(self._client, RedisCluster) and "{" in channel
+
+    async def _subscribe_all(self, channels: list[str]) -> None:
+        sharded = [c for c in channels if self._sharded(c)]
+        classic = [c for c in channels if not self._sharded(c)]
+        if classic:
+            await self._pubsub.subscribe(*classic)
+        if sharded:
+            # ClusterPubSub routes each channel to the node owning its slot.
+            await self._pubsub.ssubscribe(*sharded)
+
+    async def _next_message(self) -> dict[str, Any] | None:
+        if not isinstance(self._client, RedisCluster):
+            return cast(
+                "dict[str, Any] | None",
+                await self._pubsub.get_message(
+                    ignore_subscribe_messages=False, timeout=_POLL_TIMEOUT
+                ),
+            )
+        message = await self._pubsub.get_message(
+            ignore_subscribe_messages=False, timeout=_SHARD_POLL_TIMEOUT
+        )
+        if message is None and self._pubsub.node_pubsub_mapping:
+            message = await self._pubsub.get_sharded_message(
+                ignore_subscribe_messages=False, timeout=_SHARD_POLL_TIMEOUT
+            )
+        return cast("dict[str, Any] | None", message)
+
+    async def _follow_slot_move(self, channel: str) -> None:
+        """Subscribe again where ``channel``'s slot lives now.
+
+        The server unsubscribes sharded subscribers when their node stops owning the
+        slot (a reshard, or a failover that demoted it). We never unsubscribe, so this
+        is always that: refresh the slot table and SSUBSCRIBE on the new owner. The
+        confirmation then triggers the resync. A failure here reconnects the whole bus.
+        """
+        if not isinstance(self._client, RedisCluster):
+            return
+        logger.info("sharded channel %s moved; subscribing on its new owner", channel)
+        client = self._client
+        async with asyncio.timeout(self._store.op_timeout * 4):
+            await client.nodes_manager.initialize()
+            await self._pubsub.ssubscribe(channel)
+        if self._recheck is None or self._recheck.done():
+            # The node asked first may not have learnt of the move yet: read the slot
+            # table again a little later; redis-py then moves any subscription whose
+            # owner changed (and the confirmation resyncs it).
+            self._recheck = asyncio.create_task(self._recheck_slots(client))
+
+    async def _recheck_slots(self, client: RedisCluster) -> None:
+        for delay in _RECHECK_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(self._store.op_timeout * 4):
+                    await client.nodes_manager.initialize()
+            except (rexc.RedisError, OSError, TimeoutError) as exc:
+                logger.debug("slot table re-check failed: %r", exc)
+
     async def _read_loop(self, *, resync: bool) -> None:
         pending_resync = resync
         while not self._closed:
             raise_if_cancelling()
-            message = await self._pubsub.get_message(
-                ignore_subscribe_messages=False, timeout=_POLL_TIMEOUT
-            )
+            message = await self._next_message()
             if message is None:
                 continue
             kind = message.get("type")
+            kind = kind.decode() if isinstance(kind, bytes) else kind
             channel_raw = message.get("channel")
             channel = channel_raw.decode() if isinstance(channel_raw, bytes) else str(channel_raw)
             entry = self._channels.get(channel)
-            if kind == "subscribe":
+            if kind in _SUBSCRIBE_CONFIRMS:
                 if entry is not None:
+                    # A confirmation for a channel already confirmed on this connection
+                    # is redis-py resubscribing by itself (a reconnect, a slot move, a
+                    # failover): messages may have been lost in between, so resync.
+                    again = entry.confirmed.is_set()
                     entry.confirmed.set()
-                    if pending_resync:
+                    if pending_resync or again:
+                        if again:
+                            self.resubscribes += 1
                         await self._call_all(entry.resyncs, None)
                 continue
-            if kind != "message" or entry is None:
+            if kind == "sunsubscribe":
+                if entry is not None and not self._closed:
+                    await self._follow_slot_move(channel)
+                continue
+            if kind not in ("message", "smessage") or entry is None:
                 continue
             self.messages += 1
             data = message.get("data")

@@ -79,6 +79,7 @@ logger = logging.getLogger("msfw_redis.store")
 _OUTAGE_BACKOFF_INITIAL = 0.2
 _OUTAGE_BACKOFF_MAX = 0.8
 _ONE_GATE = "*"
+_PUBLISH_LIB = "lib/publish.lua"
 _CLUSTER_DISCOVERY_TIMEOUT = 2.0
 _MEMORY_OP_TIMEOUT = 5.0
 #: How long to wait before writing again after a refusal (s): a permission error only
@@ -195,6 +196,11 @@ class Store:
         if self._pubsub_client_factory is not None:
             return self._pubsub_client_factory()
         return self.client
+
+    @property
+    def sharded_pubsub(self) -> bool:
+        """True on Redis Cluster: per-service events go by SPUBLISH/SSUBSCRIBE."""
+        return isinstance(self.client, RedisCluster)
 
     @property
     def scripts(self) -> dict[str, LuaScript]:
@@ -479,6 +485,9 @@ class Store:
         """Run script ``name`` by EVALSHA; on NOSCRIPT, load it and retry once."""
         script = self._scripts[name]
         argv = [_encode_arg(a) for a in args]
+        if _PUBLISH_LIB in script.includes:
+            # The script publishes: tell it how (lua/lib/publish.lua reads the last ARGV).
+            argv.append(b"spublish" if self.sharded_pubsub else b"publish")
         what = f"script {name}"
         shard_key = keys[0] if keys else None
         commands = script_commands(script)
@@ -526,7 +535,18 @@ class Store:
         return [m.decode("utf-8", "replace") if isinstance(m, bytes) else str(m) for m in raw]
 
     async def publish(self, channel: str, message: bytes) -> int:
-        """Publish an event (events are notifications, never state)."""
+        """Publish an event (events are notifications, never state).
+
+        On Cluster a per-service channel (one with a hash tag) goes by SPUBLISH, to the
+        shard that owns it, as the scripts do.
+        """
+        if self.sharded_pubsub and "{" in channel:
+            return cast(
+                "int",
+                await self._op(
+                    lambda: self.client.spublish(channel, message), what="SPUBLISH", key=channel
+                ),
+            )
         return cast(
             "int",
             await self._op(

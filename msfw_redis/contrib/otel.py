@@ -23,7 +23,9 @@ attempt). msfw attributes: ``msfw.service``, ``msfw.endpoint``,
 Metrics: the ``http.client.request.duration`` histogram (seconds, the advised
 buckets, semconv attributes), plus counters mirroring the Prometheus set:
 ``msfw.circuitbreaker.calls`` (kind), ``msfw.retry.calls`` (kind),
-``msfw.cache.requests`` (result), and the ``msfw.circuitbreaker.state`` gauge.
+``msfw.cache.requests`` (result), and the gauges ``msfw.circuitbreaker.state``,
+``msfw.circuitbreaker.slow_call_rate`` (this process's view), ``msfw.registry.instances``
+(status) and ``msfw.health.status`` (1 healthy, 0 unhealthy), read without I/O.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ __all__ = ["Instrumentation", "instrument"]
 
 _SCOPE = "msfw_redis"
 _STATES = tuple(state.label for state in BreakerState)
+_INSTANCE_STATUSES = ("healthy", "recovering", "unhealthy", "suspect")
 
 
 def _error_type(error: BaseException | None, status: int | None) -> str | None:
@@ -100,6 +103,23 @@ class Instrumentation:
             callbacks=[self._observe_states],
             description="1 for each breaker's current state, 0 for the others.",
         )
+        meter.create_observable_gauge(
+            "msfw.circuitbreaker.slow_call_rate",
+            callbacks=[self._observe_slow],
+            unit="1",
+            description="Calls slower than slow_call_threshold, 0 to 1 (this process's view).",
+        )
+        meter.create_observable_gauge(
+            "msfw.registry.instances",
+            callbacks=[self._observe_instances],
+            unit="{instance}",
+            description="Instances this process last discovered, by status.",
+        )
+        meter.create_observable_gauge(
+            "msfw.health.status",
+            callbacks=[self._observe_health],
+            description="1 healthy, 0 unhealthy: the last verdict this replica saw.",
+        )
 
     def _observe_states(self, _options: CallbackOptions) -> Iterable[Observation]:
         for cs in self._sdk.circuit_states():
@@ -109,6 +129,23 @@ class Instrumentation:
                     int(cs.state == state),
                     {"name": name, "service": cs.service, "state": state},
                 )
+
+    def _observe_slow(self, _options: CallbackOptions) -> Iterable[Observation]:
+        services: dict[str, dict[str, int]] = self._sdk.metrics().get("services", {})
+        for svc, c in services.items():
+            judged = c["successes"] + c["failures"] - c["client_errors"]
+            rate = c["slow_calls"] / judged if judged else 0.0
+            yield Observation(rate, {"name": svc, "service": svc})
+
+    def _observe_instances(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for svc, known in self._sdk.components.registry.known_instances().items():
+            for status in _INSTANCE_STATUSES:
+                count = sum(1 for inst in known if inst.status == status)
+                yield Observation(count, {"service": svc, "status": status})
+
+    def _observe_health(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for svc, verdict in self._sdk.components.health.known_states().items():
+            yield Observation(int(verdict == "healthy"), {"service": svc})
 
     def uninstrument(self) -> None:
         """Stop tracing and measuring this SDK's calls."""

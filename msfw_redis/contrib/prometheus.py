@@ -14,18 +14,24 @@ The names are Resilience4j's with the prefix ``msfw_``, so its dashboards (Grafa
   ignored (a 4xx response, which breakers do not count by default), per service;
 - ``msfw_circuitbreaker_failure_rate{name}``: failed / (successful + failed), 0 to 1,
   over this process's lifetime;
+- ``msfw_circuitbreaker_slow_call_rate{name}``: calls slower than the breaker's
+  ``slow_call_threshold`` / (successful + failed), 0 to 1, as this process timed them
+  (0 without a threshold); the failure rate that opens the breaker is the fleet's;
 - ``msfw_circuitbreaker_transitions_total{name,from_state,to_state}`` as this replica
   heard them (``from_state`` is ``unknown`` for a breaker it had not seen before);
 - ``msfw_retry_calls_total{name,kind}``: successful_without_retry,
   successful_with_retry, failed_with_retry, failed_without_retry;
 - ``msfw_cache_requests_total{name,result}``: hit, miss, stale, coalesced, bypass, for
-  the SDK's whole response cache (``name`` and ``service`` are ``_all``), plus hit and
-  stale per service;
+  the SDK's whole response cache (``name`` and ``service`` are ``_all``) and per service;
+- ``msfw_registry_instances{service,status}``: the instances this process last
+  discovered, by stored status (healthy, recovering, unhealthy, suspect);
+- ``msfw_health_status{service}``: 1 healthy, 0 unhealthy, the last verdict this
+  replica saw (its own probe rounds and the fleet's events; absent before one);
 - ``msfw_store_up`` (0/1);
 - ``msfw_http_client_request_duration_seconds{service,method,status_code}``.
 
-The fleet-wide series (instances and health per service, trips and totals from Redis)
-come from ``msfw-redis metrics --serve``: one scrape for the whole fleet.
+The fleet-wide series (instances and health read from Redis, trips and totals) come
+from ``msfw-redis metrics --serve``: one scrape for the whole fleet.
 
 Collection reads in-process counters only (no I/O), so a scrape never waits on Redis.
 """
@@ -64,13 +70,15 @@ __all__ = ["MsfwCollector"]
 
 _ALL = "_all"
 _STATES = tuple(state.label for state in BreakerState)
+#: (result label, SDK-wide cache counter, per-service call counter)
 _CACHE_RESULTS = (
-    ("hit", "hits"),
-    ("miss", "misses"),
-    ("stale", "stale_served"),
-    ("coalesced", "coalesced_waiters"),
-    ("bypass", "bypasses"),
+    ("hit", "hits", "cache_hits"),
+    ("miss", "misses", "cache_misses"),
+    ("stale", "stale_served", "cache_stale"),
+    ("coalesced", "coalesced_waiters", "cache_coalesced"),
+    ("bypass", "bypasses", "cache_bypasses"),
 )
+_INSTANCE_STATUSES = ("healthy", "recovering", "unhealthy", "suspect")
 _RETRY_KINDS = (
     "successful_without_retry",
     "successful_with_retry",
@@ -129,6 +137,12 @@ class MsfwCollector:
             "failed / (successful + failed) calls, 0 to 1",
             labels=["name", "service"],
         )
+        slow = GaugeMetricFamily(
+            "msfw_circuitbreaker_slow_call_rate",
+            "calls slower than slow_call_threshold / (successful + failed), 0 to 1, "
+            "this process's view",
+            labels=["name", "service"],
+        )
         retry = CounterMetricFamily(
             "msfw_retry_calls", "calls by retry outcome", labels=["name", "service", "kind"]
         )
@@ -143,10 +157,12 @@ class MsfwCollector:
                 calls.add_metric([svc, svc, kind], value)
             judged = c["successes"] + failed
             rate.add_metric([svc, svc], failed / judged if judged else 0.0)
+            slow.add_metric([svc, svc], c["slow_calls"] / judged if judged else 0.0)
             for kind in _RETRY_KINDS:
                 retry.add_metric([svc, svc, kind], c[kind])
         yield calls
         yield rate
+        yield slow
         yield retry
 
         transitions = CounterMetricFamily(
@@ -164,14 +180,32 @@ class MsfwCollector:
             labels=["name", "service", "result"],
         )
         if metrics:
-            for result, key in _CACHE_RESULTS:
+            for result, key, _ in _CACHE_RESULTS:
                 cache.add_metric([_ALL, _ALL, result], metrics.get(f"cache_{key}", 0))
-        # Per service only what the call counters know (a call served fresh or stale from
-        # the cache); misses, coalesced waits and bypasses are counted SDK-wide only.
         for svc, c in services.items():
-            cache.add_metric([svc, svc, "hit"], c["cache_hits"])
-            cache.add_metric([svc, svc, "stale"], c["cache_stale"])
+            for result, _, key in _CACHE_RESULTS:
+                cache.add_metric([svc, svc, result], c[key])
         yield cache
+
+        components = self._sdk.components
+        instances = GaugeMetricFamily(
+            "msfw_registry_instances",
+            "instances this process last discovered, by stored status",
+            labels=["service", "status"],
+        )
+        for svc, known in components.registry.known_instances().items():
+            counts: Counter[str] = Counter(inst.status for inst in known)
+            for status in _INSTANCE_STATUSES:
+                instances.add_metric([svc, status], counts[status])
+        yield instances
+        health = GaugeMetricFamily(
+            "msfw_health_status",
+            "1 healthy, 0 unhealthy: the last shared verdict this replica saw",
+            labels=["service"],
+        )
+        for svc, verdict in components.health.known_states().items():
+            health.add_metric([svc], int(verdict == "healthy"))
+        yield health
 
         up = GaugeMetricFamily("msfw_store_up", "1 while the shared store is reachable")
         if "store_up" in metrics:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -137,6 +138,8 @@ async def test_prometheus_names_labels_and_values(
     assert val("msfw_cache_requests_total", name="_all", service="_all", result="miss") >= 1
     assert val("msfw_cache_requests_total", **cat, result="hit") == 1
     assert val("msfw_cache_requests_total", **cat, result="stale") == 0
+    assert val("msfw_cache_requests_total", **cat, result="miss") == 2  # /flaky and /data
+    assert val("msfw_circuitbreaker_slow_call_rate", **pay) == 0  # no slow_call_threshold
     assert val("msfw_cache_requests_total", **pay, result="hit") == 0
     assert val("msfw_store_up") == 1
     count = sum(
@@ -153,3 +156,134 @@ async def test_prometheus_names_labels_and_values(
         le="+Inf",
     )
     assert inf >= 1
+
+
+async def test_registry_instances_and_health_status_from_the_process_view(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """Two registered instances, one probe round: the live one healthy, the dead one not."""
+    http_service.script("/health", Step(200))
+    sdk = make_sdk(
+        None,
+        service_discovery_enabled=True,
+        health_failure_threshold=1,
+        health_check_interval=60.0,
+        monitor_registered_services=False,
+    )
+    registry = CollectorRegistry()
+    MsfwCollector(sdk, registry=registry)
+    before = _samples(generate_latest(registry).decode())
+    assert not [k for k in before if k[0] in ("msfw_registry_instances", "msfw_health_status")]
+    await sdk.register_external_service(
+        "inv", host=http_service.host, port=http_service.port, health_check_path="/health"
+    )
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listened
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+        await sdk.register_external_service(
+            "inv", host="127.0.0.1", port=dead_port, health_check_path="/health"
+        )
+        probe = await sdk.components.health.probe_round("inv")
+    assert probe is not None and probe.healthy
+    await sdk.discover_services("inv")  # the round bumped the revision: refetch
+    got = _samples(generate_latest(registry).decode())
+
+    def val(metric: str, /, **labels: str) -> float:
+        return got[(metric, frozenset(labels.items()))]
+
+    assert val("msfw_registry_instances", service="inv", status="healthy") == 1
+    assert val("msfw_registry_instances", service="inv", status="unhealthy") == 1
+    assert val("msfw_registry_instances", service="inv", status="suspect") == 0
+    assert val("msfw_registry_instances", service="inv", status="recovering") == 0
+    assert val("msfw_health_status", service="inv") == 1
+    assert sdk.components.health.known_states() == {"inv": "healthy"}
+
+
+async def test_slow_call_rate_counts_calls_over_the_threshold(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """slow_call_threshold 1 s: one call of ~1.5 s and one fast call give a rate of 0.5."""
+    http_service.script("/slow", Step(200, json=1, delay=1.5))
+    http_service.script("/fast", Step(200, json=1))
+    settings = services_for(http_service, "slowpoke", "plain")
+    sdk = make_sdk(settings, circuit_breaker={"slow_call_threshold": 1.0})
+    registry = CollectorRegistry()
+    MsfwCollector(sdk, registry=registry)
+    await sdk.call_service("slowpoke", "/slow")
+    await sdk.call_service("slowpoke", "/fast")
+    slowpoke = sdk.metrics()["services"]["slowpoke"]
+    assert slowpoke["slow_calls"] == 1
+    got = _samples(generate_latest(registry).decode())
+    rate = got[
+        (
+            "msfw_circuitbreaker_slow_call_rate",
+            frozenset({"name": "slowpoke", "service": "slowpoke"}.items()),
+        )
+    ]
+    assert rate == 0.5
+
+    plain = make_sdk(settings)  # no threshold: never slow
+    plain_registry = CollectorRegistry()
+    MsfwCollector(plain, registry=plain_registry)
+    await plain.call_service("plain", "/slow")
+    assert plain.metrics()["services"]["plain"]["slow_calls"] == 0
+    got = _samples(generate_latest(plain_registry).decode())
+    assert (
+        got[
+            (
+                "msfw_circuitbreaker_slow_call_rate",
+                frozenset({"name": "plain", "service": "plain"}.items()),
+            )
+        ]
+        == 0
+    )
+
+
+async def test_cache_results_per_service_in_metrics_and_exposition(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """Two concurrent lookups (one miss, one coalesced) then a hit, per service; every key
+    is there at zero for a service that never used the cache."""
+    http_service.script("/slow-data", Step(200, json=1, delay=0.5))
+    http_service.script("/boom", Step(501))
+    sdk = make_sdk(_settings(http_service))
+    registry = CollectorRegistry()
+    MsfwCollector(sdk, registry=registry)
+    first, second = await asyncio.gather(
+        sdk.call_service("cat", "/slow-data"), sdk.call_service("cat", "/slow-data")
+    )
+    assert sorted([first.from_cache, second.from_cache]) == [False, True]
+    assert (await sdk.call_service("cat", "/slow-data")).from_cache
+    await sdk.call_service("pay", "/boom")
+    services = sdk.metrics()["services"]
+    cat = {k: v for k, v in services["cat"].items() if k.startswith("cache_")}
+    assert cat == {
+        "cache_hits": 1,
+        "cache_stale": 0,
+        "cache_misses": 1,
+        "cache_coalesced": 1,
+        "cache_bypasses": 0,
+    }
+    assert all(services["pay"][k] == 0 for k in cat)
+    assert http_service.hits("/slow-data") == 1
+    got = _samples(generate_latest(registry).decode())
+    for result, value in (("hit", 1), ("miss", 1), ("coalesced", 1), ("stale", 0), ("bypass", 0)):
+        labels = frozenset({"name": "cat", "service": "cat", "result": result}.items())
+        assert got[("msfw_cache_requests_total", labels)] == value
+        labels = frozenset({"name": "pay", "service": "pay", "result": result}.items())
+        assert got[("msfw_cache_requests_total", labels)] == 0
+
+
+async def test_cache_bypass_per_service_while_redis_is_down(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """With the store unreachable a cacheable call goes to the origin: a bypass for its service."""
+    http_service.script("/data", Step(200, json=1))
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sdk = make_sdk(_settings(http_service), redis_url=f"redis://127.0.0.1:{port}/0")
+        result = await sdk.call_service("cat", "/data")
+    assert result.success and not result.from_cache
+    cat = sdk.metrics()["services"]["cat"]
+    assert (cat["cache_bypasses"], cat["cache_misses"], cat["cache_hits"]) == (1, 0, 0)

@@ -111,3 +111,38 @@ async def test_cache_hit_is_on_the_span_and_uninstrument_stops(
     exporter.clear()
     await sdk.call_service("cat", "/data")
     assert exporter.get_finished_spans() == ()
+
+
+async def test_gauges_mirror_slow_call_rate_instances_and_health(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """A slow call (1.5 s over a 1 s threshold), a registered instance and a probe round
+    show in the msfw.circuitbreaker.slow_call_rate, msfw.registry.instances and
+    msfw.health.status gauges."""
+    http_service.script("/health", Step(200))
+    http_service.script("/slow", Step(200, json=1, delay=1.5))
+    sdk = make_sdk(
+        services_for(http_service, "inv"),
+        service_discovery_enabled=True,
+        health_check_interval=60.0,
+        monitor_registered_services=False,
+        circuit_breaker={"slow_call_threshold": 1.0},
+    )
+    _exporter, _tracer_provider, reader, meter_provider = _providers()
+    instrument(sdk, meter_provider=meter_provider)
+    await sdk.register_external_service(
+        "inv", host=http_service.host, port=http_service.port, health_check_path="/health"
+    )
+    probe = await sdk.components.health.probe_round("inv")
+    assert probe is not None and probe.healthy
+    assert (await sdk.call_service("inv", "/slow")).success
+    slow = _points(reader, "msfw.circuitbreaker.slow_call_rate")
+    assert [(p.attributes["service"], p.value) for p in slow] == [("inv", 1.0)]
+    instances = {
+        p.attributes["status"]: p.value
+        for p in _points(reader, "msfw.registry.instances")
+        if p.attributes["service"] == "inv"
+    }
+    assert instances == {"healthy": 1, "recovering": 0, "unhealthy": 0, "suspect": 0}
+    health = [(p.attributes["service"], p.value) for p in _points(reader, "msfw.health.status")]
+    assert health == [("inv", 1)]

@@ -60,7 +60,9 @@ def sync_client(redis_url: str) -> Iterator[Any]:
 
 
 def _run(client: Any, name: str, keys: list[str], args: list[object]) -> list[int]:
-    reply = client.evalsha(SCRIPTS[name].sha, len(keys), *keys, *args)
+    # The store appends the publish mode to scripts that publish (lua/lib/publish.lua).
+    mode = ["publish"] if "lib/publish.lua" in SCRIPTS[name].includes else []
+    reply = client.evalsha(SCRIPTS[name].sha, len(keys), *keys, *args, *mode)
     return [int(v) for v in reply]
 
 

@@ -321,3 +321,31 @@ async def test_bad_arguments_get_error_replies(
         await store.run(script, keys[:n], args)
     assert info.value.code == "MSFW_BADARG"
     assert await store.client.exists(*keys) == 0
+
+
+async def test_read_with_index_key_lists_the_breaker_with_expiry(store: Store) -> None:
+    """breaker_read with KEYS[3] lists the breaker in its service's index (expiring), and
+    reads exactly what a plain read does; without KEYS[3] it writes nothing."""
+    b = Breaker(store)
+    index = store.keys.key("svc", "breaker", "index")
+    plain = reply_list(await store.run("breaker_read", b.keys[:2], [T0]))
+    assert await store.client.exists(index) == 0
+    listed = reply_list(await store.run("breaker_read", [*b.keys[:2], index], [T0, "/a", 5_000]))
+    assert listed == plain
+    assert await store.zmembers(index) == ["/a"]
+    assert 0 < await store.client.pttl(index) <= 5_000
+    # Entries untouched for longer than the retention are pruned by the next listing.
+    await store.run("breaker_read", [*b.keys[:2], index], [T0 + 6_000, "/b", 5_000])
+    assert await store.zmembers(index) == ["/b"]
+    assert await store.client.exists(*b.keys) == 0
+
+
+@pytest.mark.parametrize("args", [[0, "", 1000], [0, "/a", 0], [0, "/a", "x"], [0]])
+async def test_read_with_index_key_rejects_bad_arguments(store: Store, args: list[object]) -> None:
+    """An empty name or a bad retention is an MSFW_BADARG error, and nothing is written."""
+    b = Breaker(store)
+    index = store.keys.key("svc", "breaker", "index")
+    with pytest.raises(ScriptError) as info:
+        await store.run("breaker_read", [*b.keys[:2], index], args)
+    assert info.value.code == "MSFW_BADARG"
+    assert await store.client.exists(index) == 0

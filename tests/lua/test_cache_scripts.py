@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from msfw_redis._exceptions import ScriptError
+from msfw_redis._cache.keys import CacheKey
+from msfw_redis._cache.store import CacheStore
+from msfw_redis._exceptions import ScriptError, StoreError
 from msfw_redis._store.store import Store, reply_int, reply_list
 
 if TYPE_CHECKING:
@@ -41,11 +43,10 @@ async def lookup(
     fn: str = FN,
     now: int = NOW,
 ) -> dict[str, Any]:
-    reply = reply_list(
-        await store.run("cache_lookup", [k.entry, k.gen], [mode, token, lease_ms, fn, now])
-    )
-    head, value = reply
-    state, token, sa, fu, su, wait_ms, flags, now = head.decode().split(" ")
+    reply = await store.run("cache_lookup", [k.entry, k.gen], [mode, token, lease_ms, fn, now])
+    assert isinstance(reply, bytes)
+    *head, value = reply.split(b" ", 8)
+    state, token, sa, fu, su, wait_ms, flags, now = (part.decode() for part in head)
     return {
         "state": state,
         "token": "" if token == "-" else token,
@@ -406,3 +407,113 @@ async def test_concurrent_lookups_grant_exactly_one_lease(store: Store) -> None:
     assert states.count("MISS") == 1
     assert states.count("WAIT") == 49
     assert sum(1 for r in replies if r["token"]) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["get", "", 10, FN, NOW + 1],
+        ["get", "t", "1.5", FN, NOW + 1],
+        ["peek", "", 0, FN, NOW + 1],
+        ["peek", "", 10, "_", NOW + 1],
+        ["peek", "", 10, FN, "1.5"],
+    ],
+)
+async def test_fresh_fast_path_checks_arguments_like_the_full_path(
+    store: Store, args: list[Any]
+) -> None:
+    """A FRESH entry is served by the script's fast path; bad ARGV is still refused there."""
+    k = Keys(store)
+    await lookup(store, k)
+    await fill(store, k)
+    assert (await lookup(store, k, mode="peek", token="", now=NOW + 1))["state"] == "FRESH"
+    with pytest.raises(ScriptError) as info:
+        await store.run("cache_lookup", [k.entry, k.gen], args)
+    assert info.value.code == "MSFW_BADARG"
+
+
+async def test_fresh_looking_but_broken_entries_leave_the_fast_path(store: Store) -> None:
+    """A fresh fu with a bad stamp, a foreign generation or a non-hash generation key is
+    never served by the fast path: the full path answers MISS as before."""
+    k = Keys(store)
+    await lookup(store, k)
+    await fill(store, k)
+    fresh = await lookup(store, k, now=NOW + 1)
+    assert (fresh["state"], fresh["value"], fresh["sa"], fresh["now"]) == (
+        "FRESH",
+        b"payload",
+        NOW,
+        NOW + 1,
+    )
+
+    await store.client.hset(k.entry, "su", b"soon")
+    out = await lookup(store, k, now=NOW + 1)
+    assert (out["state"], out["flags"]) == ("MISS", 2)
+    assert await store.client.hget(k.entry, "v") is None
+
+    other = Keys(store, "c" * 32)
+    await lookup(store, other)
+    await fill(store, other)
+    await store.client.hset(other.entry, "g", b"9:9")
+    assert (await lookup(store, other, now=NOW + 1))["state"] == "MISS"
+
+    await store.client.delete(other.gen)
+    await store.client.set(other.gen, b"not a hash", px=60_000)
+    await store.client.hset(other.entry, "g", b"0:0")
+    out = await lookup(store, other, now=NOW + 1)
+    assert out["state"] == "FRESH"
+    assert await store.client.type(other.gen) != b"string"
+
+
+async def test_peek_short_form_reads_server_time_and_never_leases(store: Store) -> None:
+    """ARGV {'peek', field} is 'peek' with no token, lease 1 and server TIME: a fresh
+    entry is served, a missing one is a MISS that writes nothing."""
+    k = Keys(store)
+    reply = await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN])
+    assert isinstance(reply, bytes)
+    parts = reply.split(b" ", 8)
+    assert (parts[0], parts[1], parts[8]) == (b"MISS", b"-", b"")
+    assert not await store.client.exists(k.entry, k.gen)
+
+    await lookup(store, k, now=0)
+    await fill(store, k, now=0)
+    reply = await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN])
+    assert isinstance(reply, bytes)
+    *head, value = reply.split(b" ", 8)
+    state, token, sa, _fu, _su, wait_ms, flags, now = (part.decode() for part in head)
+    assert (state, token, wait_ms, flags, value) == ("FRESH", "-", "0", "0", b"payload")
+    assert int(now) >= int(sa)
+    with pytest.raises(ScriptError) as info:
+        await store.run("cache_lookup", [k.entry, k.gen], ["peek", "_"])
+    assert info.value.code == "MSFW_BADARG"
+
+
+async def test_envelope_bytes_with_spaces_come_back_whole(store: Store) -> None:
+    """The reply is head fields then the envelope in one bulk: spaces (and a trailing
+    one) inside the envelope survive, fresh (fast path) and stale (full path)."""
+    k = Keys(store)
+    blob = b" a  b\x00 c "
+    await lookup(store, k)
+    await fill(store, k, value=blob)
+    assert (await lookup(store, k, now=NOW + 1))["value"] == blob
+    stale = await lookup(store, k, now=NOW + 1_500)
+    assert (stale["state"], stale["value"]) == ("STALE", blob)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [[b"FRESH - 1 2 3 0 0 4", b"v"], b"FRESH - 1 2 3", b"FRESH - 1 x 3 0 0 4 v", 7],
+)
+async def test_lookup_decoder_refuses_a_foreign_reply_shape(
+    store: Store, reply: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply that is not one bulk with eight head fields is a StoreError (so the call
+    bypasses the cache), never an IndexError or a wrong value."""
+
+    async def fake_run(name: str, keys: Any, args: Any) -> object:
+        return reply
+
+    monkeypatch.setattr(store, "run", fake_run)
+    key = CacheKey(service="svc", function="GET /x", digest=DIGEST, label="GET /x")
+    with pytest.raises(StoreError):
+        await CacheStore(store).lookup(key, "peek", "", lease_ms=1)

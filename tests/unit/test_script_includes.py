@@ -171,12 +171,17 @@ def test_every_helper_is_used() -> None:
 
 @pytest.mark.parametrize("path", HELPERS)
 def test_one_helper_one_file(path: str) -> None:
-    """lib/<name>.lua opens with a comment and defines the one local called <name>."""
+    """lib/<name>.lua opens with a comment and defines the local called <name>.
+
+    Companions it needs are named ``<name>_*`` (publish.lua's publish_global), so an
+    including script can never collide with a helper's locals by accident.
+    """
     text = LUA.joinpath(*path.split("/")).read_text(encoding="utf-8")
     name = path.removeprefix("lib/").removesuffix(".lua")
     assert text.startswith(f"-- {name}"), f"{path} must open with '-- {name}...'"
     defined = re.findall(r"^local (?:function )?([A-Za-z_]\w*)", text, re.M)
-    assert defined == [name]
+    assert name in defined
+    assert [d for d in defined if d != name and not d.startswith(f"{name}_")] == []
 
 
 @pytest.mark.parametrize("path", TOP_LEVEL)

@@ -1,0 +1,75 @@
+"""Sharded pub/sub on a real cluster: trips reach other processes by SPUBLISH/SSUBSCRIBE,
+and a subscriber follows its slot through a failover (then resyncs)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import statistics
+
+import pytest
+
+from msfw_redis._breaker.hub import DistributedBreaker
+from msfw_redis._store.store import Store
+from msfw_redis.testing import RedisClusterSetup, run_in_processes
+from tests.distributed import _breaker_workers as w
+from tests.faults.test_cluster_faults import _bus_sent
+
+pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
+
+
+def test_a_trip_reaches_other_processes_by_sharded_pubsub_only(
+    cluster_setup: RedisClusterSetup, key_prefix: str
+) -> None:
+    """A trip in one process reaches 3 others (each then rejects locally); the cluster bus
+    carried it as sharded publishes only: no classic PUBLISH was broadcast."""
+    barrier = mp.get_context("spawn").Barrier(4)
+    before = (_bus_sent(cluster_setup, "publish"), _bus_sent(cluster_setup, "publishshard"))
+    times = run_in_processes(
+        w.propagation, [(cluster_setup.url, key_prefix, i, barrier) for i in range(4)], timeout=90
+    )
+    classic = _bus_sent(cluster_setup, "publish") - before[0]
+    sharded = _bus_sent(cluster_setup, "publishshard") - before[1]
+    started, arrivals = times[0], times[1:]
+    delays_ms = [(t - started) * 1000 for t in arrivals]
+    print(
+        f"\ncluster trip propagation ms: median {statistics.median(delays_ms):.2f} "
+        f"max {max(delays_ms):.2f}; bus messages: PUBLISH {classic}, SPUBLISH {sharded}"
+    )
+    assert len(delays_ms) == 3
+    assert classic == 0
+    assert sharded >= 1
+
+
+async def test_a_subscriber_follows_a_failover_and_resyncs(
+    cluster_setup: RedisClusterSetup, key_prefix: str
+) -> None:
+    """After its slot's master fails over, the subscriber is on the new owner: the bus
+    resubscribed (and resynced), and a later trip in another store still reaches it."""
+    keys = Store.from_url("memory://", key_prefix=key_prefix).keys
+    key = keys.key(w.SERVICE, "breaker")
+    async with w.replica(cluster_setup.url, key_prefix) as listener_hub:
+        listener: DistributedBreaker = listener_hub.get(
+            w.SERVICE, config=w.config(failure_threshold=1)
+        )
+        opened = asyncio.Event()
+        listener_hub.add_listener(lambda e: opened.set() if e.state == "open" else None)
+        await listener.acquire()  # subscribes to the service's breaker channel
+        bus = listener_hub.bus
+        assert bus is not None
+        shard_channels = {
+            c.decode() if isinstance(c, bytes) else c for c in bus._pubsub.shard_channels
+        }
+        assert keys.channel(w.SERVICE, "breaker") in shard_channels
+        resubscribed_before = bus.resubscribes
+        await asyncio.to_thread(cluster_setup.failover_to, cluster_setup.replica_of(key))
+        async with asyncio.timeout(30):
+            while bus.resubscribes == resubscribed_before:
+                await asyncio.sleep(0.05)
+        async with w.replica(cluster_setup.url, key_prefix) as tripper_hub:
+            tripper: DistributedBreaker = tripper_hub.get(
+                w.SERVICE, config=w.config(failure_threshold=1)
+            )
+            await (await tripper.acquire()).failure()
+            await asyncio.wait_for(opened.wait(), 10)
+        assert (await listener.refresh()).state == "open"
