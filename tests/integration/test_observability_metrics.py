@@ -196,7 +196,9 @@ async def test_registry_instances_and_health_status_from_the_process_view(
     assert val("msfw_registry_instances", service="inv", status="suspect") == 0
     assert val("msfw_registry_instances", service="inv", status="recovering") == 0
     assert val("msfw_health_status", service="inv") == 1
-    assert sdk.components.health.known_states() == {"inv": "healthy"}
+    # Only "inv" is asserted: the fleet's health events of other services that reached
+    # this replica (an earlier test's, on a shared server) are part of the view too.
+    assert sdk.components.health.known_states()["inv"] == "healthy"
 
 
 async def test_slow_call_rate_counts_calls_over_the_threshold(
