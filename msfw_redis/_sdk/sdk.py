@@ -41,6 +41,7 @@ from msfw_redis._registry.health import HealthMonitor, HealthStatus
 from msfw_redis._registry.registry import ServiceRegistry
 from msfw_redis._sdk.metrics import CallCounters, DurationHistogram
 from msfw_redis._sdk.results import json_or_content, result_from
+from msfw_redis._sdk.loop import LoopBinding
 from msfw_redis._sdk.transitions import TransitionFeed
 from msfw_redis._settings import AppSettings, load_settings
 from msfw_redis._store.events import EventBus
@@ -179,6 +180,7 @@ class ServiceSDK:
         self._started = False
         self._closed = False
         self._start_lock: asyncio.Lock | None = None
+        self._binding = LoopBinding(self._release_loop)
         self._signal_tasks: set[asyncio.Task[None]] = set()
         self._policies = PolicyBook(cfg, self.settings)
         self._pipeline = Pipeline(
@@ -250,6 +252,8 @@ class ServiceSDK:
         await self._ensure_started()
 
     async def _ensure_started(self) -> None:
+        if self._binding.moved():
+            self._rebind()
         if self._started:
             return
         if self._closed:
@@ -275,11 +279,30 @@ class ServiceSDK:
             await self._health.start()
             self._started = True
 
+    async def _release_loop(self) -> None:
+        # The bound loop is ending: close its connections while it still runs.
+        await self._store.release_connections()
+        if self._owns_http:
+            await self._http._transport.aclose()
+
+    def _rebind(self) -> None:
+        # A new event loop: everything bound to the old one is dropped unawaited (that
+        # loop is gone) and rebuilt lazily; settings, breaker config and counts stay.
+        self._store.rebind()
+        self._bus.rebind()
+        if self._owns_http:
+            self._http._transport = httpx.AsyncHTTPTransport()
+        self._started = False
+        self._start_lock = None
+
     async def close(self) -> None:
         """Flush batched reports and close every connection the SDK opened."""
         global _default_sdk
         if self._closed:
             return
+        if self._binding.moved():
+            self._rebind()
+        self._binding.stop()
         self._closed = True
         ENROLLMENTS.unsubscribe(self._on_enrollment)
         if self._started:

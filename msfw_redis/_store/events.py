@@ -68,6 +68,18 @@ class EventBus:
         """True while the subscriber connection is up."""
         return self._connected.is_set()
 
+    def rebind(self) -> None:
+        """Forget the reader of a previous (closed) event loop without awaiting it.
+
+        The next :meth:`start` makes a new reader and resubscribes every channel.
+        """
+        self._task = None
+        self._pubsub = None
+        self._client = None
+        self._connected = asyncio.Event()
+        for entry in self._channels.values():
+            entry.confirmed = asyncio.Event()
+
     def start(self) -> None:
         """Start the reader task (idempotent)."""
         if self._task is None and not self._closed:
