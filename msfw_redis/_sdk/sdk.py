@@ -39,9 +39,9 @@ from msfw_redis._pipeline.request import UNSET, Middleware, parse_body
 from msfw_redis._registry.enrollment import ENROLLMENTS, HealthEnrollment
 from msfw_redis._registry.health import HealthMonitor, HealthStatus
 from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._sdk.loop import LoopBinding
 from msfw_redis._sdk.metrics import CallCounters, DurationHistogram
 from msfw_redis._sdk.results import json_or_content, result_from
-from msfw_redis._sdk.loop import LoopBinding
 from msfw_redis._sdk.transitions import TransitionFeed
 from msfw_redis._settings import AppSettings, load_settings
 from msfw_redis._store.events import EventBus
