@@ -242,6 +242,53 @@ async def _after_sigkill(kind: str, url: str, capacity: int, give_up: float) -> 
     return f"all {capacity} permits still lost after {give_up:.0f} s (expiry refreshes on use)"
 
 
+async def _round_trips(url: str, n: int) -> list[tuple[str, int, int]]:
+    """EVALSHA calls by script for ``n`` retries and ``n`` bulkhead calls (ours only)."""
+    import collections
+
+    from msfw_redis import ServiceSDK, ServiceSDKConfig
+    from msfw_redis._limits.config import BulkheadConfig
+
+    sdk = ServiceSDK(
+        sdk_config=ServiceSDKConfig(
+            redis_url=url, key_prefix=f"b{uuid.uuid4().hex[:8]}", service_discovery_enabled=False
+        )
+    )
+    store = sdk.limits.store._store
+    counts: collections.Counter[str] = collections.Counter()
+    run = store.run
+
+    async def counted(name: str, *args: Any, **kwargs: Any) -> Any:
+        counts[name] += 1
+        return await run(name, *args, **kwargs)
+
+    store.run = counted  # type: ignore[method-assign]
+    rows: list[tuple[str, int, int]] = []
+    budget = sdk.limits.retry_budget("bench", ratio=0.2, min_per_second=10.0)
+    if budget is None:
+        raise RuntimeError("the retry budget is off")
+    budget.record_request(10 * n)  # far from the edge: the common path
+    granted = sum([await budget.allow_retry() for _ in range(n)])
+    rows.append((f"retry budget, {granted} granted retries", n, sum(counts.values())))
+    counts.clear()
+    bulkhead = sdk.limits.bulkhead("bench", BulkheadConfig(max_concurrent_calls=10))
+
+    async def one(hold: float) -> None:
+        permit = await bulkhead.acquire()
+        await asyncio.sleep(hold)
+        await permit.release()
+
+    for _ in range(n):
+        await one(0.0)
+    rows.append(("bulkhead acquire + release, sequential", n, sum(counts.values())))
+    counts.clear()
+    for _ in range(n // 10):
+        await asyncio.gather(*(one(0.01) for _ in range(10)))
+    rows.append(("bulkhead acquire + release, 10 concurrent", n // 10 * 10, sum(counts.values())))
+    await sdk.close()
+    return rows
+
+
 async def run(ctx: Context) -> Result:
     duration = 5.0 if not ctx.quick else 2.0
     rate = Result(
@@ -269,6 +316,11 @@ async def run(ctx: Context) -> Result:
                   ["operation", "median µs"])  # fmt: skip
     for op, us in (await _pair_cost_us(ctx.redis_url, ctx.scale(3000, 500))).items():
         bulk.add(**{"operation": op, "median µs": us})
+    trips = Result("limits_round_trips", "Redis round trips (EVALSHA calls) per operation, ours",
+                   ["operation", "operations", "round trips", "per operation"])  # fmt: skip
+    for op, ops, rt in await _round_trips(ctx.redis_url, 200):
+        trips.add(**{"operation": op, "operations": ops, "round trips": rt,
+                     "per operation": rt / ops})  # fmt: skip
     kill = Result("limits_sigkill", "A holder of all 3 permits is SIGKILLed",
                   ["bulkhead", "after the SIGKILL"])  # fmt: skip
     ctx.progress("[limits] SIGKILL: ours")
@@ -281,5 +333,5 @@ async def run(ctx: Context) -> Result:
         "commands/decision counts every Redis command (INFO commandstats delta) over decisions; "
         "max in 1 s is over sliding windows of admission times."
     )
-    rate.subtables.extend([skew, bulk, kill])
+    rate.subtables.extend([skew, bulk, trips, kill])
     return rate

@@ -15,13 +15,15 @@
 -- ARGV[7] service      service name, put in the event payload
 -- Reply: {code, revision, deadline_ms}
 --        code  1: renewed (deadline_ms is the new deadline; 0 for an external instance)
---        code  0: unknown id (expired and reaped, or data lost): register again
+--        code  0: unknown id (expired and reaped, data lost, or its record gone): register
+--                 again
 --        code -1: fenced: deregistered (tombstone) or another registration owns the id; stop
 --
 -- Idempotent: renewing twice sets the same kind of deadline. A plain renewal does not bump
 -- the revision (so discovery caches stay valid); clearing a suspect mark does.
 
 -- @include "lib/now_or_server_ms.lua"
+-- @include "lib/drop_wrong_types.lua"
 -- @include "lib/int_arg_error.lua"
 -- @include "lib/empty_arg_error.lua"
 -- @include "lib/pexpire_all.lua"
@@ -52,8 +54,17 @@ if err then
   return redis.error_reply(err)
 end
 now_ms = now_or_server_ms(now_ms)
+-- A key of another type (foreign or corrupt) reads as absent; the writes below re-create it.
+drop_wrong_types({members_key, records_key, tokens_key, suspects_key, tombstones_key,
+  revision_key},
+  {'zset', 'hash', 'hash', 'hash', 'zset', 'string'})
 
 local current = redis.call('HGET', tokens_key, instance_id)
+if current and redis.call('HEXISTS', records_key, instance_id) == 0 then
+  -- Its record vanished (a foreign value deleted, eviction): unknown, so the owner
+  -- registers again and rewrites it.
+  current = nil
+end
 if not current then
   local tomb_until = redis.call('ZSCORE', tombstones_key, instance_id)
   if tomb_until and tonumber(tomb_until) > now_ms then

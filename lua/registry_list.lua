@@ -22,6 +22,8 @@
 --        changed is 0 when revision equals known_revision; count is then 0 and no
 --        instances follow. deadline is server ms as a string, "inf" for an external
 --        instance; suspect is 0 or 1; health is the probe state or "" if never probed.
+--        A last element, after the instances, counts the keys of another type that
+--        were deleted (read as absent: a foreign or corrupt value).
 --
 -- Reaping rules, all by server time (an instance is alive while now_ms < deadline):
 --   * deadline + hold_ms <= now_ms: evicted, whatever else happens;
@@ -33,6 +35,7 @@
 --     the ones still past their deadline are evicted (release).
 
 -- @include "lib/now_or_server_ms.lua"
+-- @include "lib/drop_wrong_types.lua"
 -- @include "lib/arg_error.lua"
 -- @include "lib/is_int.lua"
 -- @include "lib/int_arg_error.lua"
@@ -71,6 +74,10 @@ if err then
   return redis.error_reply(err)
 end
 now_ms = now_or_server_ms(now_ms)
+-- A key of another type (foreign or corrupt) reads as absent; the writes below re-create it.
+local repaired = drop_wrong_types({members_key, records_key, tokens_key, suspects_key, tombstones_key,
+  revision_key, health_key},
+  {'zset', 'hash', 'hash', 'hash', 'zset', 'string', 'hash'})
 
 local evicted = 0
 local newly_suspect = 0
@@ -116,6 +123,7 @@ pexpire_all({members_key, records_key, tokens_key, suspects_key, tombstones_key,
 local suspects = redis.call('HLEN', suspects_key)
 local reply = {revision, 0, evicted, newly_suspect, suspects, preserving, now_ms, 0}
 if revision == known_revision then
+  reply[#reply + 1] = repaired
   return reply
 end
 reply[2] = 1
@@ -134,4 +142,5 @@ for i = 1, #entries, 2 do
   end
 end
 reply[8] = count
+reply[#reply + 1] = repaired
 return reply

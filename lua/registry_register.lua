@@ -21,6 +21,7 @@
 -- A registration clears a tombstone, a suspect mark and the old token of the same id.
 
 -- @include "lib/now_or_server_ms.lua"
+-- @include "lib/drop_wrong_types.lua"
 -- @include "lib/int_arg_error.lua"
 -- @include "lib/empty_arg_error.lua"
 -- @include "lib/pexpire_all.lua"
@@ -52,6 +53,10 @@ if err then
   return redis.error_reply(err)
 end
 now_ms = now_or_server_ms(now_ms)
+-- A key of another type (foreign or corrupt) reads as absent; the writes below re-create it.
+drop_wrong_types({members_key, records_key, tokens_key, suspects_key, tombstones_key,
+  revision_key},
+  {'zset', 'hash', 'hash', 'hash', 'zset', 'string'})
 
 local replaced = redis.call('HEXISTS', tokens_key, instance_id)
 local deadline = '+inf'

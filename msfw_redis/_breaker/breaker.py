@@ -312,10 +312,37 @@ class DistributedBreaker:
     async def refresh(self) -> CircuitState:
         """Re-read the shared state from Redis (one round trip) and return it."""
         snap = self._decode(await self.hub.store.run("breaker_read", self._keys[:2], [0]))
+        if snap.gen == 0 and _vanished_while_open(self._view, snap):
+            snap = await self._restore_open(snap)
         self._apply(snap, authoritative=True)
         # A read that succeeds is no proof that writes do: a local breaker stays local
         # until _rejoin's write goes through.
         return self._state_from(snap, local=False)
+
+    async def _restore_open(self, absent: Snapshot) -> Snapshot:
+        """Write back the OPEN state this mirror knows: the shared key vanished.
+
+        Without this an OPEN breaker would close silently after FLUSHALL, a restart
+        without persistence or eviction. ``breaker_restore`` re-creates it with the
+        generation and cool-down end (server time) the mirror holds, unless another
+        replica did first; a replica started after the loss has no mirror to restore.
+        """
+        m = self._view
+        reply = await self.hub.store.run(
+            "breaker_restore",
+            self._keys[:2],
+            [self._channel, self.name, m.gen, m.opened_at_ms, m.open_until_ms,
+             m.failures_at_trip, self.params.key_ttl_ms],
+        )  # fmt: skip
+        snap = self._decode(reply)
+        if snap.code & 1:
+            logger.warning(
+                "breaker %s: its shared state vanished while OPEN (FLUSHALL, a restart "
+                "without persistence or eviction; read at gen %d); written back OPEN at "
+                "gen %d until its cool-down ends",
+                self.label, absent.gen, m.gen,
+            )  # fmt: skip
+        return dataclasses.replace(snap, code=0)
 
     async def _ensure_loaded(self) -> None:
         async with self._load_lock:
@@ -716,6 +743,16 @@ class DistributedBreaker:
             raise
         await permit.success()
         return result
+
+
+def _vanished_while_open(view: Snapshot, snap: Snapshot) -> bool:
+    """True when ``snap`` reads a breaker as absent that ``view`` knew OPEN, in cool-down."""
+    return (
+        view.state is BreakerState.OPEN
+        and view.gen > 0
+        and snap.state is BreakerState.CLOSED
+        and snap.now_ms < view.open_until_ms
+    )
 
 
 def _reopens_at(snap: Snapshot) -> int:

@@ -1,4 +1,4 @@
-"""Retry-budget maths and Retry-After parsing, sans I/O.
+"""Retry-budget maths, and the strict Retry-After reading the fleet gate uses, sans I/O.
 
 The budget is Finagle's and Envoy's: over a window of ``window`` seconds, the fleet may
 retry at most ``ratio * requests + min_per_second * window`` times. The script
@@ -8,9 +8,7 @@ retry at most ``ratio * requests + min_per_second * window`` times. The script
 
 from __future__ import annotations
 
-import email.utils
-import math
-import time
+from msfw_redis._http_dates import parse_retry_after as _parse
 
 __all__ = ["budget_args", "parse_retry_after", "retries_allowed"]
 
@@ -33,24 +31,9 @@ def retries_allowed(requests: int, ratio: float, min_per_second: float, window_s
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header value, or ``None`` if absent or unusable.
+    """Seconds from a ``Retry-After`` value, strictly (digits or a zoned HTTP-date), or None.
 
-    RFC 9110 allows delay-seconds (``"120"``) or an HTTP-date. A date in the past gives
-    ``0.0``; a negative, non-numeric or unparsable value gives ``None`` (a window is
-    never invented from a bad header).
+    The fleet gate's reading: a negative, fractional or unparsable value gives ``None``,
+    so a window is never invented from a bad header. See :mod:`msfw_redis._http_dates`.
     """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(int(text))
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+    return _parse(value, strict=True, now=now)

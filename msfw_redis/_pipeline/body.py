@@ -9,8 +9,9 @@ memory stays within the limit whatever the compression ratio.
 
 Encodings: ``gzip`` / ``x-gzip``, ``deflate`` (zlib-wrapped or raw), ``identity``,
 and, where httpx supports them because the package is installed, ``br`` (brotli or
-brotlicffi) and ``zstd`` (zstandard). Brotli has no output bound in its API, so its
-input is fed in small pieces and checked after each; its overshoot is at most one
+brotlicffi) and ``zstd`` (zstandard). Brotli >= 1.2 bounds each call's output
+(``output_buffer_limit``); older brotli and zstandard have no output bound, so their
+input is fed in small pieces and checked after each; the overshoot is at most one
 piece's expansion. Several encodings (``gzip, br``) are undone in reverse order. An
 unknown encoding fails with :class:`ResponseDecodeError`.
 
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 _BROTLI_PIECE = 256
+_ZSTD_PIECE = 16
 
 
 class ResponseDecodeError(ServiceClientError, ValueError):
@@ -90,11 +92,20 @@ class _Zlib:
 class _Brotli:
     def __init__(self, module: Any) -> None:
         self._obj = module.Decompressor()
+        # brotli >= 1.2 bounds each call's output; older versions only bound the input piece.
+        self._bounded = hasattr(self._obj, "can_accept_more_data")
 
     def decode(self, data: bytes, room: int) -> bytes:
         out = bytearray()
         for start in range(0, len(data), _BROTLI_PIECE):
-            out += self._obj.process(data[start : start + _BROTLI_PIECE])
+            piece = data[start : start + _BROTLI_PIECE]
+            if not self._bounded:
+                out += self._obj.process(piece)
+            else:
+                out += self._obj.process(piece, output_buffer_limit=max(1, room + 1 - len(out)))
+                # Drain what the bound held back, still within the limit.
+                while len(out) <= room and not self._obj.can_accept_more_data():
+                    out += self._obj.process(b"", output_buffer_limit=max(1, room + 1 - len(out)))
             if len(out) > room:
                 break
         return bytes(out)
@@ -108,7 +119,15 @@ class _Zstd:
         self._obj = module.ZstdDecompressor().decompressobj()
 
     def decode(self, data: bytes, room: int) -> bytes:
-        return bytes(self._obj.decompress(data))
+        # zstandard's decompressobj has no output bound, so input goes in small pieces:
+        # one RLE block (4 bytes) decodes to at most 128 KiB, so a piece overshoots the
+        # limit by at most _ZSTD_PIECE / 4 blocks.
+        out = bytearray()
+        for start in range(0, len(data), _ZSTD_PIECE):
+            out += self._obj.decompress(data[start : start + _ZSTD_PIECE])
+            if len(out) > room:
+                break
+        return bytes(out)
 
     def flush(self, room: int) -> bytes:
         return b""

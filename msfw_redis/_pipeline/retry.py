@@ -37,8 +37,6 @@ with tenacity or Resilience4j. The SDK's implicit retries keep the idempotency r
 
 from __future__ import annotations
 
-import email.utils
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -52,6 +50,7 @@ from msfw_redis._exceptions import (
     RateLimitedError,
     ServiceNotFoundError,
 )
+from msfw_redis._http_dates import parse_retry_after as _parse
 from msfw_redis._testmode import is_testing
 
 if TYPE_CHECKING:
@@ -113,21 +112,12 @@ def backoff_delay(
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds) or math.isinf(seconds):
-        return None
-    return max(0.0, seconds)
+    """Seconds from a ``Retry-After`` header, leniently, as a back-off hint; or None.
+
+    Delta-seconds (any float; a negative one is 0) or an HTTP date. The fleet gate reads
+    the same header strictly; both use :func:`msfw_redis._http_dates.parse_retry_after`.
+    """
+    return _parse(value, strict=False, now=now)
 
 
 def is_idempotent(method: str, headers: Mapping[str, str] | httpx.Headers | None = None) -> bool:

@@ -463,11 +463,22 @@ class AttemptTimeoutStep(httpx.AsyncBaseTransport):
 
     def __init__(self, next_transport: httpx.AsyncBaseTransport) -> None:
         self.next_transport = next_transport
+        # httpx.Timeout(...).as_dict() per timeout value, built once: a call's policy has
+        # one or two timeouts, so this stays tiny; each request gets its own copy.
+        self._timeouts: dict[float, dict[str, float | None]] = {}
+
+    def _timeout_extension(self, timeout: float) -> dict[str, float | None]:
+        built = self._timeouts.get(timeout)
+        if built is None:
+            built = httpx.Timeout(timeout).as_dict()
+            if len(self._timeouts) < 64:
+                self._timeouts[timeout] = built
+        return dict(built)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         ctx = _context(request)
         timeout = ctx.attempt_timeout or ctx.policy.timeout
-        request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+        request.extensions["timeout"] = self._timeout_extension(timeout)
         observers = ctx.observers
         call = ctx.record
         if not observers or call is None:
@@ -510,11 +521,22 @@ class SendStep(httpx.AsyncBaseTransport):
             )
         finally:
             await response.aclose()
-        headers = [
-            (k, v)
-            for k, v in response.headers.multi_items()
-            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-        ]
+        original = response.headers
+        headers: httpx.Headers | list[tuple[str, str]]
+        if (
+            "content-encoding" not in original
+            and "transfer-encoding" not in original
+            and original.get("content-length") in (None, str(len(content)))
+        ):
+            # Common case: identity body whose length header (if any) is already right,
+            # so the headers are reused as they are (no per-call filtering pass).
+            headers = original
+        else:
+            headers = [
+                (k, v)
+                for k, v in original.multi_items()
+                if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+            ]
         return httpx.Response(
             response.status_code,
             headers=headers,

@@ -11,6 +11,13 @@ A cached result is used without a round trip while both hold:
 Otherwise one ``registry_list`` call revalidates it; when the revision has not moved,
 the reply carries the revision only. Concurrent lookups of one service share that call.
 When Redis is unreachable the last known result is served and counted as stale.
+
+Data loss (FLUSHALL, a restart without persistence, eviction) is detected, not trusted:
+a registered service's revision key always exists and starts from server time, so a
+reply whose revision went back (0 when the key is gone) means the registry's data
+vanished. An empty list in such a reply never replaces a non-empty last-known one: the
+last known instances are served, counted as stale, until an owner is back, and
+``on_data_loss`` is called so this process's owners register again at once.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ class RegistryStats:
     """Counters for metrics.
 
     ``stale_serves`` counts discoveries answered from the cache because Redis was
-    unreachable; ``cache_hits`` those answered without a round trip while fresh.
+    unreachable; ``data_loss_serves`` refreshes that kept the last known instances
+    because the registry's data vanished (also counted in ``stale_serves``);
+    ``cache_hits`` those answered without a round trip while fresh.
     """
 
     discoveries: int = 0
@@ -49,6 +58,7 @@ class RegistryStats:
     list_calls: int = 0
     list_unchanged: int = 0
     stale_serves: int = 0
+    data_loss_serves: int = 0
     heartbeats: int = 0
     heartbeat_failures: int = 0
     reregistrations: int = 0
@@ -71,7 +81,9 @@ class DiscoveryCache:
         fetch: ``fetch(service, known_revision)`` runs ``registry_list``.
         max_staleness: seconds an entry is trusted without asking Redis.
         stats: counters updated here (``cache_hits``, ``list_unchanged``,
-            ``stale_serves``).
+            ``stale_serves``, ``data_loss_serves``).
+        on_data_loss: called with the service name when a reply shows the registry's
+            data vanished (the registry wakes its heartbeats so owners re-register).
     """
 
     def __init__(
@@ -80,8 +92,10 @@ class DiscoveryCache:
         *,
         max_staleness: float,
         stats: RegistryStats,
+        on_data_loss: Callable[[str], None] | None = None,
     ) -> None:
         self._fetch = fetch
+        self._on_data_loss = on_data_loss
         self.max_staleness = max_staleness
         self._stats = stats
         self._entries: dict[str, _Entry] = {}
@@ -162,6 +176,9 @@ class DiscoveryCache:
         entry = self._entries.get(service)
         known = entry.revision if entry is not None and not full else -1
         result = await self._fetch(service, known)
+        lost = result.revision < entry.revision or result.repaired > 0 if entry else False
+        if entry is not None and entry.instances and lost and not result.instances:
+            return self._data_lost(service, entry, result.revision)
         self.saw_revision(service, result.revision)
         if result.instances is not None or entry is None:
             entry = _Entry(result.revision, result.instances or (), time.monotonic())
@@ -172,4 +189,25 @@ class DiscoveryCache:
         if service in self._stale:
             self._stale.discard(service)
             logger.info("registry reachable again; discovery of %s is fresh", service)
+        return entry
+
+    def _data_lost(self, service: str, entry: _Entry, revision: int) -> _Entry:
+        """Keep the last known instances: the registry's data for ``service`` vanished.
+
+        The entry is not refreshed, so the next lookup asks Redis again and switches to
+        the re-registered list as soon as an owner is back (its revision starts from
+        server time, above any cached one).
+        """
+        self._stats.stale_serves += 1
+        self._stats.data_loss_serves += 1
+        if service not in self._stale:
+            self._stale.add(service)
+            logger.warning(
+                "registry data for %s vanished (revision %d, last known %d: FLUSHALL, a "
+                "restart without persistence or eviction); serving the last known %d "
+                "instance(s), stale, until the owners register again",
+                service, revision, entry.revision, len(entry.instances),
+            )  # fmt: skip
+        if self._on_data_loss is not None:
+            self._on_data_loss(service)
         return entry

@@ -194,7 +194,10 @@ class ServiceRegistry:
         self._tombstone_ms = _ms(tombstone_ttl)
         self._rng = rng or random.Random()
         self.cache = DiscoveryCache(
-            self._fetch, max_staleness=cache_max_staleness, stats=self.stats
+            self._fetch,
+            max_staleness=cache_max_staleness,
+            stats=self.stats,
+            on_data_loss=self._on_data_loss,
         )
         self._owned: dict[tuple[str, str], _Owned] = {}
         self._index_touched: dict[str, float] = {}
@@ -505,6 +508,9 @@ class ServiceRegistry:
             # back under a fresh token rather than stay invisible.
             self.stats.reregistrations += 1
             owned.token = secrets.token_hex(8)
+            # Whatever lost this id may have lost the others too: wake every owner now
+            # rather than let each find out at its own next heartbeat.
+            self._wake_heartbeats(but=owned)
             await self._register_owned(owned)
             logger.info(
                 "%s/%s was no longer registered (expired or data lost); registered again",
@@ -568,11 +574,16 @@ class ServiceRegistry:
         except TimeoutError:
             task.cancel()
 
-    def _wake_heartbeats(self) -> None:
+    def _on_data_loss(self, service: str) -> None:
+        del service  # any service's loss may be every service's: wake all owners
+        self._wake_heartbeats()
+
+    def _wake_heartbeats(self, but: _Owned | None = None) -> None:
         if self._closed:
             return
         for owned in self._owned.values():
-            owned.wake.set()
+            if owned is not but:
+                owned.wake.set()
 
     async def _deregister_one(self, service: str, instance_id: str, token: str) -> int:
         code, revision = await self.scripts.deregister(

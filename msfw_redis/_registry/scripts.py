@@ -115,6 +115,12 @@ class ListResult:
     preserving: bool
     now_ms: int
     instances: tuple[ServiceInstance, ...] | None
+    #: Keys of another type (foreign or corrupt) the script deleted and read as absent.
+    repaired: int = 0
+
+
+#: How many logged unreadable records a registry remembers (then it forgets them all).
+_UNREADABLE_CAP = 1024
 
 
 def encode_record(instance: ServiceInstance, ttl_ms: int) -> str:
@@ -144,9 +150,19 @@ def _status(health: str, suspect: bool) -> InstanceStatus:
 
 
 def parse_instance(
-    service: str, instance_id: str, deadline: str, record: str, suspect: bool, health: str
+    service: str,
+    instance_id: str,
+    deadline: str,
+    record: str,
+    suspect: bool,
+    health: str,
+    logged: set[tuple[str, str, str]] | None = None,
 ) -> ServiceInstance | None:
-    """A :class:`ServiceInstance` from one listed entry; ``None`` (logged) if corrupt."""
+    """A :class:`ServiceInstance` from one listed entry; ``None`` (logged) if corrupt.
+
+    ``logged`` remembers the unreadable values already logged, so each stored value is
+    logged once, not at every listing.
+    """
     try:
         data: dict[str, Any] = json.loads(record)
         external = deadline in ("inf", "+inf")
@@ -167,14 +183,35 @@ def parse_instance(
             external=external,
         )
     except (ValueError, KeyError, TypeError, ValidationError) as exc:
-        # One corrupt record must not hide the service's other instances.
-        logger.warning("skipping unreadable registry record %s/%s: %s", service, instance_id, exc)
+        # One corrupt record must not hide the service's other instances. It is read as
+        # absent; the owner's next registration rewrites it.
+        seen = (service, instance_id, record[:256])
+        if logged is None or seen not in logged:
+            if logged is not None:
+                if len(logged) >= _UNREADABLE_CAP:
+                    logged.clear()
+                logged.add(seen)
+            logger.warning(
+                "skipping unreadable registry record %s/%s (treated as absent): %s",
+                service, instance_id, exc,
+            )  # fmt: skip
         return None
 
 
-def _parse_list(service: str, reply: list[Reply]) -> ListResult:
+def _parse_list(
+    service: str, reply: list[Reply], logged: set[tuple[str, str, str]] | None = None
+) -> ListResult:
     changed = reply_int(reply[1]) == 1
     instances: tuple[ServiceInstance, ...] | None = None
+    # The repaired count follows the instances (absent from a script older than it).
+    tail = 8 + reply_int(reply[7]) * 5
+    repaired = reply_int(reply[tail]) if len(reply) > tail else 0
+    if repaired:
+        logger.warning(
+            "registry keys of %s held another type (foreign or corrupt): %d deleted and "
+            "read as absent; the next writes re-create them",
+            service, repaired,
+        )  # fmt: skip
     if changed:
         parsed = []
         for i in range(reply_int(reply[7])):
@@ -186,6 +223,7 @@ def _parse_list(service: str, reply: list[Reply]) -> ListResult:
                 reply_str(reply[base + 2]),
                 reply_int(reply[base + 3]) == 1,
                 reply_str(reply[base + 4]),
+                logged,
             )
             if inst is not None:
                 parsed.append(inst)
@@ -199,6 +237,7 @@ def _parse_list(service: str, reply: list[Reply]) -> ListResult:
         preserving=reply_int(reply[5]) == 1,
         now_ms=reply_int(reply[6]),
         instances=instances,
+        repaired=repaired,
     )
 
 
@@ -213,6 +252,7 @@ class RegistryScripts:
     """
 
     def __init__(self, store: Store, *, retention_ms: int, now_ms: Callable[[], int]) -> None:
+        self._unreadable_logged: set[tuple[str, str, str]] = set()
         self.store = store
         self.retention_ms = retention_ms
         self.now_ms = now_ms
@@ -297,7 +337,7 @@ class RegistryScripts:
                 ],
             )
         )  # fmt: skip
-        return _parse_list(service, reply)
+        return _parse_list(service, reply, self._unreadable_logged)
 
     async def touch_index(self, service: str) -> None:
         """Record ``service`` in the global index (a separate single-key call)."""

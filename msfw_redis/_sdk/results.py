@@ -52,7 +52,9 @@ def result_from(outcome: CallOutcome, service: str) -> ServiceResult:
         data=parse_body(response),
         error=None if error_exc is None else str(error_exc),
         status_code=response.status_code,
-        headers=dict(response.headers),
+        # items() joins repeated names like Headers[...] does, in one pass (dict(Headers)
+        # looks every key up again, a scan of the whole list each time).
+        headers=dict(response.headers.items()),
         attempts=outcome.attempts,
         elapsed=outcome.elapsed,
         from_cache=outcome.from_cache,

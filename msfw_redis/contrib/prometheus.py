@@ -19,7 +19,8 @@ The names are Resilience4j's with the prefix ``msfw_``, so its dashboards (Grafa
 - ``msfw_retry_calls_total{name,kind}``: successful_without_retry,
   successful_with_retry, failed_with_retry, failed_without_retry;
 - ``msfw_cache_requests_total{name,result}``: hit, miss, stale, coalesced, bypass, for
-  the SDK's whole response cache (``name`` and ``service`` are ``_all``);
+  the SDK's whole response cache (``name`` and ``service`` are ``_all``), plus hit and
+  stale per service;
 - ``msfw_store_up`` (0/1);
 - ``msfw_http_client_request_duration_seconds{service,method,status_code}``.
 
@@ -165,6 +166,11 @@ class MsfwCollector:
         if metrics:
             for result, key in _CACHE_RESULTS:
                 cache.add_metric([_ALL, _ALL, result], metrics.get(f"cache_{key}", 0))
+        # Per service only what the call counters know (a call served fresh or stale from
+        # the cache); misses, coalesced waits and bypasses are counted SDK-wide only.
+        for svc, c in services.items():
+            cache.add_metric([svc, svc, "hit"], c["cache_hits"])
+            cache.add_metric([svc, svc, "stale"], c["cache_stale"])
         yield cache
 
         up = GaugeMetricFamily("msfw_store_up", "1 while the shared store is reachable")

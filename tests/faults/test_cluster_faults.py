@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 import pytest
+import redis as redis_sync
+import redis.asyncio.cluster as redis_cluster
 
 from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisClusterSetup, ScriptedService, Step, run_in_processes
@@ -124,3 +126,56 @@ async def test_sigstop_of_a_master_costs_no_caller_errors(
     assert figures["healthy_gated"] == 0
     assert figures["healthy_read_errors"] == 0
     assert figures["sick_read_errors"] > 0
+
+
+def _bus_sent(cluster: RedisClusterSetup, field: str) -> int:
+    """Sum of one ``cluster_stats_messages_*_sent`` counter over every node."""
+    total = 0
+    for port in cluster.ports:
+        with redis_sync.Redis(port=port) as node:
+            # redis-py parses CLUSTER INFO into a dict; a counter still at 0 is absent.
+            info = node.cluster("INFO")
+        total += int(info.get(f"cluster_stats_messages_{field}_sent", 0))
+    return total
+
+
+async def test_spublish_inside_a_script_reaches_a_sharded_subscriber(
+    cluster_setup: RedisClusterSetup, key_prefix: str
+) -> None:
+    """The mechanism for per-service sharded pub/sub, pinned on the installed server.
+
+    SPUBLISH is allowed inside a script whose keys share the channel's slot, redis-py's
+    async ClusterPubSub hears it with SSUBSCRIBE, and it costs far fewer cluster-bus
+    messages than a classic PUBLISH (which goes to every node).
+    """
+    keys = Store.from_url("memory://", key_prefix=key_prefix).keys
+    channel = keys.channel("svc0", "breaker")
+    key = keys.key("svc0", "breaker")
+    client = redis_cluster.RedisCluster(host="127.0.0.1", port=cluster_setup.ports[0])
+    try:
+        await client.initialize()
+        pubsub = client.pubsub()
+        await pubsub.ssubscribe(channel)
+        got: list[Any] = []
+        async with asyncio.timeout(10):
+            while not got:
+                message = await pubsub.get_sharded_message(timeout=0.5)
+                if message is None:
+                    await client.eval(
+                        "return redis.call('SPUBLISH', ARGV[1], 'x')", 1, key, channel
+                    )
+                elif message.get("type") == "smessage":
+                    got.append(message)
+        assert got[0]["data"] == b"x"
+        before = (_bus_sent(cluster_setup, "publish"), _bus_sent(cluster_setup, "publishshard"))
+        for _ in range(200):
+            await client.eval("return redis.call('PUBLISH', ARGV[1], 'x')", 1, key, channel)
+            await client.eval("return redis.call('SPUBLISH', ARGV[1], 'x')", 1, key, channel)
+        classic = _bus_sent(cluster_setup, "publish") - before[0]
+        sharded = _bus_sent(cluster_setup, "publishshard") - before[1]
+        print(f"\ncluster-bus messages for 200 publishes: PUBLISH {classic}, SPUBLISH {sharded}")
+        assert classic >= 200 * (len(cluster_setup.ports) - 1)
+        assert sharded <= 200  # one replica per master: the shard only, not the cluster
+        await pubsub.aclose()
+    finally:
+        await client.aclose()

@@ -146,3 +146,28 @@ async def test_gzip_bomb_fails_cleanly_without_tripping_the_breaker(
             await client.get("/bomb")
     states = client.get_circuit_state()
     assert all(state.state != "open" for state in states.values())
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd"])
+async def test_brotli_and_zstd_bombs_fail_cleanly_without_tripping_the_breaker(
+    make_sdk: Any, http_service: ScriptedService, encoding: str
+) -> None:
+    """A br or zstd body inflating past max_response_bytes fails clearly; the breaker stays closed."""
+    if encoding == "br":
+        bomb = pytest.importorskip("brotli").compress(bytes(4 << 20))
+    else:
+        bomb = pytest.importorskip("zstandard").ZstdCompressor().compress(bytes(4 << 20))
+    http_service.script(
+        f"/bomb-{encoding}", Step(200, body=bomb, headers={"content-encoding": encoding})
+    )
+    sdk = make_sdk(
+        services_for(http_service, "api"), max_response_bytes=1 << 20, default_retry_attempts=1
+    )
+    client = sdk.get_client("api")
+    for _ in range(6):
+        with pytest.raises(
+            ResponseTooLargeError, match="decoded response exceeds max_response_bytes"
+        ):
+            await client.get(f"/bomb-{encoding}")
+    states = client.get_circuit_state()
+    assert all(state.state != "open" for state in states.values())

@@ -135,6 +135,9 @@ async def test_prometheus_names_labels_and_values(
     assert val("msfw_retry_calls_total", **cat, kind="failed_with_retry") == 0
     assert val("msfw_cache_requests_total", name="_all", service="_all", result="hit") == 1
     assert val("msfw_cache_requests_total", name="_all", service="_all", result="miss") >= 1
+    assert val("msfw_cache_requests_total", **cat, result="hit") == 1
+    assert val("msfw_cache_requests_total", **cat, result="stale") == 0
+    assert val("msfw_cache_requests_total", **pay, result="hit") == 0
     assert val("msfw_store_up") == 1
     count = sum(
         v

@@ -85,8 +85,8 @@ async def test_unknown_and_corrupt_encodings_fail_clearly() -> None:
         await read_decoded(streamed(b"not gzip at all", "gzip"), LIMIT, service=None, endpoint=None)
 
 
-async def bomb_worker(bomb: bytes) -> list[Any]:
-    """In a fresh process: peak RSS growth (bytes) while a 300 MB gzip bomb is read."""
+async def bomb_worker(bomb: bytes, encoding: str = "gzip") -> list[Any]:
+    """In a fresh process: peak RSS growth (bytes) while a 300 MB ``encoding`` bomb is read."""
     # Warm up the decoder path so imports and first allocations are not counted.
     await read_decoded(
         streamed(gzip.compress(b"x" * 1000), "gzip"), LIMIT, service=None, endpoint=None
@@ -94,7 +94,7 @@ async def bomb_worker(bomb: bytes) -> list[Any]:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     message = ""
     try:
-        await read_decoded(streamed(bomb, "gzip"), LIMIT, service="bomb", endpoint="/bomb")
+        await read_decoded(streamed(bomb, encoding), LIMIT, service="bomb", endpoint="/bomb")
     except ResponseTooLargeError as exc:
         message = str(exc)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -108,3 +108,48 @@ def test_gzip_bomb_rss_stays_under_three_times_the_limit() -> None:
     [(growth, message)] = run_in_processes(bomb_worker, [(bomb,)], timeout=120)
     assert message.startswith(f"decoded response exceeds max_response_bytes={LIMIT}")
     assert growth < 3 * LIMIT
+
+
+def brotli_bomb(size: int = BOMB_BYTES) -> bytes:
+    """``size`` zero bytes, brotli-compressed in chunks."""
+    brotli = pytest.importorskip("brotli")
+    packer = brotli.Compressor(quality=5)
+    zeros = bytes(1 << 20)
+    parts = [packer.process(zeros) for _ in range(size // len(zeros))]
+    parts.append(packer.finish())
+    return b"".join(parts)
+
+
+def zstd_bomb(size: int = BOMB_BYTES) -> bytes:
+    """``size`` zero bytes, zstd-compressed in chunks (no content size in the frame)."""
+    zstandard = pytest.importorskip("zstandard")
+    packer = zstandard.ZstdCompressor(level=3).compressobj()
+    zeros = bytes(1 << 20)
+    parts = [packer.compress(zeros) for _ in range(size // len(zeros))]
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize(("encoding", "make"), [("br", brotli_bomb), ("zstd", zstd_bomb)])
+def test_brotli_and_zstd_bombs_stop_at_the_limit(encoding: str, make: Any) -> None:
+    """A 300 MB br or zstd bomb grows RSS by < 3 x the limit and fails with the clear error."""
+    bomb = make()
+    assert len(bomb) < 1_000_000
+    [(growth, message)] = run_in_processes(bomb_worker, [(bomb, encoding)], timeout=120)
+    assert message.startswith(f"decoded response exceeds max_response_bytes={LIMIT}")
+    assert growth < 3 * LIMIT
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd"])
+async def test_brotli_and_zstd_within_limit_decode(encoding: str) -> None:
+    """A br or zstd body under the limit (and exactly at it) comes back decoded, byte for byte."""
+    data = bytes(range(256)) * 2000 + bytes(LIMIT - 512_000)
+    assert len(data) == LIMIT
+    if encoding == "br":
+        body = pytest.importorskip("brotli").compress(data)
+    else:
+        body = pytest.importorskip("zstandard").ZstdCompressor().compress(data)
+    got = await read_decoded(
+        streamed(body, encoding, piece=1000), LIMIT, service=None, endpoint=None
+    )
+    assert got == data

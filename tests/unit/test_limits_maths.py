@@ -122,3 +122,32 @@ def test_service_settings_reject_bad_rate() -> None:
     with pytest.raises(ConfigurationError) as err:
         load_settings({"services": {"x": {"rate_limit": "lots"}}})
     assert "rate_limit" in str(err.value)
+
+
+def test_one_retry_after_parser_two_strictnesses() -> None:
+    """The gate's and the retry loop's readings are one function; only the lenient one
+    takes fractions, negatives and naive dates, so the gate never invents a window."""
+    from msfw_redis._http_dates import parse_retry_after as shared
+    from msfw_redis._pipeline.retry import parse_retry_after as lenient
+
+    zoned = email.utils.formatdate(1_000_030, usegmt=True)
+    naive = "Mon, 12 Jan 1970 13:47:10"
+    for value, strict_seconds, lenient_seconds in (
+        ("2", 2.0, 2.0),
+        (" 7 ", 7.0, 7.0),
+        ("1.5", None, 1.5),
+        ("-3", None, 0.0),
+        ("nan", None, None),
+        ("inf", None, None),
+        ("soon", None, None),
+        ("", None, None),
+        (None, None, None),
+    ):
+        assert shared(value, strict=True) == strict_seconds, value
+        assert parse_retry_after(value) == strict_seconds, value
+        assert shared(value, strict=False) == lenient_seconds, value
+        assert lenient(value) == lenient_seconds, value
+    assert shared(zoned, strict=True, now=1_000_000) == pytest.approx(30.0)
+    assert shared(zoned, strict=False, now=1_000_000) == pytest.approx(30.0)
+    assert shared(naive, strict=True, now=0) is None
+    assert shared(naive, strict=False, now=0) is not None
