@@ -252,7 +252,8 @@ class ServiceSDK:
         await self._ensure_started()
 
     async def _ensure_started(self) -> None:
-        if self._binding.moved():
+        # The hot path: one identity check of the running loop against the bound one.
+        if not self._binding.current() and await self._binding.bind():
             self._rebind()
         if self._started:
             return
@@ -280,18 +281,25 @@ class ServiceSDK:
             self._started = True
 
     async def _release_loop(self) -> None:
-        # The bound loop is ending: close its connections while it still runs.
+        # The bound loop is ending (its tasks are already cancelled): close its
+        # connections while it still runs, so none is left open once it is gone.
+        await self._bus.release_connections()
         await self._store.release_connections()
         if self._owns_http:
-            await self._http._transport.aclose()
+            with contextlib.suppress(Exception):
+                await self._http.aclose()
 
     def _rebind(self) -> None:
         # A new event loop: everything bound to the old one is dropped unawaited (that
         # loop is gone) and rebuilt lazily; settings, breaker config and counts stay.
         self._store.rebind()
         self._bus.rebind()
+        self._health.rebind()
         if self._owns_http:
-            self._http._transport = httpx.AsyncHTTPTransport()
+            # httpx clients cannot reopen: the old one was closed with its loop.
+            self._http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+            self._pipeline.use_http(self._http)
+            self._health.use_http(self._http)
         self._started = False
         self._start_lock = None
 
@@ -300,9 +308,9 @@ class ServiceSDK:
         global _default_sdk
         if self._closed:
             return
-        if self._binding.moved():
+        if not self._binding.current() and await self._binding.bind():
             self._rebind()
-        self._binding.stop()
+        self._binding.disarm()
         self._closed = True
         ENROLLMENTS.unsubscribe(self._on_enrollment)
         if self._started:

@@ -80,6 +80,11 @@ class EventBus:
         for entry in self._channels.values():
             entry.confirmed = asyncio.Event()
 
+    async def release_connections(self) -> None:
+        """Close the subscriber connection of an ending event loop (its reader task is
+        already cancelled); :meth:`rebind` then prepares the next loop's reader."""
+        await self._teardown()
+
     def start(self) -> None:
         """Start the reader task (idempotent)."""
         if self._task is None and not self._closed:
