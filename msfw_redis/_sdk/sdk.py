@@ -294,7 +294,11 @@ class ServiceSDK:
         # loop is gone) and rebuilt lazily; settings, breaker config and counts stay.
         self._store.rebind()
         self._bus.rebind()
+        self._hub.rebind()
+        self._registry.rebind()
         self._health.rebind()
+        self._cache.rebind()
+        self._limits.rebind()
         if self._owns_http:
             # httpx clients cannot reopen: the old one was closed with its loop.
             self._http = httpx.AsyncClient(follow_redirects=False, trust_env=False)

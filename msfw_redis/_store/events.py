@@ -188,10 +188,16 @@ class EventBus:
 
     async def _read_loop(self, *, resync: bool) -> None:
         pending_resync = resync
+        me = asyncio.current_task()
         while not self._closed:
             message = await self._pubsub.get_message(
                 ignore_subscribe_messages=False, timeout=_POLL_TIMEOUT
             )
+            if me is not None and me.cancelling():
+                # A cancel that lands as a message arrives can be swallowed by the
+                # client's read timeout (Python 3.11 wait_for); honour it here, or
+                # asyncio.run's cancel-all at loop end would wait for ever.
+                raise asyncio.CancelledError
             if message is None:
                 continue
             kind = message.get("type")

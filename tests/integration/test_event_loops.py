@@ -70,7 +70,9 @@ def test_breaker_tripped_on_one_loop_is_still_open_on_the_next(
     assert http_service.hits("/data") == 1
 
 
-def test_open_breaker_refuses_on_the_next_loop(redis_url: str, http_service: ScriptedService) -> None:
+def test_open_breaker_refuses_on_the_next_loop(
+    redis_url: str, http_service: ScriptedService
+) -> None:
     http_service.script("/boom", Step(500))
     sdk = _sdk(redis_url, http_service, failure_threshold=1, retry_attempts=1)
     assert not asyncio.run(sdk.call_service("orders", "/boom")).success
@@ -90,7 +92,10 @@ def test_registered_service_and_health_across_loops(
     async def use(round_: int) -> tuple[int, bool, str, bool]:
         if round_ == 0:
             await sdk.register_current_service(
-                "orders", host=http_service.host, port=http_service.port, health_check_path="/health"
+                "orders",
+                host=http_service.host,
+                port=http_service.port,
+                health_check_path="/health",
             )
         before = http_service.hits("/health")
         ok = (await sdk.call_service("orders", "/ping")).success
