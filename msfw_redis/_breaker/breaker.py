@@ -722,6 +722,17 @@ class DistributedBreaker:
             self._probes_busy_until_ms = 0  # this replica just freed a probe slot
         self._apply(self._decode(reply))
 
+    def rebind(self) -> None:
+        """Drop the lock and flush timer of a previous (closed) event loop; batched
+        successes stay and are flushed on the running one."""
+        self._load_lock = asyncio.Lock()
+        self._refreshing = False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+            if self._pending:
+                self._schedule_flush()
+
     def _schedule_flush(self) -> None:
         if self._flush_handle is not None:
             return

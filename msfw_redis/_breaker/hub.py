@@ -248,6 +248,17 @@ class BreakerHub:
             if breaker.running_local:
                 breaker.background_refresh()
 
+    def rebind(self) -> None:
+        """Forget the tasks and timers of a previous (closed) event loop.
+
+        Those tasks were cancelled with their loop and are never awaited here; every
+        breaker keeps its config, mirror and batched counts (see
+        :meth:`DistributedBreaker.rebind`).
+        """
+        self._tasks.clear()
+        for breaker in list(self._breakers.values()):
+            breaker.rebind()
+
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)

@@ -598,6 +598,13 @@ class ResponseCache:
         """The counters of :attr:`stats` by name."""
         return self.stats.as_dict()
 
+    def rebind(self) -> None:
+        """Forget the tasks, flights and wake-up waiters of a previous (closed) event
+        loop; entries, the near cache and the stats stay."""
+        self._tasks.clear()
+        self._flights.rebind()
+        self._wakeups.rebind()
+
     async def aclose(self) -> None:
         """Cancel background refreshes and subscriptions (their leases then lapse)."""
         pending = list(self._tasks)

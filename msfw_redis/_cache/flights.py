@@ -37,6 +37,10 @@ class Flights(Generic[R]):
         """True while a flight for ``key`` is running (a caller would follow it)."""
         return key in self._flights
 
+    def rebind(self) -> None:
+        """Forget flights of a previous (closed) event loop: their futures belong to it."""
+        self._flights.clear()
+
     async def run(self, key: Hashable, work: Callable[[], Awaitable[R]]) -> tuple[R, bool]:
         """``work()``'s result for ``key`` and whether this caller was a follower."""
         while (flight := self._flights.get(key)) is not None:

@@ -181,6 +181,14 @@ class FillWakeups:
                 return await future
         return WAKE_RECHECK
 
+    def rebind(self) -> None:
+        """Forget waiters and unfinished subscriptions of a previous (closed) event loop;
+        finished subscriptions stay (the bus resubscribes their channels itself)."""
+        self._waiters.clear()
+        for service, task in list(self._subscriptions.items()):
+            if not task.done() or task.cancelled():
+                del self._subscriptions[service]
+
     async def aclose(self) -> None:
         """Cancel pending subscriptions and wake every waiter to look again."""
         for waiter in self._waiters.values():

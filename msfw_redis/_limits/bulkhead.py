@@ -124,6 +124,15 @@ class FleetBulkhead:
         """Permits this process holds now."""
         return len(self._held)
 
+    def rebind(self) -> None:
+        """Forget the waiters and tasks of a previous (closed) event loop; permits and
+        stats stay, and the tasks start again on the running loop when needed."""
+        self._waiters.clear()
+        for name in ("_flushing", "_renewer", "_subscription"):
+            task = getattr(self, name)
+            if task is not None and (not task.done() or task.cancelled()):
+                setattr(self, name, None)
+
     async def acquire(self, *, max_wait: float | None = None) -> Permit:
         """A permit; :class:`BulkheadFullError` once ``max_wait`` (default: config's) passed."""
         wait = self.config.max_wait if max_wait is None else max_wait

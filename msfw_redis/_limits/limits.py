@@ -77,6 +77,13 @@ class FleetLimits:
         self._rates: dict[tuple[str, str], FleetRateLimiter] = {}
         self._budgets: dict[str, FleetRetryBudget] = {}
 
+    def rebind(self) -> None:
+        """Forget loop-bound waiters and tasks of a previous (closed) event loop."""
+        for bulkhead in self._bulkheads.values():
+            bulkhead.rebind()
+        for budget in self._budgets.values():
+            budget.rebind()
+
     def bulkhead(
         self, service: str, config: BulkheadConfig, *, instance: str | None = None
     ) -> FleetBulkhead:

@@ -77,6 +77,10 @@ class FleetRetryBudget:
         if now - self._pending_since >= _FLUSH_AFTER and self._flushing is None:
             self._flushing = asyncio.ensure_future(self._background_flush())
 
+    def rebind(self) -> None:
+        """Forget a flush of a previous (closed) event loop; counts stay pending."""
+        self._flushing = None
+
     async def _background_flush(self) -> None:
         try:
             await self.flush()

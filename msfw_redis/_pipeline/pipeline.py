@@ -141,9 +141,10 @@ class Pipeline:
         self._max_response_bytes = config.max_response_bytes
         self._config = config
         self._limits = limits
+        self._http = http
 
         async def send(request: httpx.Request) -> httpx.Response:
-            return await http.send(request, stream=True)
+            return await self._http.send(request, stream=True)
 
         self._head = MiddlewareStep(
             self._resilience(
@@ -153,6 +154,10 @@ class Pipeline:
             ),
             middlewares,
         )
+
+    def use_http(self, http: httpx.AsyncClient) -> None:
+        """Send through ``http`` from now on (the SDK made it for a new event loop)."""
+        self._http = http
 
     def _resilience(
         self,

@@ -126,6 +126,11 @@ class DiscoveryCache:
             return
         self.saw_revision(service, revision)
 
+    def rebind(self) -> None:
+        """Forget refreshes in flight on a previous (closed) event loop; the entries
+        (the last known instances) stay."""
+        self._inflight.clear()
+
     def resync(self) -> None:
         """Expire every entry: events may have been lost while the subscriber was away."""
         for service, entry in list(self._entries.items()):

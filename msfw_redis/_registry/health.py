@@ -325,6 +325,26 @@ class HealthMonitor:
         if self._monitor_registered:
             self._spawn(self._follow_registry(), "msfw-health-registry")
 
+    def use_http(self, http_client: httpx.AsyncClient) -> None:
+        """Probe through ``http_client`` (the SDK's, made for a new event loop)."""
+        self._http = http_client
+        self._owns_http = False
+
+    def rebind(self) -> None:
+        """Forget the tasks, queue and events of a previous (closed) event loop.
+
+        Those tasks were cancelled with their loop and are never awaited here;
+        enrolments, callbacks and the state mirror stay, and :meth:`start` starts the
+        loops again on the running loop.
+        """
+        self._loops.clear()
+        self._background.clear()
+        self._queue = asyncio.Queue()
+        self._closing = asyncio.Event()
+        self._started = False
+        if self._owns_http:
+            self._http = None
+
     async def aclose(self) -> None:
         """Finish rounds in flight, deliver queued callbacks, stop, close the HTTP client."""
         self._closing.set()

@@ -238,6 +238,20 @@ class ServiceRegistry:
                     item.service, item.instance_id, exc,
                 )  # fmt: skip
 
+    def rebind(self) -> None:
+        """Restart heartbeats on the running loop (the old loop's were cancelled with it).
+
+        Registrations, tokens and subscriptions stay; only the loop-bound event and
+        task of each owned instance are made anew. Call it on the new loop.
+        """
+        self.cache.rebind()
+        for owned in self._owned.values():
+            owned.wake = asyncio.Event()
+            if owned.task is not None and not owned.stopped:
+                owned.task = asyncio.create_task(
+                    self._heartbeat_loop(owned), name=f"msfw-heartbeat-{owned.service}"
+                )
+
     # -- registration -----------------------------------------------------------------
 
     async def register(

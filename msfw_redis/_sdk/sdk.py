@@ -39,6 +39,7 @@ from msfw_redis._pipeline.request import UNSET, Middleware, parse_body
 from msfw_redis._registry.enrollment import ENROLLMENTS, HealthEnrollment
 from msfw_redis._registry.health import HealthMonitor, HealthStatus
 from msfw_redis._registry.registry import ServiceRegistry
+from msfw_redis._sdk.loop import LoopBinding
 from msfw_redis._sdk.metrics import CallCounters, DurationHistogram
 from msfw_redis._sdk.results import json_or_content, result_from
 from msfw_redis._sdk.transitions import TransitionFeed
@@ -180,6 +181,7 @@ class ServiceSDK:
         self._started = False
         self._closed = False
         self._start_lock: asyncio.Lock | None = None
+        self._binding = LoopBinding(self._release_loop)
         self._signal_tasks: set[asyncio.Task[None]] = set()
         self._policies = PolicyBook(cfg, self.settings)
         self._pipeline = Pipeline(
@@ -251,6 +253,9 @@ class ServiceSDK:
         await self._ensure_started()
 
     async def _ensure_started(self) -> None:
+        # The hot path: one identity check of the running loop against the bound one.
+        if not self._binding.current() and await self._binding.bind():
+            self._rebind()
         if self._started:
             return
         if self._closed:
@@ -276,11 +281,41 @@ class ServiceSDK:
             await self._health.start()
             self._started = True
 
+    async def _release_loop(self) -> None:
+        # The bound loop is ending (its tasks are already cancelled): close its
+        # connections while it still runs, so none is left open once it is gone.
+        await self._bus.release_connections()
+        await self._store.release_connections()
+        if self._owns_http:
+            with contextlib.suppress(Exception):
+                await self._http.aclose()
+
+    def _rebind(self) -> None:
+        # A new event loop: everything bound to the old one is dropped unawaited (that
+        # loop is gone) and rebuilt lazily; settings, breaker config and counts stay.
+        self._store.rebind()
+        self._bus.rebind()
+        self._hub.rebind()
+        self._registry.rebind()
+        self._health.rebind()
+        self._cache.rebind()
+        self._limits.rebind()
+        if self._owns_http:
+            # httpx clients cannot reopen: the old one was closed with its loop.
+            self._http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+            self._pipeline.use_http(self._http)
+            self._health.use_http(self._http)
+        self._started = False
+        self._start_lock = None
+
     async def close(self) -> None:
         """Flush batched reports and close every connection the SDK opened."""
         global _default_sdk
         if self._closed:
             return
+        if not self._binding.current() and await self._binding.bind():
+            self._rebind()
+        self._binding.disarm()
         self._closed = True
         ENROLLMENTS.unsubscribe(self._on_enrollment)
         if self._started:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from msfw_redis._pipeline.steps import CALL_KEY
+from msfw_redis._sdk.loop import LoopBinding
 from msfw_redis._sdk.sdk import get_default_sdk
 from msfw_redis._store.keys import canonical_service_name
 
@@ -53,6 +54,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self._inner = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._pipeline = self._sdk.pipeline
         self._chain = self._pipeline.transport(self._inner)
+        # An inner transport we made holds connections of one event loop: closed as
+        # that loop ends, and made anew on the next (a transport you pass stays yours).
+        self._binding = LoopBinding(self._release_inner)
         self._host_names: dict[tuple[str, int | None], str] = {}
 
     def _service_for(self, url: httpx.URL) -> str:
@@ -69,6 +73,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the cache, retries and breaker of its service."""
+        if self._owns_inner and not self._binding.current() and await self._binding.bind():
+            self._inner = httpx.AsyncHTTPTransport()
+            self._chain = self._pipeline.transport(self._inner)
         await self._pipeline.start()
         service = self._service_for(request.url)
         policy = self._pipeline.policies.base(service, None)
@@ -83,7 +90,11 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         finally:
             request.extensions.pop(CALL_KEY, None)
 
+    async def _release_inner(self) -> None:
+        await self._inner.aclose()
+
     async def aclose(self) -> None:
         """Close the inner transport if this transport made it."""
+        self._binding.disarm()
         if self._owns_inner:
             await self._inner.aclose()

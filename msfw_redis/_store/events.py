@@ -83,6 +83,23 @@ class EventBus:
         """True while the subscriber connection is up."""
         return self._connected.is_set()
 
+    def rebind(self) -> None:
+        """Forget the reader of a previous (closed) event loop without awaiting it.
+
+        The next :meth:`start` makes a new reader and resubscribes every channel.
+        """
+        self._task = None
+        self._pubsub = None
+        self._client = None
+        self._connected = asyncio.Event()
+        for entry in self._channels.values():
+            entry.confirmed = asyncio.Event()
+
+    async def release_connections(self) -> None:
+        """Close the subscriber connection of an ending event loop (its reader task is
+        already cancelled); :meth:`rebind` then prepares the next loop's reader."""
+        await self._teardown()
+
     def start(self) -> None:
         """Start the reader task (idempotent)."""
         if self._task is None and not self._closed:
@@ -255,6 +272,10 @@ class EventBus:
         while not self._closed:
             raise_if_cancelling()
             message = await self._next_message()
+            # A cancel that lands as a message arrives can be swallowed by the client's
+            # read timeout (Python 3.11 wait_for); honour it here, or asyncio.run's
+            # cancel-all at loop end would wait for ever.
+            raise_if_cancelling()
             if message is None:
                 continue
             kind = message.get("type")

@@ -138,6 +138,7 @@ class Store:
         self.stats = StoreStats()
         self._owns_client = owns_client
         self._pubsub_client_factory = pubsub_client_factory
+        self._client_factory: Callable[[], StoreClient] | None = None
         self._scripts: dict[str, LuaScript] = load_scripts()
         self._gates: dict[str, _Gate] = {}
         self._recovery_listeners: list[Callable[[], Awaitable[None] | None]] = []
@@ -167,7 +168,7 @@ class Store:
             # timeout would only misread a busy event loop as an outage.
             op_timeout = max(op_timeout, _MEMORY_OP_TIMEOUT)
         client = create_client(resolved, op_timeout=op_timeout)
-        return cls(
+        store = cls(
             client,
             url=resolved,
             op_timeout=op_timeout,
@@ -175,6 +176,8 @@ class Store:
             owns_client=True,
             pubsub_client_factory=lambda: create_pubsub_client(resolved, op_timeout=op_timeout),
         )
+        store._client_factory = lambda: create_client(resolved, op_timeout=op_timeout)
+        return store
 
     @classmethod
     def from_client(
@@ -314,6 +317,25 @@ class Store:
     def _track(self, task: asyncio.Future[Any]) -> None:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def rebind(self) -> None:
+        """Drop the clients and background tasks of a previous (closed) event loop.
+
+        Their connections belong to that loop and are never awaited here. A store made
+        from a URL makes a new client for the running loop; a ready-made client is the
+        caller's, and stays.
+        """
+        self._background.clear()
+        self._loop_lag.stop()
+        if self._owns_client and self._client_factory is not None:
+            self.client = self._client_factory()
+
+    async def release_connections(self) -> None:
+        """Close the owned client's connections while their loop still runs (it is
+        ending); :meth:`rebind` then makes a fresh client for the next loop."""
+        if self._owns_client and self._client_factory is not None:
+            with contextlib.suppress(Exception):
+                await close_client(self.client)
 
     async def aclose(self) -> None:
         """Close the connection pool if this store created it."""
