@@ -52,6 +52,10 @@ _POLL_TIMEOUT = 1.0
 #: turn, so each poll is short: a message waits at most about (shards + 1) polls.
 _SHARD_POLL_TIMEOUT = 0.02
 _RECHECK_DELAYS = (1.0, 3.0)
+#: After a slot move, how long to wait for a slot table naming the new owner (and how
+#: often to ask) before subscribing anyway.
+_FOLLOW_WAIT = 3.0
+_FOLLOW_STEP = 0.1
 _SUBSCRIBE_CONFIRMS = frozenset({"subscribe", "ssubscribe"})
 
 
@@ -249,8 +253,22 @@ class EventBus:
             return
         logger.info("sharded channel %s moved; subscribing on its new owner", channel)
         client = self._client
-        async with asyncio.timeout(self._store.op_timeout * 4):
-            await client.nodes_manager.initialize()
+        # The node that unsubscribed us no longer owns the slot, but the node asked for
+        # the slot table may not know yet and name it again. Subscribing there would
+        # land on a demoted replica that its new master may not yet count in its shard,
+        # so SPUBLISHes would miss us: wait (bounded) for a table that names another
+        # owner, then subscribe; past the bound, subscribe anyway and let the re-checks
+        # below move the subscription.
+        gone = _owner(client, channel)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _FOLLOW_WAIT
+        async with asyncio.timeout(self._store.op_timeout * 4 + _FOLLOW_WAIT):
+            while True:
+                await client.nodes_manager.initialize()
+                owner = _owner(client, channel)
+                if (owner is not None and owner != gone) or loop.time() >= deadline:
+                    break
+                await asyncio.sleep(_FOLLOW_STEP)
             await self._pubsub.ssubscribe(channel)
         if self._recheck is None or self._recheck.done():
             # The node asked first may not have learnt of the move yet: read the slot
@@ -311,3 +329,12 @@ class EventBus:
         args = () if payload is None else (payload,)
         for callback in list(callbacks):
             await call_logged(callback, *args, log=logger, what="event handler")
+
+
+def _owner(client: RedisCluster, channel: str) -> str | None:
+    """The name of the node the slot table says owns ``channel``'s slot, if any."""
+    try:
+        node = client.get_node_from_key(channel)
+    except rexc.RedisError:
+        return None
+    return None if node is None else str(node.name)

@@ -8,6 +8,7 @@ import multiprocessing as mp
 import statistics
 
 import pytest
+import redis
 
 from msfw_redis._breaker.hub import DistributedBreaker
 from msfw_redis._store.store import Store
@@ -62,9 +63,16 @@ async def test_a_subscriber_follows_a_failover_and_resyncs(
         }
         assert keys.channel(w.SERVICE, "breaker") in shard_channels
         resubscribed_before = bus.resubscribes
-        await asyncio.to_thread(cluster_setup.failover_to, cluster_setup.replica_of(key))
+        promoted = cluster_setup.replica_of(key)
+        await asyncio.to_thread(cluster_setup.failover_to, promoted)
         async with asyncio.timeout(30):
             while bus.resubscribes == resubscribed_before:
+                await asyncio.sleep(0.05)
+        # The subscription is on the promoted master itself (the server says so), not on
+        # the demoted node, which its new master may not yet count in the shard.
+        channel = keys.channel(w.SERVICE, "breaker")
+        async with asyncio.timeout(30):
+            while await asyncio.to_thread(_shard_subscribers, promoted.port, channel) != 1:
                 await asyncio.sleep(0.05)
         async with w.replica(cluster_setup.url, key_prefix) as tripper_hub:
             tripper: DistributedBreaker = tripper_hub.get(
@@ -73,3 +81,9 @@ async def test_a_subscriber_follows_a_failover_and_resyncs(
             await (await tripper.acquire()).failure()
             await asyncio.wait_for(opened.wait(), 10)
         assert (await listener.refresh()).state == "open"
+
+
+def _shard_subscribers(port: int, channel: str) -> int:
+    with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0) as conn:
+        reply = conn.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+    return int(reply[1])
