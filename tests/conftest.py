@@ -7,6 +7,7 @@ tests skip locally; with ``MSFW_REQUIRE_REAL_REDIS=1`` (as in CI) they fail inst
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from typing import TYPE_CHECKING
@@ -123,6 +124,15 @@ def redis_url(request: pytest.FixtureRequest, real_redis_url_or_none: str | None
         _no_real_server("no redis-server/valkey-server binary and no MSFW_TEST_REDIS_URL")
     assert real_redis_url_or_none is not None
     return real_redis_url_or_none
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_here() -> Iterator[None]:
+    """Collect garbage as each test ends, so an unclosed connection or a task left
+    pending is reported against the test that leaked it, not a later one (unraisable
+    warnings are errors here)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
