@@ -517,6 +517,26 @@ class SendStep(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         ctx = _context(request)
         response = await self._send(request)
+        original = response.headers
+        length = original.get("content-length")
+        if (
+            length is not None
+            and length.isdigit()
+            and int(length) <= self._limit
+            and "content-encoding" not in original
+            and "transfer-encoding" not in original
+        ):
+            # Common case: an identity body of a declared size within the limit. The
+            # HTTP framing stops the read at that size, so read it in place and hand
+            # back this response: no second Response, no header filtering pass.
+            # (A custom inner transport may not enforce the framing: read_decoded then
+            # refuses an over-long body already in memory, as for any read response.)
+            await response.aread()
+            if len(response.content) > self._limit:
+                await read_decoded(
+                    response, self._limit, service=ctx.service, endpoint=request.url.path
+                )
+            return response
         try:
             # The limit bounds the DECODED body: body.py inflates within it (gzip bombs).
             content = await read_decoded(
@@ -524,7 +544,6 @@ class SendStep(httpx.AsyncBaseTransport):
             )
         finally:
             await response.aclose()
-        original = response.headers
         headers: httpx.Headers | list[tuple[str, str]]
         if (
             "content-encoding" not in original

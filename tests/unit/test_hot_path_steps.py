@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from msfw_redis import ResponseTooLargeError
 from msfw_redis._pipeline.steps import CALL_KEY, AttemptTimeoutStep, SendStep
 
 
@@ -73,3 +74,53 @@ async def test_encoded_response_drops_encoding_and_stale_length() -> None:
     assert out.content == b"hello world" * 10
     assert "content-encoding" not in out.headers
     assert out.headers["content-length"] == str(len(b"hello world" * 10))
+
+
+@pytest.mark.asyncio
+async def test_declared_identity_body_within_the_limit_is_read_in_place() -> None:
+    request = _request()
+    origin = httpx.Response(
+        200,
+        headers=[("content-length", "8"), ("x-a", "1"), ("x-a", "2")],
+        stream=httpx.ByteStream(b'{"ok":1}'),
+        request=request,
+    )
+    out = await _send_step(origin).handle_async_request(request)
+    assert out is origin  # no second Response on the common path
+    assert out.is_closed
+    assert out.content == b'{"ok":1}'
+    assert out.headers.get_list("x-a") == ["1", "2"]
+
+
+@pytest.mark.asyncio
+async def test_a_transport_sending_past_its_declared_length_is_still_refused() -> None:
+    request = _request()
+    origin = httpx.Response(
+        200,
+        headers=[("content-length", "4")],  # a transport that does not enforce framing
+        stream=httpx.ByteStream(b"x" * 64),
+        request=request,
+    )
+
+    async def send(request: httpx.Request) -> httpx.Response:
+        return origin
+
+    with pytest.raises(ResponseTooLargeError):
+        await SendStep(send, max_response_bytes=16).handle_async_request(request)
+
+
+@pytest.mark.asyncio
+async def test_a_declared_length_over_the_limit_takes_the_bounded_read() -> None:
+    request = _request()
+    origin = httpx.Response(
+        200,
+        headers=[("content-length", "64")],
+        stream=httpx.ByteStream(b"x" * 64),
+        request=request,
+    )
+
+    async def send(request: httpx.Request) -> httpx.Response:
+        return origin
+
+    with pytest.raises(ResponseTooLargeError):
+        await SendStep(send, max_response_bytes=16).handle_async_request(request)
