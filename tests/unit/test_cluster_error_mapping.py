@@ -7,6 +7,7 @@ from redis import exceptions as rexc
 
 from msfw_redis._exceptions import StoreClientError, StoreClusterError
 from msfw_redis._store.errors import is_outage, translate_error
+from msfw_redis._store.store import Store
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,18 @@ def test_an_attribute_error_from_inside_redis_py_is_a_client_error() -> None:
     err = translate_error(exc, what="GET")
     assert type(err) is StoreClientError
     assert "writelines" in str(err)
+
+
+class _TornClient:
+    """A client whose EVALSHA trips over a connection torn down under it (issue #14)."""
+
+    async def evalsha(self, *args: object) -> object:
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+
+async def test_store_run_maps_an_attribute_error_from_the_client() -> None:
+    """No AttributeError leaves Store.run(): it is a StoreClientError, and no outage."""
+    store = Store.from_client(_TornClient(), op_timeout=1.0)  # type: ignore[arg-type]
+    with pytest.raises(StoreClientError, match="writelines"):
+        await store.run("clock_now", [], [])
+    assert store.available  # redis-py's own failure does not close the gate
