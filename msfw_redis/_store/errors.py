@@ -13,7 +13,8 @@ redis-py / stdlib                           library error
                                             command and the key pattern)
 ``OOM``                                     :class:`StoreOutOfMemoryError`
 ``CLUSTERDOWN``, ``TRYAGAIN``,              :class:`StoreClusterError`
-``MASTERDOWN``, ``ClusterError``
+``MASTERDOWN``, ``ClusterError``, an
+``ASK``/``MOVED`` redis-py did not follow
 ``MSFW_<CODE> ...`` script replies          :class:`ScriptError`
 any other exception from inside redis-py    :class:`StoreClientError`
 ==========================================  =========================================
@@ -57,6 +58,19 @@ _NOPERM_COMMAND = re.compile(r"run the '([^']+)' command")
 # command or subcommand", naming no command; the script's own command list then helps.
 _NOPERM_TEXTS = ("NOPERM", "no permissions to", "can't run this command")
 _CLUSTER_CODES = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN")
+#: Replies redis-py's cluster client follows itself (ASK, MOVED) or retries (TRYAGAIN, a
+#: multi-key script whose keys are split by a slot migration); one that still escapes it
+#: (its redirections ran out, or a client without cluster support met one) is a cluster
+#: error, not a script error. They are ResponseErrors, not ClusterErrors, in redis-py.
+_TTL_EXHAUSTED_CAUSE = (
+    " (redis-py ran out of ASK/MOVED redirections and TRYAGAIN retries: the slot is "
+    "most likely being migrated, with a multi-key call's keys split between two masters)"
+)
+_CLUSTER_REPLIES: dict[type[BaseException], str] = {
+    rexc.TryAgainError: "TRYAGAIN",
+    rexc.MovedError: "MOVED",
+    rexc.AskError: "ASK",
+}
 
 
 def translate_error(
@@ -86,9 +100,17 @@ def translate_error(
         return StoreOutOfMemoryError(
             f"Redis refused {what}: out of memory (maxmemory reached; {message})"
         )
+    redirect = _CLUSTER_REPLIES.get(type(exc))
+    if redirect is not None:
+        # redis-py strips the error code from the message: put it back, so the cause
+        # (a slot mid-migration, one redis-py could not follow) is named.
+        return StoreClusterError(f"Redis Cluster refused {what}: {redirect} {message}")
     if isinstance(exc, (rexc.ClusterError, rexc.RedisClusterException)) or message.startswith(
         _CLUSTER_CODES
     ):
+        if "TTL exhausted" in message:
+            # redis-py's cluster client gave up after 16 redirections or TRYAGAIN replies.
+            message += _TTL_EXHAUSTED_CAUSE
         return StoreClusterError(f"Redis Cluster refused {what}: {message}")
     if isinstance(exc, (rexc.ConnectionError, OSError)):
         return StoreConnectionError(f"Redis connection failed during {what}: {message}")

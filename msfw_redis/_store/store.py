@@ -224,7 +224,7 @@ class Store:
             try:
                 async with asyncio.timeout(max(self.op_timeout * 8, _CLUSTER_DISCOVERY_TIMEOUT)):
                     await self.client.initialize()
-            except (rexc.RedisError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # AttributeError & co. from inside redis-py too
                 raise translate_error(exc, what="cluster discovery") from exc
         await self.load_scripts()
         await self.sync_clock()

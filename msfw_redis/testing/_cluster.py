@@ -236,6 +236,105 @@ class RedisClusterSetup:
         )
         self.wait_ok(timeout)
 
+    def node_id(self, server: RedisServer) -> str:
+        """``server``'s cluster node id (``CLUSTER MYID``)."""
+        return _text(_cmd(server.port, "CLUSTER", "MYID"))
+
+    def masters(self) -> list[RedisServer]:
+        """The servers that currently serve at least one slot as master."""
+        ports = {int(master[1]) for _lo, _hi, master, *_ in self._slot_table()}
+        return [s for s in self.servers if s.port in ports]
+
+    def owner_of_slot(self, slot: int) -> RedisServer:
+        """The master that serves ``slot`` (0 to 16383), as the slot table says now."""
+        for lo, hi, master, *_ in self._slot_table():
+            if lo <= slot <= hi:
+                return self._server_on(int(master[1]))
+        raise RuntimeError(f"slot {slot} is not served")
+
+    def move_slot(
+        self,
+        slot: int,
+        target: RedisServer,
+        *,
+        batch: int = 100,
+        pause: float = 0.0,
+        timeout: float = 30.0,
+    ) -> int:
+        """Move ``slot`` and its keys to the master ``target`` while clients keep running.
+
+        The steps ``redis-cli --cluster reshard`` takes: ``CLUSTER SETSLOT <slot>
+        IMPORTING`` on ``target`` and ``MIGRATING`` on the current owner, then
+        ``CLUSTER GETKEYSINSLOT`` and ``MIGRATE ... REPLACE KEYS ...`` in batches of
+        ``batch`` keys (``pause`` seconds between batches keeps the slot half-migrated for
+        longer, so clients meet ASK and TRYAGAIN), then ``CLUSTER SETSLOT <slot> NODE``
+        on the target, the old owner and every other master. It returns once every
+        running node names ``target`` as the slot's owner and the cluster is ok (each
+        wait bounded by ``timeout`` seconds), with the number of keys moved.
+
+        REPLACE is safe: while a slot migrates, a key that still exists on the old owner
+        is only ever written there, so the copy being moved is the newest one. A slot
+        left half-migrated (a move that was interrupted) is resumed by calling this again.
+        """
+        if not 0 <= slot < _SLOTS:
+            raise ValueError(f"invalid slot {slot!r}: must be 0 to {_SLOTS - 1}")
+        if batch < 1:
+            raise ValueError(f"invalid batch {batch!r}: must be >= 1")
+        source = self.owner_of_slot(slot)
+        if source is target:
+            raise ValueError(f"slot {slot} is already served by port {target.port}")
+        if target not in self.masters():
+            raise ValueError(f"port {target.port} is not a master serving slots")
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        # Importing first: once the source says MIGRATING it sends ASK to the target,
+        # which must already accept ASKING for the slot.
+        _cmd(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        _cmd(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        moved = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            keys = list(_cmd(source.port, "CLUSTER", "GETKEYSINSLOT", slot, batch))
+            if not keys:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out after {timeout:.0f}s migrating slot {slot}")
+            migrate_ms = max(1000, int(timeout * 1000 / 4))
+            _cmd(
+                source.port,
+                "MIGRATE", "127.0.0.1", target.port, "", 0, migrate_ms, "REPLACE",
+                "KEYS", *keys,
+            )  # fmt: skip
+            moved += len(keys)
+            if pause > 0:
+                time.sleep(pause)
+        # The target first (it then owns the slot and bumps its epoch), then the old
+        # owner (which stops sending ASK), then the others, so no node is left pointing
+        # clients at a node that no longer has the keys.
+        _cmd(target.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        _cmd(source.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for master in self.masters():
+            if master is not target and master is not source and master.running:
+                _cmd(master.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        _wait(
+            f"every node to name port {target.port} as owner of slot {slot}",
+            lambda: _all_nodes_name_owner(self, slot, target.port),
+            timeout,
+        )
+        self.wait_ok(timeout)
+        return moved
+
+    def move_slot_of(
+        self, key: str, target: RedisServer | None = None, **options: Any
+    ) -> RedisServer:
+        """Move ``key``'s slot (see :meth:`move_slot`) to ``target``, by default another
+        master; returns the new owner."""
+        slot = key_slot(key.encode())
+        if target is None:
+            source = self.owner_of_slot(slot)
+            target = next(m for m in self.masters() if m is not source)
+        self.move_slot(slot, target, **options)
+        return target
+
     def stop(self) -> None:
         """Stop every node by its pid and remove the working directories."""
         for server in self.servers:
@@ -370,3 +469,21 @@ class SentinelSetup:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _all_nodes_name_owner(cluster: RedisClusterSetup, slot: int, port: int) -> bool:
+    """True when every running node's slot table gives ``slot`` to the master on ``port``."""
+    for server in cluster.servers:
+        if not server.running:
+            continue
+        owner = None
+        for lo, hi, master, *_ in _cmd(server.port, "CLUSTER", "SLOTS"):
+            if lo <= slot <= hi:
+                owner = int(master[1])
+        if owner != port:
+            return False
+    return True

@@ -11,7 +11,11 @@ from typing import Any
 import pytest
 import redis as redis_sync
 import redis.asyncio.cluster as redis_cluster
+from redis.crc import key_slot
 
+from msfw_redis import CircuitBreakerConfig
+from msfw_redis._breaker.breaker import CircuitState
+from msfw_redis._breaker.hub import BreakerHub
 from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisClusterSetup, ScriptedService, Step, run_in_processes
 from tests.faults._cluster_workers import call_through_fault
@@ -49,9 +53,14 @@ def _figures(
 
 
 def _run(
-    cluster: RedisClusterSetup, prefix: str, fault: Any
+    cluster: RedisClusterSetup,
+    prefix: str,
+    fault: Any,
+    *,
+    services: tuple[str, str] | None = None,
+    tripped: str | None = None,
 ) -> tuple[list[dict[str, Any]], float, str, str]:
-    sick, healthy = _two_shards(cluster, prefix)
+    sick, healthy = services or _two_shards(cluster, prefix)
     with ScriptedService() as svc:
         svc.script("/ok", Step(200, json={"ok": True}))
         fault_at: list[float] = []
@@ -73,7 +82,8 @@ def _run(
         try:
             results = run_in_processes(
                 call_through_fault,
-                [(cluster.url, prefix, svc.host, svc.port, sick, healthy, _SECONDS, ready)] * 3,
+                [(cluster.url, prefix, svc.host, svc.port, sick, healthy, _SECONDS, ready, tripped)]
+                * 3,
                 timeout=90,
             )
         finally:
@@ -126,6 +136,77 @@ async def test_sigstop_of_a_master_costs_no_caller_errors(
     assert figures["healthy_gated"] == 0
     assert figures["healthy_read_errors"] == 0
     assert figures["sick_read_errors"] > 0
+
+
+_TRIP_CFG = CircuitBreakerConfig(failure_threshold=2, timeout=300.0, success_flush_interval=0.0)
+
+
+async def _trip(url: str, prefix: str, service: str, endpoint: str) -> CircuitState:
+    """Trip one breaker of ``service`` (OPEN for 300 s) and return its shared state."""
+    store = Store.from_url(url, key_prefix=prefix, op_timeout=2.0)
+    await store.start()
+    hub = BreakerHub(store, None)
+    try:
+        breaker = hub.get(service, endpoint=endpoint, config=_TRIP_CFG)
+        for _ in range(_TRIP_CFG.failure_threshold):
+            await (await breaker.acquire()).failure()
+        return await breaker.refresh()
+    finally:
+        await hub.aclose()
+        await store.aclose()
+
+
+async def test_reshard_of_a_slot_costs_no_caller_errors_and_loses_no_breaker_state(
+    cluster_setup: RedisClusterSetup, key_prefix: str
+) -> None:
+    """Moving a service's slot to another master under load: 0 caller errors, 0 gated or
+    failed ops on the other shard (the one it moves to), nothing raw escapes the store,
+    and a breaker tripped before is OPEN with the same generation after, in every process."""
+    sick, healthy = _two_shards(cluster_setup, key_prefix)
+    keys = Store.from_url("memory://", key_prefix=key_prefix).keys
+    sick_key, healthy_key = keys.key(sick, "breaker"), keys.key(healthy, "breaker")
+    slot = key_slot(sick_key.encode())
+    source = cluster_setup.master_of(sick_key)
+    # Moved to the healthy service's own shard: the strictest "other shard" there is.
+    target = cluster_setup.master_of(healthy_key)
+    tripped = await _trip(cluster_setup.url, key_prefix, sick, "/tripped")
+    assert tripped.state == "open"
+    # Filler keys make the migration take a while (batches of 5, 0.1 s apart), so the
+    # workers meet the half-migrated slot: ASK for single keys, TRYAGAIN for scripts.
+    with redis_sync.Redis(port=source.port) as node:
+        for i in range(60):
+            node.set(keys.key(sick, "filler", str(i)), "x", ex=600)
+    moved: list[int] = []
+    done_at: list[float] = []
+
+    def reshard(_server: Any) -> None:
+        moved.append(cluster_setup.move_slot(slot, target, batch=5, pause=0.1))
+        done_at.append(time.time())
+
+    results, at, _, _ = await asyncio.to_thread(
+        _run,
+        cluster_setup,
+        key_prefix,
+        reshard,
+        services=(sick, healthy),
+        tripped="/tripped",
+    )
+    figures = _figures("reshard", results, at, sick, healthy)
+    figures["keys_moved"] = moved[0]
+    figures["migration_s"] = round(done_at[0] - at, 2)
+    figures["seen_after"] = [r["tripped_seen"] for r in results]
+    print(f"reshard figures: {figures}")
+    assert cluster_setup.owner_of_slot(slot) is target
+    assert moved[0] >= 60
+    assert [r["escaped"] for r in results] == [[], [], []]
+    assert figures["caller_errors"] == 0
+    assert figures["healthy_gated"] == 0
+    assert figures["healthy_read_errors"] == 0
+    # No breaker state lost: every process reads it OPEN with the generation it had.
+    assert figures["seen_after"] == [("open", tripped.generation)] * 3
+    with redis_sync.Redis(port=target.port) as node:
+        state_key = keys.key(sick, "breaker", "state", "/tripped")
+        assert node.exists(state_key) == 1  # on the new owner itself, not restored
 
 
 def _bus_sent(cluster: RedisClusterSetup, field: str) -> int:
