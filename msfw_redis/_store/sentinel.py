@@ -61,6 +61,7 @@ class SentinelWatcher:
         self.sentinels = list(sentinels)
         self.master_name = master_name
         self.primary: Address | None = None
+        #: Switches reported, and subscriptions lost (each followed by a reconnect).
         self.switches = 0
         self.reconnects = 0
         self._on_switch = on_switch
@@ -114,10 +115,10 @@ class SentinelWatcher:
             except Exception:
                 logger.exception("sentinel watcher failed on %s:%d; trying the next", *address)
             raise_if_cancelling()
+            if self.listening_on is not None:
+                self.reconnects += 1  # a subscription was lost: the next is a reconnect
             self._subscribed.clear()
             self.listening_on = None
-            if not first:
-                self.reconnects += 1
             first = False
             index += 1
             if index % len(self.sentinels) == 0:

@@ -351,7 +351,8 @@ class SentinelSetup:
     def failover(self, timeout: float = 30.0) -> RedisServer:
         """``SENTINEL FAILOVER`` and wait until the old primary replicates the new one."""
         old = self.current_primary()
-        _cmd(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.master_name)
+        asked = next(s for s in self.sentinels if s.running)
+        _cmd(asked.port, "SENTINEL", "FAILOVER", self.master_name)
         _wait(
             "the sentinels to name a new primary",
             lambda: self.current_primary() is not old,

@@ -151,3 +151,64 @@ def test_three_processes_through_a_sentinel_fault(
     assert figures["admitted"] == 1
     assert figures["probes"] == 1
     assert all(s >= 1 for s in figures["switches_seen"])
+
+
+def test_the_watcher_follows_the_store_across_event_loops(
+    sentinel_setup: SentinelSetup, key_prefix: str
+) -> None:
+    """A store used in two event loops runs a watcher in each, and stops each at the
+    loop's end (release_connections) or at close."""
+    store = Store.from_url(sentinel_setup.url, key_prefix=key_prefix, op_timeout=OP_TIMEOUT)
+    seen: list[bool] = []
+
+    async def first() -> None:
+        await store.start()
+        watcher = store.sentinel_watcher
+        assert watcher is not None
+        seen.append(await watcher.wait_subscribed(30))
+        await store.release_connections()
+        seen.append(watcher.running)
+
+    async def second() -> None:
+        await store.start()
+        watcher = store.sentinel_watcher
+        assert watcher is not None
+        seen.append(await watcher.wait_subscribed(30))
+        await store.aclose()
+        seen.append(watcher.running)
+
+    asyncio.run(first())
+    store.rebind()
+    asyncio.run(second())
+    assert seen == [True, False, True, False]
+
+
+async def test_the_watcher_survives_its_sentinel_dying(
+    own_sentinel: SentinelSetup, key_prefix: str
+) -> None:
+    """SIGKILL of the sentinel the watcher listens on: it moves to another sentinel, and
+    a later failover still moves the bus's subscriber."""
+    store = Store.from_url(own_sentinel.url, key_prefix=key_prefix, op_timeout=OP_TIMEOUT)
+    await store.start()
+    bus = EventBus(store)
+    channel = f"{key_prefix}:probe-channel"
+    try:
+        await bus.subscribe(channel, lambda _: None)
+        watcher = store.sentinel_watcher
+        assert watcher is not None
+        assert await watcher.wait_subscribed(30)
+        listening = watcher.listening_on
+        victim = next(s for s in own_sentinel.sentinels if ("127.0.0.1", s.port) == listening)
+        victim.kill()
+
+        def moved() -> bool:
+            return watcher.listening_on not in (None, listening)
+
+        assert await _until(moved, 30)
+        new = await asyncio.to_thread(own_sentinel.failover)
+        assert await _until(lambda: _numsub(new.port, channel) == 1, 30)
+        assert watcher.switches == 1
+        assert watcher.reconnects >= 1
+    finally:
+        await bus.aclose()
+        await store.aclose()
