@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -41,8 +41,11 @@ __all__ = [
     "close_client",
     "create_client",
     "create_pubsub_client",
+    "drop_primary_connections",
     "parse_url",
+    "prefer_sentinel",
     "resolve_url",
+    "sentinel_of",
 ]
 
 #: A command client: one server (or Sentinel-managed primary), or a Cluster.
@@ -58,6 +61,11 @@ _memory_servers: dict[str, Any] = {}
 #: The Sentinel manager behind each Sentinel-managed client, closed with it.
 _sentinels: weakref.WeakKeyDictionary[Any, Sentinel] = weakref.WeakKeyDictionary()
 _memory_lock = threading.Lock()
+#: Per Sentinel deployment (master name and sentinel addresses), the sentinel last seen
+#: announcing a switch: it knows the new primary, while the others may name the demoted
+#: one for a moment (they learn through hello messages, every 2 s). Clients made later
+#: (the event bus's, after a switch) ask it first.
+_preferred_sentinels: dict[tuple[str, frozenset[tuple[str, int]]], tuple[str, int]] = {}
 
 
 def resolve_url(url: str | None) -> str:
@@ -102,8 +110,20 @@ def _cluster(
     )
 
 
+def _sentinel_key(
+    master_name: str, nodes: list[tuple[str, int]]
+) -> tuple[str, frozenset[tuple[str, int]]]:
+    return master_name, frozenset(nodes)
+
+
 def _sentinel(parsed: StoreURL, *, connect: float) -> Sentinel:
     opts = dict(parsed.options)
+    nodes = list(parsed.nodes)
+    with _memory_lock:
+        preferred = _preferred_sentinels.get(_sentinel_key(parsed.master_name or "", nodes))
+    if preferred in nodes:
+        nodes.remove(preferred)
+        nodes.insert(0, preferred)
     sentinel_kwargs: dict[str, Any] = {
         "socket_timeout": connect,
         "socket_connect_timeout": connect,
@@ -114,8 +134,56 @@ def _sentinel(parsed: StoreURL, *, connect: float) -> Sentinel:
     if "sentinel_password" in opts:
         sentinel_kwargs["password"] = opts["sentinel_password"]
     make: Any = Sentinel
-    sentinel: Sentinel = make(list(parsed.nodes), sentinel_kwargs=sentinel_kwargs)
+    sentinel: Sentinel = make(nodes, sentinel_kwargs=sentinel_kwargs)
     return sentinel
+
+
+def _address(conn: Any) -> tuple[str, int]:
+    kwargs = conn.connection_pool.connection_kwargs
+    return str(kwargs["host"]), int(kwargs["port"])
+
+
+def _master_name(client: StoreClient) -> str:
+    pool: Any = cast("Any", client).connection_pool
+    return str(pool.service_name)
+
+
+def sentinel_of(client: StoreClient) -> tuple[str, list[tuple[str, int]], dict[str, Any]] | None:
+    """For a Sentinel-managed client: its master name, the sentinels' addresses (in the
+    order they are asked) and the connection settings for them; else None."""
+    sentinel = _sentinels.get(client)
+    if sentinel is None:
+        return None
+    name = _master_name(client)
+    return name, [_address(conn) for conn in sentinel.sentinels], dict(sentinel.sentinel_kwargs)
+
+
+def prefer_sentinel(client: StoreClient, address: tuple[str, int]) -> None:
+    """Ask the sentinel at ``address`` first from now on, for ``client`` and for every
+    Sentinel client made later for the same deployment (see ``_preferred_sentinels``)."""
+    sentinel = _sentinels.get(client)
+    if sentinel is None:
+        return
+    conns = sentinel.sentinels
+    found = [i for i, conn in enumerate(conns) if _address(conn) == address]
+    if found and found[0] > 0:
+        conns.insert(0, conns.pop(found[0]))
+    name = _master_name(client)
+    key = _sentinel_key(name, [_address(conn) for conn in conns])
+    with _memory_lock:
+        _preferred_sentinels[key] = address
+
+
+async def drop_primary_connections(client: StoreClient) -> None:
+    """Make a Sentinel-managed client ask the sentinels again before its next command.
+
+    Idle connections are closed now; those in use finish their command and are closed
+    when they return to the pool. The next connection asks the sentinels where the
+    primary is.
+    """
+    pool: Any = cast("Any", client).connection_pool
+    await pool.disconnect(inuse_connections=False)
+    await pool.update_active_connections_for_reconnect()
 
 
 def _sentinel_primary(

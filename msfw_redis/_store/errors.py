@@ -9,6 +9,8 @@ redis-py / stdlib                           library error
 ``TimeoutError``, ``redis.TimeoutError``    :class:`StoreTimeoutError` (unavailable)
 ``ConnectionError``, ``OSError``            :class:`StoreConnectionError` (unavailable)
 ``READONLY``                                :class:`StoreReadOnlyError`
+``NOREPLICAS`` (``min-replicas-to-write``)  :class:`StoreReadOnlyError` (the primary
+                                            has too few replicas to accept writes)
 ``NOPERM``                                  :class:`StorePermissionError` (names the
                                             command and the key pattern)
 ``OOM``                                     :class:`StoreOutOfMemoryError`
@@ -93,6 +95,12 @@ def translate_error(
     if isinstance(exc, rexc.ReadOnlyError) or "READONLY" in message:
         return StoreReadOnlyError(
             f"Redis refused {what}: the server is a read-only replica ({message})"
+        )
+    if "NOREPLICAS" in message:
+        return StoreReadOnlyError(
+            f"Redis refused {what}: the primary has fewer connected replicas than its "
+            f"min-replicas-to-write, so it accepts no writes (cut off from its replica, "
+            f"or in a Sentinel failover; {message})"
         )
     if isinstance(exc, rexc.NoPermissionError) or any(t in message for t in _NOPERM_TEXTS):
         return _permission_error(message, what=what, key_pattern=key_pattern, commands=commands)

@@ -81,6 +81,9 @@ class EventBus:
         self.reconnects = 0
         self.resubscribes = 0
         self.messages = 0
+        self._reconnecting = False
+        # On Sentinel, a new primary: subscribe there at once (see reconnect()).
+        store.on_primary_switch(self.reconnect)
 
     @property
     def connected(self) -> bool:
@@ -108,6 +111,27 @@ class EventBus:
         """Start the reader task (idempotent)."""
         if self._task is None and not self._closed:
             self._task = asyncio.create_task(self._run(), name="msfw-redis-events")
+
+    async def reconnect(self) -> None:
+        """Drop the subscriber connection now and make a new one, resubscribing every
+        channel (each then resyncs, as after any reconnect).
+
+        The store calls this when Sentinel names a new primary, so the subscriber moves
+        there at once instead of staying on the demoted one.
+        """
+        if self._task is None or self._closed or self._reconnecting:
+            return
+        self._reconnecting = True
+        try:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError), logged("events task"):
+                await task
+            await self._teardown()
+            if not self._closed:
+                self._task = asyncio.create_task(self._run(first=False), name="msfw-redis-events")
+        finally:
+            self._reconnecting = False
 
     async def subscribe(
         self,
@@ -176,9 +200,8 @@ class EventBus:
             with logged("events close"):
                 await close_client(client)
 
-    async def _run(self) -> None:
+    async def _run(self, *, first: bool = True) -> None:
         backoff = _BACKOFF_INITIAL
-        first = True
         while not self._closed:
             try:
                 self._client = self._store.pubsub_client()

@@ -450,7 +450,8 @@ class SentinelSetup:
     def failover(self, timeout: float = 30.0) -> RedisServer:
         """``SENTINEL FAILOVER`` and wait until the old primary replicates the new one."""
         old = self.current_primary()
-        _cmd(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.master_name)
+        asked = next(s for s in self.sentinels if s.running)
+        _cmd(asked.port, "SENTINEL", "FAILOVER", self.master_name)
         _wait(
             "the sentinels to name a new primary",
             lambda: self.current_primary() is not old,
@@ -458,6 +459,30 @@ class SentinelSetup:
         )
         _wait("the old primary to replicate the new one", self._replica_synced, timeout)
         return self.current_primary()
+
+    def kill_primary(self, timeout: float = 60.0) -> tuple[RedisServer, RedisServer]:
+        """SIGKILL the primary and wait until the sentinels name the replica instead.
+
+        Returns ``(killed, promoted)``. The killed server stays down until
+        :meth:`heal` restarts it (the sentinels then make it a replica of the new one).
+        """
+        old = self.current_primary()
+        old.kill()
+        _wait(
+            "the sentinels to promote the replica",
+            lambda: self.current_primary() is not old,
+            timeout,
+        )
+        return old, self.current_primary()
+
+    def heal(self, timeout: float = 60.0) -> None:
+        """Restart every stopped server and wait until a replica is in sync again and the
+        sentinels see it, so the setup can fail over once more."""
+        for server in [*self.servers, *self.sentinels]:
+            if not server.running:
+                server.start()
+        _wait("the replica to sync", self._replica_synced, timeout)
+        _wait("every sentinel to see the replica and the others", self._sentinels_ready, timeout)
 
     def stop(self) -> None:
         """Stop every process by its pid and remove the working directories."""
