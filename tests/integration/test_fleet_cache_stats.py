@@ -190,3 +190,29 @@ async def test_redis_down_keeps_deltas_and_close_does_not_raise(
             await flusher.aclose()
         await store.aclose()
     assert "cache stats flush deferred" in caplog.text
+
+
+async def test_deltas_kept_through_an_outage_are_sent_once(plain_store: Store) -> None:
+    """A flush that fails keeps its deltas; the next one sends them, exactly once."""
+    from msfw_redis._exceptions import StoreConnectionError
+
+    class Flaky:
+        """The real store, refusing its first script call as an outage would."""
+
+        keys = plain_store.keys
+        failures = 1
+
+        async def run(self, name: str, keys: list[str], args: list[object]) -> Any:
+            if self.failures:
+                self.failures -= 1
+                raise StoreConnectionError("down")
+            return await plain_store.run(name, keys, args)
+
+    counts = {"cat": {"hit": 4, "miss": 2}}
+    flusher = CacheStatsFlusher(Flaky(), lambda: counts)  # type: ignore[arg-type]
+    assert await flusher.flush() == 0
+    counts["cat"] = {"hit": 5, "miss": 2}
+    assert await flusher.flush() == 1
+    assert await flusher.flush() == 0
+    [cat] = await CacheStatsReader(plain_store).read(["cat"])
+    assert (cat.hit, cat.miss) == (5, 2)
