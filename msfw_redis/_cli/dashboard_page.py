@@ -2,8 +2,9 @@
 
 The script opens ``/events`` (Server-Sent Events: a full fleet view after every breaker
 or health event the server hears) and re-reads ``/api/fleet`` every 15 s as a safety
-net. Countdowns tick locally from ``retry_after``; sparklines are drawn from the change
-in fleet-wide totals between views.
+net. Each service card shows its fleet-wide cache hit ratio when the view has one
+(read by the server's full re-reads). Countdowns tick locally from ``retry_after``;
+sparklines are drawn from the change in fleet-wide totals between views.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ svg.spark { display:block; width:100%; height:26px; margin-top:8px; }
   font-size:12px; font-family:ui-monospace, SFMono-Regular, Menlo, monospace; }
 .dot { width:8px; height:8px; border-radius:50%; flex:none; }
 .empty { color:var(--dim); padding:40px; }
+.cache { color:var(--dim); font-size:12px; margin:2px 0 8px; }
+.cache b { color:var(--text); font-variant-numeric:tabular-nums; }
 </style></head>
 <body>
 <header><h1>msfw-redis fleet</h1><span class="meta" id="meta"></span>
@@ -133,6 +136,10 @@ function render() {
   const grid = document.getElementById("grid");
   const services = new Map();
   for (const s of view.services) services.set(s.service, {svc: s, breakers: []});
+  for (const c of view.caches || []) {
+    if (!services.has(c.service)) services.set(c.service, {svc: null, breakers: []});
+  }
+  const caches = new Map((view.caches || []).map(c => [c.service, c]));
   for (const b of view.breakers) {
     if (!services.has(b.service)) services.set(b.service, {svc: null, breakers: []});
     services.get(b.service).breakers.push(b);
@@ -144,6 +151,10 @@ function render() {
     if (health) h2.append(el("span", {class: "pill", style: "background:" + color(health)},
                              health));
     const card = el("section", {class: "service", "data-service": name}, h2);
+    const c = caches.get(name);
+    if (c) card.append(el("div", {class: "cache", "data-cache": name}, "cache hit ratio ",
+                          el("b", {}, Math.round(100 * c.hit_ratio) + " %"),
+                          " (last " + c.window_minutes + " min)"));
     breakers.forEach(b => card.append(breakerTile(b)));
     if (svc && svc.instances.length) {
       const ul = el("ul", {class: "instances"});

@@ -11,6 +11,9 @@ Resilience4j's Micrometer names with the prefix ``msfw_``, like
   ``msfw_circuitbreaker_calls_total{name,service,kind}`` (kind successful or failed);
 - ``msfw_registry_instances{service,status}`` and ``msfw_health_status{service}``
   (1 healthy, 0 unhealthy, absent when never probed);
+- ``msfw_fleet_cache_requests{service,result,window}``: cache lookups by result (hit,
+  miss, stale, coalesced, bypass) over the last ``window`` minutes, fleet-wide, and
+  ``msfw_fleet_cache_hit_ratio{service,window}`` (0 to 1), for services with data;
 - ``msfw_store_up`` (0/1).
 
 The server is a plain asyncio one (no dependency): ``GET /metrics`` reads the fleet
@@ -96,6 +99,16 @@ def render_text(view: FleetView) -> str:
     for svc in view.services:
         if svc.healthy is not None:
             lines.append(f"msfw_health_status{_labels(service=svc.service)} {int(svc.healthy)}")
+    # Gauges, not counters: a sum over a sliding window can go down.
+    family("msfw_fleet_cache_requests", "gauge", "cache lookups by result over the window")
+    for c in view.caches:
+        for result, value in c.counts.items():
+            labels = _labels(service=c.service, result=result, window=f"{c.window_minutes}m")
+            lines.append(f"msfw_fleet_cache_requests{labels} {value}")
+    family("msfw_fleet_cache_hit_ratio", "gauge", "hit, stale and coalesced over all lookups")
+    for c in view.caches:
+        labels = _labels(service=c.service, window=f"{c.window_minutes}m")
+        lines.append(f"msfw_fleet_cache_hit_ratio{labels} {c.hit_ratio}")
     return "\n".join(lines) + "\n"
 
 

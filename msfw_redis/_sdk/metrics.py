@@ -128,6 +128,13 @@ class CallCounters:
             histogram = self.durations[key] = DurationHistogram()
         histogram.observe(outcome.elapsed)
 
+    def cache_results(self) -> dict[str, dict[str, int]]:
+        """Each service's cumulative cache results so far: ``{service: {result: n}}``."""
+        return {
+            name: {result: c[counter] for result, counter in _CACHE_COUNTERS.items()}
+            for name, c in list(self.services.items())
+        }
+
     def snapshot(self) -> dict[str, Any]:
         """The totals, plus ``services``: each service's counters (copies)."""
         if not self.enabled:

@@ -22,6 +22,7 @@ import httpx
 
 from msfw_redis._breaker.hub import BreakerHub, CircuitState, TransitionListener
 from msfw_redis._cache.cache import ResponseCache
+from msfw_redis._cache.stats import CacheStatsFlusher
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
 from msfw_redis._exceptions import (
     ConfigurationError,
@@ -178,6 +179,8 @@ class ServiceSDK:
         self._middlewares: list[Middleware] = []
         self._error_handlers: list[ErrorHandler] = []
         self._calls = CallCounters(cfg.metrics_enabled)
+        # One timer per SDK sends the per-service cache results to the fleet's counts.
+        self._cache_stats = CacheStatsFlusher(self._store, self._calls.cache_results)
         self._started = False
         self._closed = False
         self._start_lock: asyncio.Lock | None = None
@@ -279,6 +282,7 @@ class ServiceSDK:
                 self._on_enrollment(enrollment)
             ENROLLMENTS.subscribe(self._on_enrollment)
             await self._health.start()
+            self._cache_stats.start()
             self._started = True
 
     async def _release_loop(self) -> None:
@@ -299,6 +303,7 @@ class ServiceSDK:
         self._registry.rebind()
         self._health.rebind()
         self._cache.rebind()
+        self._cache_stats.rebind()
         self._limits.rebind()
         if self._owns_http:
             # httpx clients cannot reopen: the old one was closed with its loop.
@@ -322,6 +327,7 @@ class ServiceSDK:
             await self._health.aclose()
             await self._registry.aclose()
         await self._cache.aclose()
+        await self._cache_stats.aclose()
         await self._limits.aclose()
         with contextlib.suppress(StoreError):
             await self._hub.aclose()
