@@ -289,6 +289,63 @@ async def _round_trips(url: str, n: int) -> list[tuple[str, int, int]]:
     return rows
 
 
+async def _call_round_trips(url: str, n: int) -> list[tuple[str, int, int]]:
+    """EVALSHA calls for ``n`` pipeline calls, retry budget on and off (ours only).
+
+    Budget on, each call's request is counted by the breaker's report; the difference
+    from "off" is what counting requests costs in round trips (retry decisions apart).
+    Totals include the same first-use scripts (breaker load and index) in both.
+    """
+    import collections
+
+    from msfw_redis import ServiceSDK, ServiceSDKConfig
+    from msfw_redis.testing import ScriptedService, Step
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    async def trips(svc: ScriptedService, ratio: float | None, path: str, attempts: int) -> Any:
+        service = {"host": svc.host, "port": svc.port, "failure_threshold": 1_000_000}
+        sdk = ServiceSDK(
+            config={"services": {"bench": service}},
+            sdk_config=ServiceSDKConfig(
+                redis_url=url, key_prefix=f"b{uuid.uuid4().hex[:8]}",
+                service_discovery_enabled=False, retry_budget_ratio=ratio,
+            ),
+            sleep=no_sleep,
+        )  # fmt: skip
+        store = sdk.limits.store._store
+        counts: collections.Counter[str] = collections.Counter()
+        run = store.run
+
+        async def counted(name: str, *args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return await run(name, *args, **kwargs)
+
+        store.run = counted  # type: ignore[method-assign]
+        for _ in range(n):
+            await sdk.call_service("bench", path, retry_attempts=attempts)
+        await sdk.close()  # flushes batched reports: counted too
+        return counts
+
+    rows: list[tuple[str, int, int]] = []
+    with ScriptedService() as svc:
+        svc.script("/ok", Step(200, json=1))
+        svc.script("/busy", Step(503))
+        for label, ratio in (("on", 0.2), ("off", None)):
+            c = await trips(svc, ratio, "/ok", 1)
+            spend = c["limits_retrybudget_spend"]
+            rows.append(
+                (f"calls 200 OK, budget {label} ({spend} budget calls)", n, sum(c.values()))
+            )
+        for label, ratio in (("on", 0.2), ("off", None)):
+            c = await trips(svc, ratio, "/busy", 2)
+            spend = c["limits_retrybudget_spend"]
+            rows.append((f"calls 503 + 1 retry, budget {label} ({spend} budget decisions)", n,
+                         sum(c.values())))  # fmt: skip
+    return rows
+
+
 async def run(ctx: Context) -> Result:
     duration = 5.0 if not ctx.quick else 2.0
     rate = Result(
@@ -318,7 +375,8 @@ async def run(ctx: Context) -> Result:
         bulk.add(**{"operation": op, "median µs": us})
     trips = Result("limits_round_trips", "Redis round trips (EVALSHA calls) per operation, ours",
                    ["operation", "operations", "round trips", "per operation"])  # fmt: skip
-    for op, ops, rt in await _round_trips(ctx.redis_url, 200):
+    for op, ops, rt in [*await _round_trips(ctx.redis_url, 200),
+                        *await _call_round_trips(ctx.redis_url, 200)]:  # fmt: skip
         trips.add(**{"operation": op, "operations": ops, "round trips": rt,
                      "per operation": rt / ops})  # fmt: skip
     kill = Result("limits_sigkill", "A holder of all 3 permits is SIGKILLed",

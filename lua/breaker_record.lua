@@ -9,6 +9,8 @@
 -- KEYS[1] - breaker state hash
 -- KEYS[2] - half-open probe leases, zset token -> lease expiry ms
 -- KEYS[3] - rate-mode window, hash "s:<bucket_ms>"/"f:<bucket_ms>" -> count
+-- KEYS[4] - optional: the service's retry budget hash ('q:<sec>'/'r:<sec>' -> count, see
+--           lib/budget_sum.lua), same {service} tag; absent when the budget is off
 -- ARGV[1] - channel: pub/sub channel for transition events
 -- ARGV[2] - name: the breaker's name, echoed in events
 -- ARGV[3] - gen: generation the outcomes were admitted under
@@ -23,6 +25,9 @@
 -- ARGV[12] - window_ms: sliding window length for rate mode (>= 10)
 -- ARGV[13] - key_ttl_ms: expiry refreshed on every key written (>= 1)
 -- ARGV[14] - now_ms: explicit server time for tests; 0 means read TIME
+-- ARGV[15] - budget_requests: with KEYS[4], requests to add to this second's budget
+--            bucket (>= 0), counted whatever the breaker's state or the outcomes' generation
+-- ARGV[16] - budget_window_s: with KEYS[4], the budget's window in whole seconds (1..3600)
 -- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: array {result, state, gen, failures, successes, opened_at_ms, open_until_ms,
 --               now_ms, failures_at_trip, window_calls, window_failures}
@@ -32,6 +37,8 @@
 --   result: 0 applied, 1 stale (ignored for state), 2 applied and the state changed;
 --   16 is added when the stored value was corrupt (another type, an unknown state): it
 --   read as absent and was written afresh.
+-- With KEYS[4] the budget hash gets its requests and expires budget_window_s + 1 s after
+-- this write (a key of another type there is dropped first); the reply is the same.
 -- Publishes on ARGV[1] at each transition, and when a half-open probe slot frees:
 -- 'gen|state|opened_at_ms|open_until_ms|now_ms|name'.
 
@@ -39,6 +46,9 @@
 -- @include "lib/publish_transition.lua"
 -- @include "lib/override_expired.lua"
 -- @include "lib/breaker_fields.lua"
+-- @include "lib/budget_add_requests.lua"
+-- @include "lib/drop_wrong_types.lua"
+-- @include "lib/is_int.lua"
 
 local state_key = KEYS[1]
 local probes_key = KEYS[2]
@@ -64,6 +74,16 @@ if not call_gen or not n_succ or n_succ < 0 or not n_fail or n_fail < 0
     or not minimum_calls or minimum_calls < 1 or not window_ms or window_ms < 10
     or not key_ttl_ms or key_ttl_ms < 1 or not now_ms then
   return redis.error_reply('MSFW_BADARG breaker_record: invalid argument')
+end
+local budget_key = KEYS[4]
+local budget_requests, budget_window_s = 0, 0
+if budget_key ~= nil and budget_key ~= '' then
+  budget_requests = tonumber(ARGV[15])
+  budget_window_s = tonumber(ARGV[16])
+  if publish_argc < 16 or not is_int(budget_requests, 0) or not is_int(budget_window_s, 1)
+      or budget_window_s > 3600 then
+    return redis.error_reply('MSFW_BADARG breaker_record: invalid budget argument')
+  end
 end
 now_ms = now_or_server_ms(now_ms)
 
@@ -167,5 +187,11 @@ redis.call('HSET', state_key, 'st', st, 'gen', gen, 'fail', fail, 'succ', succ,
   'opened_at', opened_at, 'open_until', open_until, 'tf', total_failures,
   'ts', total_successes, 'trips', trips, 'fat', fat)
 redis.call('PEXPIRE', state_key, key_ttl_ms)
+-- Every request reported counts in the retry budget, stale outcomes included: the
+-- service saw them all. One script, so counting them costs no round trip of its own.
+if budget_requests > 0 then
+  drop_wrong_types({budget_key}, {'hash'})
+  budget_add_requests(budget_key, math.floor(now_ms / 1000), budget_requests, budget_window_s)
+end
 return {result + (corrupt and 16 or 0), breaker_codes[st], gen, fail, succ, opened_at, open_until, now_ms, fat,
   w_calls, w_fails}

@@ -1,13 +1,15 @@
--- limits_retrybudget_spend: count requests and ask the fleet's retry budget for retries.
+-- limits_retrybudget_spend: ask the fleet's retry budget for retries.
 --
 -- Finagle's and Envoy's budget, fleet-wide: over the last window_s seconds, retries may
 -- be at most ratio * requests + min_per_second * window_s. Counts live in one hash per
--- service with one-second buckets ('q:<sec>' requests, 'r:<sec>' retries), so the window
--- slides by the second. Request counts are batched by each process and carried here, so
--- counting them costs no round trip of its own.
+-- service with one-second buckets ('q:<sec>' requests, 'r:<sec>' retries, see
+-- lib/budget_sum.lua), so the window slides by the second. Requests are counted by
+-- the breaker's own report (breaker_record with KEYS[4]), so counting them costs no round
+-- trip; ARGV[1] carries only the requests of calls that have no breaker, batched by
+-- each process.
 --
 -- KEYS[1] - budget: hash of per-second buckets
--- ARGV[1] - requests: requests to add to this second's bucket (>= 0)
+-- ARGV[1] - requests: requests to add to this second's bucket first (>= 0)
 -- ARGV[2] - retries: retries asked for now (0 only records requests)
 -- ARGV[3] - ratio_ppm: retry ratio in parts per million (>= 0)
 -- ARGV[4] - min_per_second_milli: minimum retries per second, times 1000 (>= 0)
@@ -19,6 +21,7 @@
 -- @include "lib/now_or_server_ms.lua"
 -- @include "lib/int_arg_error.lua"
 -- @include "lib/arg_error.lua"
+-- @include "lib/budget_add_requests.lua"
 
 local budget_key = KEYS[1]
 local requests = tonumber(ARGV[1])
@@ -40,26 +43,8 @@ end
 now_ms = now_or_server_ms(now_ms)
 
 local sec = math.floor(now_ms / 1000)
-local oldest = sec - window_s + 1
-local total_q = 0
-local total_r = 0
-local all = redis.call('HGETALL', budget_key)
-for i = 1, #all, 2 do
-  local field = all[i]
-  local bucket = tonumber(string.sub(field, 3))
-  local count = tonumber(all[i + 1]) or 0
-  if not bucket or bucket < oldest then
-    redis.call('HDEL', budget_key, field)
-  elseif string.sub(field, 1, 2) == 'q:' then
-    total_q = total_q + count
-  elseif string.sub(field, 1, 2) == 'r:' then
-    total_r = total_r + count
-  end
-end
-if requests > 0 then
-  redis.call('HINCRBY', budget_key, 'q:' .. sec, requests)
-  total_q = total_q + requests
-end
+budget_add_requests(budget_key, sec, requests, window_s)
+local total_q, total_r = budget_sum(budget_key, sec - window_s + 1)
 -- Integer maths: ratio in ppm and minimum in milli-retries keep the reply exact, and each
 -- term is floored on its own (msfw_redis._limits.budget.retries_allowed is the model).
 local allowed = math.floor((ratio_ppm * total_q) / 1000000) + math.floor((min_milli * window_s) / 1000)

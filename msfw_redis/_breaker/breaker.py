@@ -15,6 +15,10 @@ State lives in Redis and changes only in ``lua/breaker_*.lua``. Each process kee
 * **Failures are recorded at once** (one EVALSHA, which may trip the breaker);
   **successes are batched** for ``success_flush_interval`` and carried along with the
   next failure, so one replica's own order is kept.
+* **Requests for the retry budget ride along.** A permit marked with
+  :meth:`Permit.count_request` adds one request to its service's retry-budget buckets in
+  the same ``breaker_record`` call that reports its outcome (batched with the successes),
+  so the budget counts requests with no round trip of its own.
 * **Generation fencing:** outcomes carry the generation they were admitted under; the
   scripts ignore outcomes of older generations.
 
@@ -189,7 +193,7 @@ class BreakerHost(Protocol):
 class Permit:
     """Admission of one call; report its outcome exactly once."""
 
-    __slots__ = ("breaker", "done", "gen", "local", "started", "token")
+    __slots__ = ("breaker", "budget", "done", "gen", "local", "started", "token")
 
     def __init__(self, breaker: DistributedBreaker, gen: int, token: str, local: bool) -> None:
         self.breaker = breaker
@@ -198,6 +202,17 @@ class Permit:
         self.local = local
         self.started = time.monotonic()
         self.done = False
+        #: (budget hash key, window in s) this call counts one request into, or None.
+        self.budget: tuple[str, int] | None = None
+
+    def count_request(self, budget_key: str, window_s: int) -> None:
+        """Count this call as one request of the retry budget at ``budget_key``.
+
+        The request goes with the report of this permit's outcome (the key must share
+        the breaker's ``{service}`` hash tag); a permit released without an outcome
+        (a cancelled call) counts none, which only makes the budget stricter.
+        """
+        self.budget = (budget_key, window_s)
 
     @property
     def probe(self) -> bool:
@@ -240,6 +255,7 @@ class DistributedBreaker:
         "_probes_busy_until_ms",
         "_refreshed_at",
         "_refreshing",
+        "_requests",
         "_view",
         "config",
         "endpoint",
@@ -277,6 +293,8 @@ class DistributedBreaker:
         self._episode: LocalEpisode | None = None
         self._corrupt_logged = False
         self._pending: dict[int, int] | None = None  # batched successes, per generation
+        # Retry-budget requests not yet reported: (budget key, window s, count), or None.
+        self._requests: tuple[str, int, int] | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._probes_busy_until_ms = 0
         self._probes_busy_gen = -1
@@ -648,8 +666,13 @@ class DistributedBreaker:
         if ok and slow is not None and time.monotonic() - permit.started > slow:
             ok = False
         if permit.local or self._local is not None:
+            # Redis is not taking writes: the budget (in Redis too) loses this request.
             self._record_local(permit, ok)
             return
+        if permit.budget is not None:
+            key, window_s = permit.budget
+            prior = self._requests
+            self._requests = (key, window_s, (prior[2] if prior else 0) + 1)
         if ok and not permit.probe and self.config.success_flush_interval > 0:
             pending = self._pending
             if pending is None:
@@ -706,8 +729,14 @@ class DistributedBreaker:
 
     async def _send(self, gen: int, successes: int, failures: int, token: str) -> None:
         args = self._record_args(gen, successes, failures, token)
+        keys: list[str] = list(self._keys)
+        requests, self._requests = self._requests, None
+        if requests is not None:
+            # Every pending request rides along, whichever generation this report is for.
+            keys.append(requests[0])
+            args += [requests[2], requests[1]]
         try:
-            reply = await self.hub.store.run("breaker_record", self._keys, args)
+            reply = await self.hub.store.run("breaker_record", keys, args)
         except ScriptError:
             raise
         except StoreError as exc:

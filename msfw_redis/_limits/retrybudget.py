@@ -1,8 +1,13 @@
 """The fleet-wide retry budget (Finagle's and Envoy's, shared by every replica).
 
-Requests are counted in process and carried to Redis with the next retry decision, or
-by a background flush once they have waited a second, so counting a request costs the
-caller no round trip.
+Requests are counted by the breaker's own report: the call pipeline marks each call's
+first admitted attempt (``Permit.count_request(budget.key, budget.window_s)``) and
+``breaker_record`` adds it to this budget's per-second request bucket in the same
+script that records the outcome, so counting a request costs no round trip, and a
+request reaches the fleet's window as soon as its outcome does (failures at once,
+successes within the breaker's ``success_flush_interval``). Only calls with no breaker
+use :meth:`FleetRetryBudget.record_request`: counted in process and carried with the
+next retry decision, or by a background flush once they have waited a second.
 
 Retries are taken from a small local lease of retry tokens: one ``limits_retrybudget_spend``
 call adds the pending request count and reserves up to ``_MAX_CHUNK`` retries at once,
@@ -15,8 +20,8 @@ second it was reserved in (measured from before the call was sent), so every ret
 lands in the same one-second bucket that counted it: the fleet bound holds exactly as
 the script computes it. Unused reserved tokens only make the budget *stricter*.
 
-Because pending requests reach Redis a little late, the budget can only be stricter
-than the formula for the moment, never looser.
+Because requests reach Redis a little after they are sent (with their outcome), the
+budget can only be stricter than the formula for the moment, never looser.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ class FleetRetryBudget:
     ) -> None:
         self._store = store
         self.service = service
+        #: The budget's bucket hash (the service's hash tag, as the breaker's keys) and
+        #: window: what a breaker report needs to count a request into it.
+        self.key = store.keys.retry_budget(service)
+        self.window_s = RETRY_BUDGET_WINDOW
         self.ratio = ratio
         self.min_per_second = min_per_second
         self._ratio_ppm, self._min_milli = budget_args(ratio, min_per_second)
@@ -65,8 +74,9 @@ class FleetRetryBudget:
         self._chunk = 1
 
     def record_request(self, n: int = 1) -> None:
-        """Count ``n`` first attempts (no I/O on the caller's path).
+        """Count ``n`` first attempts of calls no breaker reports (no I/O here).
 
+        Calls under a breaker are counted by its report instead (see module docs).
         Pending counts older than a second are carried by a background flush, so a
         request is credited at most about a second after it happened.
         """
@@ -134,7 +144,7 @@ class FleetRetryBudget:
         try:
             reply = await self._store.budget_spend(
                 self.service, pending, retries, self._ratio_ppm, self._min_milli,
-                RETRY_BUDGET_WINDOW,
+                self.window_s,
             )  # fmt: skip
         except StoreError as exc:
             self._pending += pending

@@ -135,6 +135,9 @@ class CallContext:
     deadline_at: float | None = None
     record: CallRecord | None = None
     observers: tuple[CallObserver, ...] = ()
+    #: (budget hash key, window s) the breaker's report counts this call's request into,
+    #: set by the retry step and cleared by the breaker step once its permit carries it.
+    budget_request: tuple[str, int] | None = None
 
 
 def _context(request: httpx.Request) -> CallContext:
@@ -288,8 +291,13 @@ class RetryStep(httpx.AsyncBaseTransport):
         if budget is None:
             return await self._attempts(request, ctx, nxt, metrics)
         # The fleet retry budget: each call counts once; each retry asks the budget, and
-        # a refused retry ends the call with the last attempt's error or response.
-        budget.record_request()
+        # a refused retry ends the call with the last attempt's error or response. The
+        # request is counted by the breaker's report of the first admitted attempt (no
+        # round trip of its own); a call with no breaker is counted in process, batched.
+        if ctx.policy.breaker_enabled:
+            ctx.budget_request = (budget.key, budget.window_s)
+        else:
+            budget.record_request()
         last: list[httpx.Response | BaseException] = []
 
         async def budgeted() -> httpx.Response:
@@ -448,6 +456,10 @@ class BreakerStep(httpx.AsyncBaseTransport):
             raise
         if ctx.record is not None:
             ctx.record.breaker_state = breaker.state().state
+        if ctx.budget_request is not None:
+            # The call's one request for the retry budget goes with this attempt's report.
+            permit.count_request(*ctx.budget_request)
+            ctx.budget_request = None
         try:
             response = await self.next_transport.handle_async_request(request)
         except asyncio.CancelledError:

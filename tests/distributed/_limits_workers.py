@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from msfw_redis._breaker.hub import BreakerHub
+from msfw_redis._config import CircuitBreakerConfig
 from msfw_redis._exceptions import BulkheadFullError
 from msfw_redis._limits.config import BulkheadConfig, RateLimitConfig
 from msfw_redis._limits.limits import FleetLimits
@@ -183,18 +185,31 @@ async def budget_calls(
 ) -> tuple[int, int, int, int, int]:
     """Call /busy (always 503) with retries under the fleet budget.
 
+    As the call pipeline does, every attempt is reported to the service's breaker (one
+    that never trips) and each call's first attempt counts its one request into the
+    budget with that report: the budget hears of requests only from breaker reports.
     Returns (requests, retries granted, retries refused, server ms at start and end).
     """
     store, bus, limits = await _limits(url, prefix)
+    hub = BreakerHub(store, bus)
+    breaker = hub.get(SERVICE, None, CircuitBreakerConfig(failure_threshold=1_000_000))
     budget = limits.retry_budget(SERVICE, ratio=0.2, min_per_second=1.0)
     assert budget is not None
     granted = refused = 0
+
+    async def attempt(http: httpx.AsyncClient, first: bool) -> httpx.Response:
+        permit = await breaker.acquire()
+        if first:
+            permit.count_request(budget.key, budget.window_s)
+        r = await http.get("/busy")
+        await (permit.failure() if breaker.classify_status(r.status_code) else permit.success())
+        return r
+
     async with httpx.AsyncClient(base_url=service_url, timeout=30.0) as http:
         await asyncio.to_thread(barrier.wait)
         start_ms = store.clock.now_ms()
         for _ in range(requests):
-            budget.record_request()
-            r = await http.get("/busy")
+            r = await attempt(http, True)
             for _attempt in range(attempts - 1):
                 if r.status_code != 503:
                     break
@@ -202,8 +217,8 @@ async def budget_calls(
                     refused += 1
                     break
                 granted += 1
-                r = await http.get("/busy")
-    await budget.flush()
+                r = await attempt(http, False)
+    await hub.aclose()
     end_ms = store.clock.now_ms()
     await _close(store, bus, limits)
     return requests, granted, refused, start_ms, end_ms
