@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import multiprocessing as mp
 import os
 import signal
@@ -23,6 +24,7 @@ import uuid
 from typing import Any
 
 from benchmarks._common import Context, Result, command_counts, command_delta, stats
+from benchmarks._peers import NOT_INSTALLED
 from msfw_redis._limits.gcra import GcraParams
 from msfw_redis._limits.store import LimitsStore
 from msfw_redis._store.store import Store
@@ -30,6 +32,12 @@ from msfw_redis.testing import run_in_processes
 
 RATE = 100
 BURST = 10
+#: The peer package each kind needs (from the bench extra); a missing one is reported, not run.
+_PEER_MODULES = {
+    "limits moving window": "limits",
+    "limits sliding counter": "limits",
+    "pyrate RedisBucket": "pyrate_limiter",
+}
 KINDS = ("msfw-redis GCRA", "limits moving window", "limits sliding counter", "pyrate RedisBucket")
 
 
@@ -137,14 +145,17 @@ def _rate_run(
     }
 
 
-async def _pair_cost_us(url: str, n: int) -> dict[str, float]:
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+async def _pair_cost_us(url: str, n: int) -> dict[str, float | str]:
     import redis.asyncio as aioredis
-    from limiters import AsyncSemaphore
 
     store = Store.from_url(url, key_prefix=f"b{uuid.uuid4().hex[:8]}", op_timeout=5.0)
     await store.start()
     lim = LimitsStore(store)
-    out: dict[str, float] = {}
+    out: dict[str, float | str] = {}
     samples = []
     for _ in range(n):
         t = time.perf_counter()
@@ -159,6 +170,11 @@ async def _pair_cost_us(url: str, n: int) -> dict[str, float]:
         samples.append(time.perf_counter() - t)
     out["msfw-redis bulkhead acquire + release"] = stats(samples)["median"] * 1e6
     await store.aclose()
+    if not _installed("limiters"):
+        out["redis-rate-limiters semaphore enter + exit"] = NOT_INSTALLED
+        return out
+    from limiters import AsyncSemaphore
+
     client = aioredis.Redis.from_url(url)
     sem = AsyncSemaphore(
         name=f"b{uuid.uuid4().hex[:8]}", capacity=10, max_sleep=1.0, expiry=30, connection=client
@@ -360,6 +376,11 @@ async def run(ctx: Context) -> Result:
         ["limiter", "max in 1 s", "allowed in 1 s", "admitted/allowed"],
     )
     for kind in KINDS:
+        module = _PEER_MODULES.get(kind)
+        if module is not None and not _installed(module):
+            rate.add(limiter=kind, **{"decisions/s": NOT_INSTALLED})
+            skew.add(limiter=kind, **{"max in 1 s": NOT_INSTALLED})
+            continue
         ctx.progress(f"[limits] {kind}")
         rate.add(limiter=kind, **_rate_run(ctx, kind, 4, 25, duration, [0.0] * 4))
         ctx.progress(f"[limits] {kind} with skew")
@@ -385,8 +406,12 @@ async def run(ctx: Context) -> Result:
     kill.add(bulkhead="msfw-redis (leases, 2 s)", **{
         "after the SIGKILL": await _after_sigkill("ours", ctx.redis_url, 3, 10.0)})  # fmt: skip
     ctx.progress("[limits] SIGKILL: redis-rate-limiters")
-    kill.add(bulkhead="redis-rate-limiters semaphore", **{
-        "after the SIGKILL": await _after_sigkill("peer", ctx.redis_url, 3, 10.0)})  # fmt: skip
+    peer_after = (
+        await _after_sigkill("peer", ctx.redis_url, 3, 10.0)
+        if _installed("limiters")
+        else NOT_INSTALLED
+    )
+    kill.add(bulkhead="redis-rate-limiters semaphore", **{"after the SIGKILL": peer_after})
     rate.notes.append(
         "commands/decision counts every Redis command (INFO commandstats delta) over decisions; "
         "max in 1 s is over sliding windows of admission times."
