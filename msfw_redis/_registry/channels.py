@@ -24,6 +24,10 @@ __all__ = ["ServiceChannels"]
 
 logger = logging.getLogger("msfw_redis.registry")
 
+#: Longest wait (s) for the event bus to connect before a first subscription, and the step.
+_CONNECT_WAIT = 2.0
+_CONNECT_STEP = 0.01
+
 
 class ServiceChannels:
     """Subscribes once per service to one component's channel on the event bus.
@@ -33,6 +37,8 @@ class ServiceChannels:
         channel: ``channel(service)``, the service's channel name.
         handler: the message handler, shared by every service (payloads name the service).
         resync: ``resync(service)`` returns the callback run at each (re)subscription.
+        available: whether the store is up (then a first subscription waits, bounded,
+            for the bus to connect).
     """
 
     def __init__(
@@ -41,17 +47,19 @@ class ServiceChannels:
         channel: Callable[[str], str],
         handler: Handler,
         resync: Callable[[str], Resync],
+        available: Callable[[], bool],
     ) -> None:
         self._bus = bus
         self._channel = channel
         self._handler = handler
         self._resync = resync
+        self._available = available
         self._subscribed: set[str] = set()
         self._pending: dict[str, asyncio.Future[None]] = {}
 
     def services(self) -> set[str]:
         """The services subscribed (or being subscribed) so far."""
-        return set(self._subscribed)
+        return self._subscribed | set(self._pending)
 
     async def ensure(self, service: str, *, wait: bool = True) -> None:
         """Subscribe to ``service``'s channel unless done already.
@@ -82,11 +90,20 @@ class ServiceChannels:
         self._pending.clear()
 
     async def _subscribe(self, bus: EventBus, service: str) -> None:
-        # Marked in the same step in which the bus registers the handler (its first
-        # await comes later), so a cancel can never leave one without the other.
-        self._subscribed.add(service)
         channel = self._channel(service)
         try:
+            # A channel added while the bus's reader is still making its first
+            # subscriptions can be left out of them until a reconnect (the reader
+            # snapshots its channels before it counts as connected): subscribe once the
+            # bus is connected, waiting at most _CONNECT_WAIT for it while the store is up.
+            bus.start()
+            waited = 0.0
+            while not bus.connected and self._available() and waited < _CONNECT_WAIT:
+                await asyncio.sleep(_CONNECT_STEP)
+                waited += _CONNECT_STEP
+            # Marked in the same step in which the bus registers the handler (its first
+            # await comes later), so a cancel can never leave one without the other.
+            self._subscribed.add(service)
             await bus.subscribe(channel, self._handler, on_resync=self._resync(service))
         except Exception:
             # The handler is registered; the bus subscribes it at its next reconnect, and
