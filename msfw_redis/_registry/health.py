@@ -476,12 +476,20 @@ class HealthMonitor:
     async def probe_round(
         self, service_name: str, settings: HealthCheckSettings | None = None
     ) -> ProbeRound | None:
-        """Run one probe round now if it is due; ``None`` when another replica has it."""
+        """Run one probe round now if it is due; ``None`` when another replica has it.
+
+        When this process's own monitoring loop has the round, its result is returned.
+        """
         service = canonical_service_name(service_name)
         cfg = settings or self._enrolled.get(service, self.defaults)
         await self.channels.ensure(service)
         token, round_no, _ = await self._acquire(service, cfg, secrets.token_hex(8))
         if token is None:
+            own = self._own_rounds.get(service)
+            if own is not None:
+                # This process's own loop has the round (it may start first now that a
+                # first use subscribes before probing): its round is this one.
+                return await asyncio.shield(own)
             return None
         return await self._run_round(service, cfg, token, round_no)
 
