@@ -11,8 +11,10 @@
 -- ARGV[3] failure_threshold  consecutive failures that make a healthy instance unhealthy
 -- ARGV[4] success_threshold  consecutive successes that make an unhealthy one healthy
 -- ARGV[5] retention_ms       expiry refreshed on the health keys
--- ARGV[6] health_channel     pub/sub channel for service health changes
--- ARGV[7] registry_channel   pub/sub channel for registry revision events
+-- ARGV[6] health_channel     the service's health channel ({service}:health:events)
+-- ARGV[7] registry_channel   the service's registry channel ({service}:registry:events)
+--                            both with the same {hash tag} as the KEYS, else MSFW_BADARG:
+--                            events stay in the script's slot (SPUBLISH on Cluster)
 -- ARGV[8] service            service name, put in event payloads
 -- ARGV[9] count              number of results that follow
 -- ARGV[10..] count x (instance_id, ok) with ok 1 (probe passed) or 0 (failed)
@@ -30,7 +32,8 @@
 -- failure_threshold consecutive failed ones unhealthy (as from healthy). The service is
 -- healthy while at least one registered instance is; unknown_members counts the unknown.
 -- The first report sets the baseline (seq = now_ms) without an event; afterwards each
--- flip of the service's health bumps seq and publishes "<service>\n<seq>\n<healthy>" once.
+-- flip of the service's health bumps seq and publishes "<service>\n<seq>\n<healthy>" once
+-- on health_channel.
 
 -- @include "lib/now_or_server_ms.lua"
 -- @include "lib/arg_error.lua"
@@ -39,6 +42,7 @@
 -- @include "lib/empty_arg_error.lua"
 -- @include "lib/pexpire_all.lua"
 -- @include "lib/stored_revision.lua"
+-- @include "lib/slot_arg_error.lua"
 -- @include "lib/bump_revision.lua"
 -- @include "lib/publish.lua"
 
@@ -63,6 +67,7 @@ local err = int_arg_error(now_ms, 0, 'now_ms')
   or int_arg_error(success_threshold, 1, 'success_threshold')
   or int_arg_error(retention_ms, 1, 'retention_ms')
   or empty_arg_error('channels and service', health_channel, registry_channel, service)
+  or slot_arg_error(service_key, health_channel, registry_channel)
   or arg_error(not is_int(count, 0) or publish_argc ~= 9 + 2 * count,
     'count must match the number of (instance_id, ok) pairs')
 if err then
@@ -179,7 +184,7 @@ elseif previous ~= healthy then
   changed = 1
   seq = redis.call('HINCRBY', service_key, 'seq', 1)
   redis.call('HSET', service_key, 'healthy', healthy, 'changed_ms', now_ms)
-  publish_global(health_channel, service .. '\n' .. seq .. '\n' .. healthy)
+  publish(health_channel, service .. '\n' .. seq .. '\n' .. healthy)
 end
 redis.call('HSET', service_key, 'probed_ms', now_ms, 'members', #members,
   'healthy_members', healthy_members, 'unknown_members', unknown_members)

@@ -12,7 +12,8 @@
 -- ARGV[3] token        the owner's token, or '' to remove whatever registration holds the id
 -- ARGV[4] tombstone_ms how long late heartbeats of this id are refused, >= 1
 -- ARGV[5] retention_ms expiry refreshed on every registry key
--- ARGV[6] channel      pub/sub channel for revision events
+-- ARGV[6] channel      the service's registry channel (<prefix>:v1:{<service>}:registry:events),
+--                      same {hash tag} as the KEYS, else MSFW_BADARG (SPUBLISH on Cluster)
 -- ARGV[7] service      service name, put in the event payload
 -- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: {code, revision, members}
@@ -28,6 +29,7 @@
 -- @include "lib/reap_expired.lua"
 -- @include "lib/pexpire_all.lua"
 -- @include "lib/stored_revision.lua"
+-- @include "lib/slot_arg_error.lua"
 -- @include "lib/bump_revision.lua"
 
 local members_key = KEYS[1]
@@ -51,6 +53,7 @@ local err = int_arg_error(now_ms, 0, 'now_ms')
   or int_arg_error(tombstone_ms, 1, 'tombstone_ms')
   or int_arg_error(retention_ms, 1, 'retention_ms')
   or empty_arg_error('channel and service', channel, service)
+  or slot_arg_error(revision_key, channel)
 if err then
   return redis.error_reply(err)
 end

@@ -11,7 +11,8 @@
 -- ARGV[3] token        the token the instance registered with, non-empty
 -- ARGV[4] ttl_ms       lease length, > 0; the new deadline is now_ms + ttl_ms
 -- ARGV[5] retention_ms expiry refreshed on every registry key
--- ARGV[6] channel      pub/sub channel for revision events
+-- ARGV[6] channel      the service's registry channel (<prefix>:v1:{<service>}:registry:events),
+--                      same {hash tag} as the KEYS, else MSFW_BADARG (SPUBLISH on Cluster)
 -- ARGV[7] service      service name, put in the event payload
 -- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: {code, revision, deadline_ms}
@@ -29,6 +30,7 @@
 -- @include "lib/empty_arg_error.lua"
 -- @include "lib/pexpire_all.lua"
 -- @include "lib/stored_revision.lua"
+-- @include "lib/slot_arg_error.lua"
 -- @include "lib/bump_revision.lua"
 
 local members_key = KEYS[1]
@@ -51,6 +53,7 @@ local err = int_arg_error(now_ms, 0, 'now_ms')
   or int_arg_error(ttl_ms, 1, 'ttl_ms')
   or int_arg_error(retention_ms, 1, 'retention_ms')
   or empty_arg_error('channel and service', channel, service)
+  or slot_arg_error(revision_key, channel)
 if err then
   return redis.error_reply(err)
 end

@@ -15,7 +15,8 @@
 -- ARGV[5] min_instances   self-preservation applies only to services with at least this
 --                         many expiring instances
 -- ARGV[6] retention_ms    expiry refreshed on every registry key
--- ARGV[7] channel         pub/sub channel for revision events
+-- ARGV[7] channel         the service's registry channel (<prefix>:v1:{<service>}:registry:events),
+--                         same {hash tag} as the KEYS, else MSFW_BADARG (SPUBLISH on Cluster)
 -- ARGV[8] service         service name, put in the event payload
 -- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: {revision, changed, evicted, newly_suspect, suspects, preserving, now_ms, count,
@@ -45,6 +46,7 @@
 -- @include "lib/reap_expired.lua"
 -- @include "lib/pexpire_all.lua"
 -- @include "lib/stored_revision.lua"
+-- @include "lib/slot_arg_error.lua"
 -- @include "lib/bump_revision.lua"
 
 local members_key = KEYS[1]
@@ -71,6 +73,7 @@ local err = int_arg_error(now_ms, 0, 'now_ms')
   or int_arg_error(min_instances, 1, 'min_instances')
   or int_arg_error(retention_ms, 1, 'retention_ms')
   or empty_arg_error('channel and service', channel, service)
+  or slot_arg_error(revision_key, channel)
 if err then
   return redis.error_reply(err)
 end

@@ -12,13 +12,15 @@
 -- ARGV[4] ttl_ms       heartbeat lease; 0 registers an external instance that never expires
 -- ARGV[5] record       JSON record, non-empty
 -- ARGV[6] retention_ms expiry set on every key written, refreshed by every registry script
--- ARGV[7] channel      pub/sub channel for revision events
+-- ARGV[7] channel      the service's registry channel (<prefix>:v1:{<service>}:registry:events),
+--                      same {hash tag} as the KEYS, else MSFW_BADARG (SPUBLISH on Cluster)
 -- ARGV[8] service      service name, put in the event payload
 -- ARGV[last] - publish mode, appended by the store: 'spublish' on Cluster, else 'publish' (lib/publish.lua)
 -- Reply: {revision, replaced, members}: replaced is 1 when the id was registered already
 --        (its old token is now fenced), members is the service's instance count.
 --
--- Every key shares the {service} hash tag. The revision event is "<service>\n<revision>".
+-- Every key and the channel share the {service} hash tag. The revision event is
+-- "<service>\n<revision>".
 -- A registration clears a tombstone, a suspect mark and the old token of the same id.
 
 -- @include "lib/now_or_server_ms.lua"
@@ -26,6 +28,7 @@
 -- @include "lib/int_arg_error.lua"
 -- @include "lib/empty_arg_error.lua"
 -- @include "lib/pexpire_all.lua"
+-- @include "lib/slot_arg_error.lua"
 -- @include "lib/bump_revision.lua"
 
 local members_key = KEYS[1]
@@ -50,6 +53,7 @@ local err = int_arg_error(now_ms, 0, 'now_ms')
   or empty_arg_error('record', record)
   or int_arg_error(retention_ms, 1, 'retention_ms')
   or empty_arg_error('channel and service', channel, service)
+  or slot_arg_error(revision_key, channel)
 if err then
   return redis.error_reply(err)
 end

@@ -1,5 +1,6 @@
 -- bump_revision(revision_key, now_ms, retention_ms, channel, service): add one to a
--- service's registry revision and publish '<service>\n<revision>' on channel; returns it.
+-- service's registry revision and publish '<service>\n<revision>' on channel, the
+-- service's own registry channel (same slot: SPUBLISH on Cluster); returns it.
 -- @include "lib/publish.lua"
 local function bump_revision(revision_key, now_ms, retention_ms, channel, service)
   if redis.call('EXISTS', revision_key) == 0 then
@@ -8,6 +9,6 @@ local function bump_revision(revision_key, now_ms, retention_ms, channel, servic
     redis.call('SET', revision_key, now_ms, 'PX', retention_ms)
   end
   local revision = redis.call('INCR', revision_key)
-  publish_global(channel, service .. '\n' .. revision)
+  publish(channel, service .. '\n' .. revision)
   return revision
 end

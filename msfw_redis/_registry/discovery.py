@@ -1,7 +1,9 @@
 """The per-process discovery cache, keyed by each service's registry revision.
 
 Every registry script that changes what discovery shows (membership, suspect marks,
-instance health) bumps the service's revision and PUBLISHes ``<service>\\n<revision>``.
+instance health) bumps the service's revision and publishes ``<service>\\n<revision>`` on
+the service's own registry channel (SPUBLISH on Cluster). The registry subscribes to it
+when discovery first asks for the service, before the first read.
 A cached result is used without a round trip while both hold:
 
 * no event has announced a revision newer than the cached one, and
@@ -117,7 +119,7 @@ class DiscoveryCache:
         return {service: entry.instances for service, entry in self._entries.items()}
 
     def on_event(self, payload: bytes) -> None:
-        """Handler for the registry channel: ``<service>\\n<revision>``."""
+        """Handler for the registry channels: ``<service>\\n<revision>``."""
         try:
             service, raw = payload.decode().split("\n", 1)
             revision = int(raw)
@@ -131,10 +133,12 @@ class DiscoveryCache:
         (the last known instances) stay."""
         self._inflight.clear()
 
-    def resync(self) -> None:
-        """Expire every entry: events may have been lost while the subscriber was away."""
-        for service, entry in list(self._entries.items()):
-            self._entries[service] = dataclasses.replace(entry, fetched_at=float("-inf"))
+    def resync(self, service: str | None = None) -> None:
+        """Expire the entry of ``service`` (every entry when ``None``): its events may
+        have been lost while its channel's subscriber was away."""
+        for name, entry in list(self._entries.items()):
+            if service is None or name == service:
+                self._entries[name] = dataclasses.replace(entry, fetched_at=float("-inf"))
 
     def _valid(self, service: str, entry: _Entry) -> bool:
         if entry.revision < self._latest.get(service, -1):

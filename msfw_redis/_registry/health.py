@@ -22,10 +22,13 @@ probed at that address, ``GET <base_url>/health``, directly by the replica that 
 its result is not stored in Redis and fires no ``on_change`` callbacks.
 
 The first report sets
-a baseline quietly; after that every flip bumps a sequence number and is PUBLISHed once.
-Every replica subscribes, so ``on_change`` callbacks fire in every replica, once per
-change: replicas drop events whose sequence number they have already seen, and after a
-reconnect they re-read the state and fire for a flip they missed.
+a baseline quietly; after that every flip bumps a sequence number and is published once,
+on the service's own health channel (SPUBLISH on Cluster, so it stays on the shard of the
+service's keys). Each replica subscribes to the channel of every service it monitors or
+reports status for (confirmed before it reads that service's state), so ``on_change``
+callbacks fire in every such replica, once per change: replicas drop events whose
+sequence number they have already seen, and after each (re)subscription of a service's
+channel they re-read that service's state and fire for a flip they missed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import random
 import secrets
@@ -45,6 +49,7 @@ import httpx
 
 from msfw_redis._callbacks import call_logged
 from msfw_redis._exceptions import ConfigurationError, StoreError
+from msfw_redis._registry.channels import ServiceChannels
 from msfw_redis._shutdown import pause, raise_if_cancelling
 from msfw_redis._store.keys import canonical_service_name
 from msfw_redis._store.store import reply_int, reply_list, reply_str
@@ -242,7 +247,13 @@ class HealthMonitor:
         self.stats = HealthStats()
         #: ``(service, round)`` of the latest rounds this replica won, for tests and debugging.
         self.won_rounds: collections.deque[tuple[str, int]] = collections.deque(maxlen=1024)
-        self.health_channel = store.keys.global_channel("health")
+        self.channels = ServiceChannels(
+            bus,
+            lambda service: registry.scripts.keys(service).health_channel,
+            self._on_event,
+            lambda service: functools.partial(self._resync, [service]),
+            lambda: store.available,
+        )
         self._http = http_client
         self._owns_http = http_client is None
         self._monitor_registered = monitor_registered
@@ -310,15 +321,15 @@ class HealthMonitor:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Subscribe to health events, read current states and start the loops."""
+        """Subscribe to the enrolled services' health events, read their states and start
+        the loops."""
         if self._started:
             return
         self._started = True
         if self._http is None:
             self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self._spawn(self._dispatch(), "msfw-health-callbacks")
-        if self.bus is not None:
-            await self.bus.subscribe(self.health_channel, self._on_event, on_resync=self._resync)
+        await asyncio.gather(*(self.channels.ensure(service) for service in self._enrolled))
         await self._read_states(list(self._enrolled))
         for service in list(self._enrolled):
             self._start_loop(service)
@@ -339,6 +350,7 @@ class HealthMonitor:
         """
         self._loops.clear()
         self._background.clear()
+        self.channels.rebind()
         self._queue = asyncio.Queue()
         self._closing = asyncio.Event()
         self._started = False
@@ -418,6 +430,8 @@ class HealthMonitor:
         try:
             if static is not None and not await self.registry.discover(service):
                 return _status_of(await self._probe_static(static, settings.timeout))
+            # From now on this replica hears the service's changes (and fires on_change).
+            await self.channels.ensure(service)
             state = await self.state(service)
             if state is not None and self._server_ms() - state.probed_ms <= _ms(
                 2 * settings.interval
@@ -462,11 +476,20 @@ class HealthMonitor:
     async def probe_round(
         self, service_name: str, settings: HealthCheckSettings | None = None
     ) -> ProbeRound | None:
-        """Run one probe round now if it is due; ``None`` when another replica has it."""
+        """Run one probe round now if it is due; ``None`` when another replica has it.
+
+        When this process's own monitoring loop has the round, its result is returned.
+        """
         service = canonical_service_name(service_name)
         cfg = settings or self._enrolled.get(service, self.defaults)
+        await self.channels.ensure(service)
         token, round_no, _ = await self._acquire(service, cfg, secrets.token_hex(8))
         if token is None:
+            own = self._own_rounds.get(service)
+            if own is not None:
+                # This process's own loop has the round (it may start first now that a
+                # first use subscribes before probing): its round is this one.
+                return await asyncio.shield(own)
             return None
         return await self._run_round(service, cfg, token, round_no)
 
@@ -506,8 +529,8 @@ class HealthMonitor:
         keys = self.registry.scripts.keys(service)
         args: list[object] = [
             self._script_ms(), token, cfg.failure_threshold, cfg.success_threshold,
-            self.registry.scripts.retention_ms, self.health_channel,
-            self.registry.scripts.channel, service, len(results),
+            self.registry.scripts.retention_ms, keys.health_channel, keys.registry_channel,
+            service, len(results),
         ]  # fmt: skip
         for instance_id, ok in results:
             args += [instance_id, 1 if ok else 0]
@@ -606,6 +629,11 @@ class HealthMonitor:
         task.add_done_callback(forget)
 
     async def _service_loop(self, service: str) -> None:
+        if service not in self.channels.services():
+            # Enrolled after start(): subscribe, then read a quiet baseline, before the
+            # first round, so that no flip after this point is missed.
+            await self.channels.ensure(service)
+            await self._read_states([service])
         while not self._closing.is_set():
             cfg = self._enrolled.get(service)
             if cfg is None:
@@ -662,9 +690,11 @@ class HealthMonitor:
             self.stats.changes_seen += 1
             self._queue.put_nowait((service, healthy))
 
-    def _resync(self) -> None:
-        # Changes may have been missed while disconnected; read states off the reader.
-        services = list(set(self._mirror) | set(self._enrolled))
+    def _resync(self, services: list[str] | None = None) -> None:
+        # Changes may have been missed while a channel's subscriber was away: read those
+        # services' states (all known ones by default) off the event reader.
+        if services is None:
+            services = sorted(set(self._mirror) | set(self._enrolled) | self.channels.services())
         self._spawn(self._read_states(services), "msfw-health-resync")
 
     async def _read_states(self, services: list[str]) -> None:

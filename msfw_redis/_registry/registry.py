@@ -11,6 +11,9 @@ owns what a process does with them:
   once when the store recovers from an outage.
 * **Discovery** goes through the per-process cache in ``_discovery`` (keyed by the
   service revision, invalidated by pub/sub, revalidated after ``cache_max_staleness``).
+  Revision events go on each service's own channel (``_channels``): the registry
+  subscribes to a service's channel when discovery first asks for it (confirmed before
+  the first read) and when it registers an instance of it.
   While Redis is down it serves the last known instances, counted in
   ``stats.stale_serves`` with one WARNING per service per outage.
 * **Self-preservation** happens in ``registry_list``; here it is logged and counted.
@@ -19,6 +22,7 @@ owns what a process does with them:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import secrets
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from msfw_redis._exceptions import ConfigurationError, ScriptError, StoreError
 from msfw_redis._registry.balancing import DEFAULT_STRATEGY, LoadBalancer
+from msfw_redis._registry.channels import ServiceChannels
 from msfw_redis._registry.discovery import DiscoveryCache, RegistryStats
 from msfw_redis._registry.instance import ServiceInstance, build_instance, validate_instance_id
 from msfw_redis._registry.panic import DEFAULT_PANIC_THRESHOLD, PanicRouter, Route
@@ -199,6 +204,13 @@ class ServiceRegistry:
             stats=self.stats,
             on_data_loss=self._on_data_loss,
         )
+        self.channels = ServiceChannels(
+            bus,
+            lambda service: self.scripts.keys(service).registry_channel,
+            self.cache.on_event,
+            lambda service: functools.partial(self.cache.resync, service),
+            lambda: store.available,
+        )
         self._owned: dict[tuple[str, str], _Owned] = {}
         self._index_touched: dict[str, float] = {}
         self._preserving: set[str] = set()
@@ -208,15 +220,14 @@ class ServiceRegistry:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Subscribe to revision events and hook heartbeats to store recovery (idempotent)."""
+        """Hook heartbeats to store recovery (idempotent).
+
+        Revision events are subscribed per service, at first use (see ``channels``).
+        """
         if self._started:
             return
         self._started = True
         self.store.on_recovery(self._wake_heartbeats)
-        if self.bus is not None:
-            await self.bus.subscribe(
-                self.scripts.channel, self.cache.on_event, on_resync=self.cache.resync
-            )
 
     async def aclose(self, *, deregister: bool = True) -> None:
         """Stop every heartbeat and (by default) deregister this process's instances now.
@@ -245,6 +256,7 @@ class ServiceRegistry:
         task of each owned instance are made anew. Call it on the new loop.
         """
         self.cache.rebind()
+        self.channels.rebind()
         for owned in self._owned.values():
             owned.wake = asyncio.Event()
             if owned.task is not None and not owned.stopped:
@@ -339,6 +351,7 @@ class ServiceRegistry:
             service_name, host, port, protocol, version, health_check_path, metadata, weight,
             instance_id, external=True,
         )  # fmt: skip
+        await self.channels.ensure(instance.name, wait=False)
         revision = await self.scripts.register(
             instance.name, instance.instance_id, secrets.token_hex(8), 0, encode_record(instance, 0)
         )
@@ -398,6 +411,8 @@ class ServiceRegistry:
         """
         service = canonical_service_name(service_name)
         self.stats.discoveries += 1
+        # Subscribed (and confirmed) before the first read, so no later change is missed.
+        await self.channels.ensure(service)
         instances = await self.cache.get(service, fresh=fresh)
         if version is not None:
             return [inst for inst in instances if inst.version == version]
@@ -500,6 +515,7 @@ class ServiceRegistry:
     # -- internals: registration and heartbeats --------------------------------------
 
     async def _register_owned(self, owned: _Owned) -> None:
+        await self.channels.ensure(owned.service, wait=False)
         revision = await self.scripts.register(
             owned.service, owned.instance_id, owned.token, _ms(owned.ttl), owned.record
         )

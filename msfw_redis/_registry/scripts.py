@@ -12,6 +12,12 @@ State, per service (every key carries the ``{service}`` hash tag)::
 
 plus ``global:registry:services``, a zset of service names kept by separate single-key
 calls (``registry_index``), never inside a per-service script.
+
+Events, per service, on channels with the same hash tag (so a script publishes only in
+its own slot: SPUBLISH on Cluster, PUBLISH elsewhere)::
+
+    registry:events      "<service>\\n<revision>" at every revision bump
+    health:events        "<service>\\n<seq>\\n<healthy>" at every flip of the service's health
 """
 
 from __future__ import annotations
@@ -62,6 +68,9 @@ class ServiceKeys:
     health_instances: str
     health_service: str
     health_probe: str
+    #: The service's pub/sub channels, in the slot of its keys (SPUBLISH on Cluster).
+    registry_channel: str
+    health_channel: str
 
     @classmethod
     def build(cls, keys: KeySchema, service: str) -> ServiceKeys:
@@ -75,6 +84,8 @@ class ServiceKeys:
             health_instances=keys.key(service, "health", "instances"),
             health_service=keys.key(service, "health", "service"),
             health_probe=keys.key(service, "health", "probe"),
+            registry_channel=keys.channel(service, "registry"),
+            health_channel=keys.channel(service, "health"),
         )
 
     @property
@@ -256,7 +267,6 @@ class RegistryScripts:
         self.store = store
         self.retention_ms = retention_ms
         self.now_ms = now_ms
-        self.channel = store.keys.global_channel("registry")
         self.index_key = store.keys.global_key("registry", "services")
         self._keys: dict[str, ServiceKeys] = {}
 
@@ -271,13 +281,14 @@ class RegistryScripts:
         self, service: str, instance_id: str, token: str, ttl_ms: int, record: str
     ) -> int:
         """Add or replace an instance (``ttl_ms`` 0: external); returns the new revision."""
+        keys = self.keys(service)
         reply = reply_list(
             await self.store.run(
                 "registry_register",
-                self.keys(service).registry,
+                keys.registry,
                 [
                     self.now_ms(), instance_id, token, ttl_ms, record, self.retention_ms,
-                    self.channel, service,
+                    keys.registry_channel, service,
                 ],
             )
         )  # fmt: skip
@@ -287,13 +298,14 @@ class RegistryScripts:
         self, service: str, instance_id: str, token: str, ttl_ms: int
     ) -> HeartbeatResult:
         """Renew an instance's lease, fenced by ``token``."""
+        keys = self.keys(service)
         reply = reply_list(
             await self.store.run(
                 "registry_heartbeat",
-                self.keys(service).registry,
+                keys.registry,
                 [
                     self.now_ms(), instance_id, token, ttl_ms, self.retention_ms,
-                    self.channel, service,
+                    keys.registry_channel, service,
                 ],
             )
         )  # fmt: skip
@@ -310,7 +322,7 @@ class RegistryScripts:
                 [*keys.registry, keys.health_instances],
                 [
                     self.now_ms(), instance_id, token, tombstone_ms, self.retention_ms,
-                    self.channel, service,
+                    keys.registry_channel, service,
                 ],
             )
         )  # fmt: skip
@@ -333,7 +345,7 @@ class RegistryScripts:
                 [*keys.registry, keys.health_instances],
                 [
                     self.now_ms(), known_revision, share_permille, hold_ms, min_instances,
-                    self.retention_ms, self.channel, service,
+                    self.retention_ms, keys.registry_channel, service,
                 ],
             )
         )  # fmt: skip

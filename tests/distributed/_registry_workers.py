@@ -102,3 +102,78 @@ async def health_replica(
         "rounds": [number for _, number in monitor.won_rounds],
         "pid": os.getpid(),
     }
+
+
+def sharded_listener(
+    url: str, prefix: str, service: str, barrier: Barrier
+) -> tuple[int, list[Any]]:
+    """Resolve ``service`` (subscribing to its registry channel) and run its first health
+    round (subscribing to its health channel; a quiet baseline with no instance), then
+    wait for the other process's registration and health flip to arrive by pub/sub.
+
+    Returns (instances discovered afterwards, on_change events). The discovery cache
+    never expires by age here, so only the revision event can show the new instance.
+    """
+    return asyncio.run(_sharded_listener(url, prefix, service, barrier))
+
+
+async def _sharded_listener(
+    url: str, prefix: str, service: str, barrier: Barrier
+) -> tuple[int, list[Any]]:
+    store = Store.from_url(url, key_prefix=prefix, op_timeout=1.0)
+    await store.start()
+    bus = EventBus(store)
+    registry = ServiceRegistry(store, bus, cache_max_staleness=3600.0)
+    monitor = HealthMonitor(store, registry, bus)
+    changes: list[Any] = []
+    changed = asyncio.Event()
+
+    def record(name: str, healthy: bool) -> None:
+        changes.append((name, healthy))
+        changed.set()
+
+    monitor.on_change(record)
+    try:
+        await registry.start()
+        await monitor.start()
+        assert await registry.discover(service) == []
+        baseline = await monitor.probe_round(service)
+        assert baseline is not None and baseline.code == 1 and not baseline.healthy
+        await asyncio.to_thread(barrier.wait, 60)
+        async with asyncio.timeout(30):
+            await changed.wait()
+        # The registration's revision event came before the flip on this connection.
+        return len(await registry.discover(service)), changes
+    finally:
+        await monitor.aclose()
+        await registry.aclose()
+        await bus.aclose()
+        await store.aclose()
+
+
+def sharded_registrar(url: str, prefix: str, service: str, barrier: Barrier) -> bool:
+    """After the barrier, register an instance on an open port and run one health round
+    (with a clock an hour ahead, so it is due): the service flips to healthy."""
+    return asyncio.run(_sharded_registrar(url, prefix, service, barrier))
+
+
+async def _sharded_registrar(url: str, prefix: str, service: str, barrier: Barrier) -> bool:
+    store = Store.from_url(url, key_prefix=prefix, op_timeout=1.0)
+    await store.start()
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    registry = ServiceRegistry(store)
+    monitor = HealthMonitor(store, registry, now_ms=lambda: store.clock.now_ms() + 3_600_000)
+    try:
+        await registry.start()
+        await monitor.start()
+        await asyncio.to_thread(barrier.wait, 60)
+        await registry.register(service, host="127.0.0.1", port=port, start_heartbeats=False)
+        probe = await monitor.probe_round(service)
+        return probe is not None and probe.code == 1 and probe.changed and probe.healthy
+    finally:
+        await monitor.aclose()
+        await registry.aclose(deregister=False)
+        server.close()
+        await server.wait_closed()
+        await store.aclose()

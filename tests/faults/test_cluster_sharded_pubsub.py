@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import statistics
+from typing import Any
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ from msfw_redis._breaker.hub import DistributedBreaker
 from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisClusterSetup, run_in_processes
 from tests.distributed import _breaker_workers as w
+from tests.distributed import _registry_workers as rw
 from tests.faults.test_cluster_faults import _bus_sent
 
 pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
@@ -87,3 +89,30 @@ def _shard_subscribers(port: int, channel: str) -> int:
     with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0) as conn:
         reply = conn.execute_command("PUBSUB", "SHARDNUMSUB", channel)
     return int(reply[1])
+
+
+def test_registry_and_health_events_reach_another_process_by_sharded_pubsub_only(
+    cluster_setup: RedisClusterSetup, key_prefix: str
+) -> None:
+    """A registration and a health flip in one process reach discovery and on_change in
+    another; the cluster bus carried them as sharded publishes only (no PUBLISH)."""
+    barrier = mp.get_context("spawn").Barrier(2)
+    before = (_bus_sent(cluster_setup, "publish"), _bus_sent(cluster_setup, "publishshard"))
+    args = (cluster_setup.url, key_prefix, "inventory", barrier)
+    (found, changes), flipped = run_in_processes(
+        _callee, [("listener", *args), ("registrar", *args)], timeout=120
+    )
+    classic = _bus_sent(cluster_setup, "publish") - before[0]
+    sharded = _bus_sent(cluster_setup, "publishshard") - before[1]
+    print(f"\nregistry and health events, bus messages: PUBLISH {classic}, SPUBLISH {sharded}")
+    assert flipped is True
+    assert found == 1
+    assert changes == [("inventory", True)]
+    assert classic == 0
+    assert sharded >= 2  # the registration's revision and the flip, at least
+
+
+def _callee(role: str, *args: Any) -> Any:
+    """One role of the test above, run in a spawned process."""
+    fn: Any = rw.sharded_listener if role == "listener" else rw.sharded_registrar
+    return fn(*args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -16,6 +17,9 @@ RETENTION_MS = 3_600_000
 T0 = 1_000_000
 INTERVAL_MS = 1_000
 LEASE_MS = 500
+#: Channels with the service's hash tag (only the tag matters to the scripts' check).
+H = f"msfw:v1:{{{SVC}}}:health:events"
+R = f"msfw:v1:{{{SVC}}}:registry:events"
 
 
 def keys(store: Store) -> ServiceKeys:
@@ -30,7 +34,7 @@ async def member(store: Store, *instance_ids: str) -> None:
             keys(store).registry,
             [
                 T0, instance_id, "tok", 10**9, json.dumps({"host": "h", "port": 1}),
-                RETENTION_MS, store.keys.global_channel("registry"), SVC,
+                RETENTION_MS, store.keys.channel(SVC, "registry"), SVC,
             ],
         )  # fmt: skip
 
@@ -63,7 +67,7 @@ async def report(
     k = keys(store)
     args: list[object] = [
         now, token, failure_threshold, success_threshold, RETENTION_MS,
-        store.keys.global_channel("health"), store.keys.global_channel("registry"), SVC,
+        store.keys.channel(SVC, "health"), store.keys.channel(SVC, "registry"), SVC,
         len(results),
     ]  # fmt: skip
     for instance_id, ok in results.items():
@@ -268,7 +272,7 @@ async def test_service_without_instances_is_unhealthy(store: Store) -> None:
     await store.run(
         "registry_deregister",
         [*keys(store).registry, keys(store).health_instances],
-        [T0 + 1, "a", "", 1000, RETENTION_MS, "c", SVC],
+        [T0 + 1, "a", "", 1000, RETENTION_MS, store.keys.channel(SVC, "registry"), SVC],
     )
     result = await round_at(store, T0 + INTERVAL_MS, {})
     assert (result["healthy"], result["changed"]) == (0, 1)
@@ -327,12 +331,15 @@ async def test_acquire_bad_arguments(store: Store, args: list[object], field: st
 @pytest.mark.parametrize(
     ("tail", "field"),
     [
-        ([0, 2, RETENTION_MS, "h", "r", SVC, 0], "failure_threshold"),
-        ([2, 0, RETENTION_MS, "h", "r", SVC, 0], "success_threshold"),
-        ([2, 2, RETENTION_MS, "", "r", SVC, 0], "channels"),
-        ([2, 2, RETENTION_MS, "h", "r", SVC, 2, "a", 1], "count"),
-        ([2, 2, RETENTION_MS, "h", "r", SVC, 1, "a", 2], "ok 0 or 1"),
-        ([2, 2, RETENTION_MS, "h", "r", SVC, 1, "", 1], "instance_id"),
+        ([0, 2, RETENTION_MS, H, R, SVC, 0], "failure_threshold"),
+        ([2, 0, RETENTION_MS, H, R, SVC, 0], "success_threshold"),
+        ([2, 2, RETENTION_MS, "", R, SVC, 0], "channels"),
+        ([2, 2, RETENTION_MS, H, R, SVC, 2, "a", 1], "count"),
+        ([2, 2, RETENTION_MS, H, R, SVC, 1, "a", 2], "ok 0 or 1"),
+        ([2, 2, RETENTION_MS, H, R, SVC, 1, "", 1], "instance_id"),
+        # Channels of another slot: a cross-service one, another service's.
+        ([2, 2, RETENTION_MS, "h", R, SVC, 0], "hash tag"),
+        ([2, 2, RETENTION_MS, H, "msfw:v1:{payments}:registry:events", SVC, 0], "hash tag"),
     ],
 )
 async def test_report_bad_arguments(store: Store, tail: list[object], field: str) -> None:
@@ -346,3 +353,32 @@ async def test_report_bad_arguments(store: Store, tail: list[object], field: str
         )
     assert info.value.code == "MSFW_BADARG"
     assert field in str(info.value)
+
+
+async def test_report_publishes_on_the_service_channels_given(store: Store) -> None:
+    """A flip goes out on the service's health channel, the revision bump on its registry
+    channel; nothing else is published (pattern subscription over the whole prefix)."""
+    await member(store, "a")
+    pubsub = store.pubsub_client().pubsub()
+    await pubsub.psubscribe(store.keys.prefix + ":*")
+    try:
+        assert (await pubsub.get_message(timeout=2))["type"] == "psubscribe"
+        await round_at(store, T0, {"a": True})  # baseline: no health event
+        down = await round_at(store, T0 + INTERVAL_MS, {"a": False}, failure_threshold=1)
+        assert (down["healthy"], down["changed"]) == (0, 1)
+        marker = store.keys.key("marker", "test", "events")
+        await store.client.publish(marker, b"end")
+        seen: list[tuple[str, str]] = []
+        async with asyncio.timeout(10):
+            while not seen or seen[-1][0] != marker:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None:
+                    seen.append((message["channel"].decode(), message["data"].decode()))
+    finally:
+        await pubsub.aclose()
+    health = store.keys.key(SVC, "health", "events")
+    registry = store.keys.key(SVC, "registry", "events")
+    assert [c for c, _ in seen if c == health] == [health]
+    assert (health, f"{SVC}\n{down['seq']}\n0") in seen
+    assert (registry, f"{SVC}\n{down['revision']}") in seen
+    assert {c for c, _ in seen} == {health, registry, marker}

@@ -23,7 +23,8 @@ def keys(store: Store) -> ServiceKeys:
 
 
 def channel(store: Store) -> str:
-    return store.keys.global_channel("registry")
+    """The service's own registry channel (same hash tag as its keys)."""
+    return store.keys.channel(SVC, "registry")
 
 
 async def register(
@@ -171,6 +172,45 @@ async def test_register_publishes_the_revision(store: Store) -> None:
         assert message["data"] == f"{SVC}\n{revision}".encode()
     finally:
         await pubsub.aclose()
+
+
+async def published(store: Store, pubsub: Any) -> list[tuple[str, str]]:
+    """Every (channel, data) a pattern subscription over the store's prefix received up
+    to a marker published now (one connection delivers in order: nothing is left out)."""
+    marker = store.keys.key("marker", "test", "events")
+    await store.client.publish(marker, b"end")
+    seen: list[tuple[str, str]] = []
+    async with asyncio.timeout(10):
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is None:
+                continue
+            channel, data = message["channel"].decode(), message["data"].decode()
+            if channel == marker:
+                return seen
+            seen.append((channel, data))
+
+
+async def test_every_registry_script_publishes_on_the_channel_given(store: Store) -> None:
+    """register, list (suspect marks), a suspect-clearing heartbeat and deregister each
+    publish '<service>\\n<revision>' on the per-service channel given, and on no other."""
+    pubsub = store.pubsub_client().pubsub()
+    await pubsub.psubscribe(store.keys.prefix + ":*")
+    try:
+        assert (await pubsub.get_message(timeout=2))["type"] == "psubscribe"
+        revisions = [(await register(store, name, now=T0))[0] for name in "abc"]
+        revisions.append((await register(store, "d", now=T0 + 5_000))[0])
+        listed = await list_raw(store, now=T0 + 1_000)  # 3 of 4 late: marked suspect
+        assert listed["newly_suspect"] == 3
+        revisions.append(listed["revision"])
+        revisions.append((await heartbeat(store, "a", now=T0 + 1_001))[1])  # clears a mark
+        revisions.append((await deregister(store, "d", now=T0 + 1_002))[1])
+        seen = await published(store, pubsub)
+    finally:
+        await pubsub.aclose()
+    assert channel(store) == store.keys.key(SVC, "registry", "events")
+    assert seen == [(channel(store), f"{SVC}\n{r}") for r in revisions]
+    assert len(set(revisions)) == 7
 
 
 # -- registry_heartbeat -----------------------------------------------------------------
@@ -460,6 +500,9 @@ async def test_index_touch_and_list_with_pruning(store: Store) -> None:
 
 # -- bad input --------------------------------------------------------------------------
 
+OTHER = "msfw:v1:{payments}:registry:events"
+GLOBAL = "msfw:v1:global:registry:events"
+
 BAD_CALLS = [
     ("registry_register", [-1, "a", "t", 1000, RECORD, RETENTION_MS, "c", SVC], "now_ms"),
     ("registry_register", [1.5, "a", "t", 1000, RECORD, RETENTION_MS, "c", SVC], "now_ms"),
@@ -478,6 +521,11 @@ BAD_CALLS = [
     ("registry_list", [T0, -1, 1001, 0, 2, RETENTION_MS, "c", SVC], "share_permille"),
     ("registry_list", [T0, -1, 500, -1, 2, RETENTION_MS, "c", SVC], "hold_ms"),
     ("registry_list", [T0, -1, 500, 0, 0, RETENTION_MS, "c", SVC], "min_instances"),
+    # A channel of another slot (another service's, or a cross-service one) is refused.
+    ("registry_register", [T0, "a", "t", 1000, RECORD, RETENTION_MS, OTHER, SVC], "hash tag"),
+    ("registry_heartbeat", [T0, "a", "t", 10, RETENTION_MS, GLOBAL, SVC], "hash tag"),
+    ("registry_deregister", [T0, "a", "", 10, RETENTION_MS, OTHER, SVC], "hash tag"),
+    ("registry_list", [T0, -1, 500, 0, 2, RETENTION_MS, GLOBAL, SVC], "hash tag"),
     ("registry_index", [T0, "", RETENTION_MS], "service"),
     ("registry_services", [T0, 0], "retention_ms"),
 ]
