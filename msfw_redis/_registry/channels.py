@@ -24,10 +24,6 @@ __all__ = ["ServiceChannels"]
 
 logger = logging.getLogger("msfw_redis.registry")
 
-#: Longest wait (s) for the event bus to connect before a first subscription, and the step.
-_CONNECT_WAIT = 2.0
-_CONNECT_STEP = 0.01
-
 
 class ServiceChannels:
     """Subscribes once per service to one component's channel on the event bus.
@@ -37,8 +33,6 @@ class ServiceChannels:
         channel: ``channel(service)``, the service's channel name.
         handler: the message handler, shared by every service (payloads name the service).
         resync: ``resync(service)`` returns the callback run at each (re)subscription.
-        available: whether the store is up (then a first subscription waits, bounded,
-            for the bus to connect).
     """
 
     def __init__(
@@ -47,13 +41,11 @@ class ServiceChannels:
         channel: Callable[[str], str],
         handler: Handler,
         resync: Callable[[str], Resync],
-        available: Callable[[], bool],
     ) -> None:
         self._bus = bus
         self._channel = channel
         self._handler = handler
         self._resync = resync
-        self._available = available
         self._subscribed: set[str] = set()
         self._pending: dict[str, asyncio.Future[None]] = {}
 
@@ -92,15 +84,6 @@ class ServiceChannels:
     async def _subscribe(self, bus: EventBus, service: str) -> None:
         channel = self._channel(service)
         try:
-            # A channel added while the bus's reader is still making its first
-            # subscriptions can be left out of them until a reconnect (the reader
-            # snapshots its channels before it counts as connected): subscribe once the
-            # bus is connected, waiting at most _CONNECT_WAIT for it while the store is up.
-            bus.start()
-            waited = 0.0
-            while not bus.connected and self._available() and waited < _CONNECT_WAIT:
-                await asyncio.sleep(_CONNECT_STEP)
-                waited += _CONNECT_STEP
             # Marked in the same step in which the bus registers the handler (its first
             # await comes later), so a cancel can never leave one without the other.
             self._subscribed.add(service)

@@ -252,7 +252,6 @@ class HealthMonitor:
             lambda service: registry.scripts.keys(service).health_channel,
             self._on_event,
             lambda service: functools.partial(self._resync, [service]),
-            lambda: store.available,
         )
         self._http = http_client
         self._owns_http = http_client is None

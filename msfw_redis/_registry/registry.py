@@ -209,7 +209,6 @@ class ServiceRegistry:
             lambda service: self.scripts.keys(service).registry_channel,
             self.cache.on_event,
             lambda service: functools.partial(self.cache.resync, service),
-            lambda: store.available,
         )
         self._owned: dict[tuple[str, str], _Owned] = {}
         self._index_touched: dict[str, float] = {}

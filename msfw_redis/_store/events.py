@@ -215,8 +215,15 @@ class EventBus:
                 # A throwaway channel keeps the connection in subscribed mode even when no
                 # component has subscribed yet, so get_message() has a socket to read.
                 await self._pubsub.subscribe(self._store.keys.global_key("events", "bus"))
-                if self._channels:
-                    await self._subscribe_all(list(self._channels))
+                sent = set(self._channels)
+                if sent:
+                    await self._subscribe_all(list(sent))
+                # A channel added while those were being sent saw no connection yet and
+                # left its SUBSCRIBE to us: send those too. No await separates the last
+                # (empty) check from _connected.set(), so none can slip in between.
+                while late := [c for c in self._channels if c not in sent]:
+                    sent.update(late)
+                    await self._subscribe_all(late)
                 self._connected.set()
                 if not first:
                     self.reconnects += 1

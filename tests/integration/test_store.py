@@ -75,6 +75,42 @@ async def test_event_bus_delivers_and_confirms(store: Store) -> None:
         await bus.aclose()
 
 
+async def test_a_channel_added_while_the_reader_connects_is_subscribed(store: Store) -> None:
+    """A subscribe that lands while the reader is still sending its first SUBSCRIBEs (so
+    it sees no connection and leaves the SUBSCRIBE to the reader) is not left out until
+    a reconnect: its messages arrive."""
+    bus = EventBus(store)
+    first = store.keys.channel("svc", "breaker")
+    late = store.keys.channel("svc2", "breaker")
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    send_initial = bus._subscribe_all
+    added = False
+
+    async def initial_then_a_late_subscriber(channels: list[str]) -> None:
+        nonlocal added
+        await send_initial(channels)
+        if not added:
+            added = True
+            assert not bus.connected
+            await bus.subscribe(late, got.put_nowait, wait=False)
+
+    bus._subscribe_all = initial_then_a_late_subscriber  # type: ignore[method-assign]
+    try:
+        await bus.subscribe(first, lambda _: None)
+        assert added and bus.connected
+        async with asyncio.timeout(10):
+            while True:  # the late channel's SUBSCRIBE is confirmed asynchronously
+                await bus.publish(late, b"late")
+                try:
+                    assert await asyncio.wait_for(got.get(), 0.2) == b"late"
+                    break
+                except TimeoutError:
+                    continue
+        assert bus.reconnects == 0
+    finally:
+        await bus.aclose()
+
+
 async def test_handler_errors_do_not_stop_the_bus(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
