@@ -106,10 +106,6 @@ class KeySchema:
         """The pub/sub channel on which ``component`` events of ``service`` are published."""
         return self.key(service, component, "events")
 
-    def global_channel(self, component: str) -> str:
-        """The pub/sub channel for cross-service ``component`` events."""
-        return self.global_key(component, "events")
-
     def service_from_key(self, key: str) -> str:
         """The service whose hash tag ``key`` carries (inverse of :meth:`key`)."""
         start = key.find("{")

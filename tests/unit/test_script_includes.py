@@ -173,7 +173,7 @@ def test_every_helper_is_used() -> None:
 def test_one_helper_one_file(path: str) -> None:
     """lib/<name>.lua opens with a comment and defines the local called <name>.
 
-    Companions it needs are named ``<name>_*`` (publish.lua's publish_global), so an
+    Companions it needs are named ``<name>_*`` (publish.lua's publish_argc), so an
     including script can never collide with a helper's locals by accident.
     """
     text = LUA.joinpath(*path.split("/")).read_text(encoding="utf-8")
