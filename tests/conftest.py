@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
 
+_COLLECT_PER_TEST = os.environ.get("MSFW_TEST_GC", "") not in ("", "0", "false", "no")
+
+
 def _require_real() -> bool:
     return os.environ.get(ENV_REQUIRE_REAL_REDIS, "") not in ("", "0", "false", "no")
 
@@ -128,11 +131,13 @@ def redis_url(request: pytest.FixtureRequest, real_redis_url_or_none: str | None
 
 @pytest.fixture(autouse=True)
 def _collect_garbage_here() -> Iterator[None]:
-    """Collect garbage as each test ends, so an unclosed connection or a task left
-    pending is reported against the test that leaked it, not a later one (unraisable
-    warnings are errors here)."""
+    """With ``MSFW_TEST_GC=1``, collect garbage as each test ends, so an unclosed
+    connection or a task left pending is reported against the test that leaked it, not
+    a later one (unraisable warnings are errors here). Off by default: a full collection
+    per test costs minutes over the suite."""
     yield
-    gc.collect()
+    if _COLLECT_PER_TEST:
+        gc.collect()
 
 
 @pytest.fixture
