@@ -6,23 +6,19 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from msfw_redis._breaker.hub import BreakerHub
 from msfw_redis._cache.stats import CacheStatsFlusher, CacheStatsReader, stats_key
 from msfw_redis._cli.dashboard import run_dashboard
 from msfw_redis._cli.exporter import render_text
-from msfw_redis._cli.fleet_view import FleetReader
-from msfw_redis._registry.health import HealthMonitor
-from msfw_redis._registry.registry import ServiceRegistry
 from msfw_redis._store.store import Store
 from msfw_redis.testing import ScriptedService, Step, run_in_processes
 from tests.integration import _cache_stats_workers as w
+from tests.integration.test_fleet_exporter import _reader, _samples
 
 RESULTS = {
     "hit": "cache_hits",
@@ -50,21 +46,6 @@ def shared_url(request: pytest.FixtureRequest) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
-
-
-def _reader(store: Store) -> FleetReader:
-    registry = ServiceRegistry(store, None)
-    return FleetReader(
-        store, BreakerHub(store, None), registry, HealthMonitor(store, registry, None)
-    )
-
-
-def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            found[(s.name, frozenset(s.labels.items()))] = s.value
-    return found
 
 
 async def _dashboard_view(store: Store) -> tuple[dict[str, Any], str]:
@@ -128,22 +109,12 @@ async def test_two_processes_sum_exactly(shared_url: str, http_service: Scripted
     assert got[("msfw_fleet_cache_hit_ratio", labels)] == round(ratio, 4)
 
 
-@pytest.fixture
-async def plain_store(redis_url: str, key_prefix: str) -> AsyncIterator[Store]:
-    s = Store.from_url(redis_url, key_prefix=key_prefix, op_timeout=2.0)
-    await s.start()
-    try:
-        yield s
-    finally:
-        await s.aclose()
-
-
-async def test_timer_flushes_only_deltas(plain_store: Store) -> None:
+async def test_timer_flushes_only_deltas(store: Store) -> None:
     """The timer sends changes only; counts that did not move cost no script call."""
     counts = {"a": {"hit": 2, "miss": 1}, "b": {"hit": 0}}
-    flusher = CacheStatsFlusher(plain_store, lambda: counts, interval=0.05)
+    flusher = CacheStatsFlusher(store, lambda: counts, interval=0.05)
     flusher.start()
-    reader = CacheStatsReader(plain_store)
+    reader = CacheStatsReader(store)
     try:
         async with asyncio.timeout(30):
             while not await reader.read(["a"]):
@@ -159,17 +130,17 @@ async def test_timer_flushes_only_deltas(plain_store: Store) -> None:
     assert await flusher.flush() == 0  # nothing pending
 
 
-async def test_a_corrupt_hash_shows_no_ratio(plain_store: Store) -> None:
+async def test_a_corrupt_hash_shows_no_ratio(store: Store) -> None:
     """A stats hash with a non-integer count reads as no data in the fleet view, no crash."""
-    flusher = CacheStatsFlusher(plain_store, lambda: {"cat": {"hit": 3, "miss": 1}})
+    flusher = CacheStatsFlusher(store, lambda: {"cat": {"hit": 3, "miss": 1}})
     assert await flusher.flush() == 1
-    assert [c.service for c in (await _reader(plain_store).read()).caches] == []  # not indexed
-    reader = CacheStatsReader(plain_store)
+    assert [c.service for c in (await _reader(store).read()).caches] == []  # not indexed
+    reader = CacheStatsReader(store)
     assert (await reader.read(["cat"]))[0].hit == 3
-    key = stats_key(plain_store, "cat")
-    for field in await plain_store.client.hkeys(key):
+    key = stats_key(store, "cat")
+    for field in await store.client.hkeys(key):
         if field.endswith(b":hit"):
-            await plain_store.client.hset(key, field, "NaN?")
+            await store.client.hset(key, field, "NaN?")
     assert await reader.read(["cat"]) == []
 
 
@@ -192,21 +163,21 @@ async def test_redis_down_keeps_deltas_and_close_does_not_raise(
     assert "cache stats flush deferred" in caplog.text
 
 
-async def test_deltas_kept_through_an_outage_are_sent_once(plain_store: Store) -> None:
+async def test_deltas_kept_through_an_outage_are_sent_once(store: Store) -> None:
     """A flush that fails keeps its deltas; the next one sends them, exactly once."""
     from msfw_redis._exceptions import StoreConnectionError
 
     class Flaky:
         """The real store, refusing its first script call as an outage would."""
 
-        keys = plain_store.keys
+        keys = store.keys
         failures = 1
 
         async def run(self, name: str, keys: list[str], args: list[object]) -> Any:
             if self.failures:
                 self.failures -= 1
                 raise StoreConnectionError("down")
-            return await plain_store.run(name, keys, args)
+            return await store.run(name, keys, args)
 
     counts = {"cat": {"hit": 4, "miss": 2}}
     flusher = CacheStatsFlusher(Flaky(), lambda: counts)  # type: ignore[arg-type]
@@ -214,5 +185,5 @@ async def test_deltas_kept_through_an_outage_are_sent_once(plain_store: Store) -
     counts["cat"] = {"hit": 5, "miss": 2}
     assert await flusher.flush() == 1
     assert await flusher.flush() == 0
-    [cat] = await CacheStatsReader(plain_store).read(["cat"])
+    [cat] = await CacheStatsReader(store).read(["cat"])
     assert (cat.hit, cat.miss) == (5, 2)
