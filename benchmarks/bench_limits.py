@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.util
 import multiprocessing as mp
 import os
@@ -258,9 +259,22 @@ async def _after_sigkill(kind: str, url: str, capacity: int, give_up: float) -> 
     return f"all {capacity} permits still lost after {give_up:.0f} s (expiry refreshes on use)"
 
 
+def _count_scripts(sdk: Any) -> collections.Counter[str]:
+    """Count the SDK store's script calls (EVALSHAs) by script name, from now on."""
+    store = sdk.limits.store._store
+    counts: collections.Counter[str] = collections.Counter()
+    run = store.run
+
+    async def counted(name: str, *args: Any, **kwargs: Any) -> Any:
+        counts[name] += 1
+        return await run(name, *args, **kwargs)
+
+    store.run = counted
+    return counts
+
+
 async def _round_trips(url: str, n: int) -> list[tuple[str, int, int]]:
     """EVALSHA calls by script for ``n`` retries and ``n`` bulkhead calls (ours only)."""
-    import collections
 
     from msfw_redis import ServiceSDK, ServiceSDKConfig
     from msfw_redis._limits.config import BulkheadConfig
@@ -270,15 +284,7 @@ async def _round_trips(url: str, n: int) -> list[tuple[str, int, int]]:
             redis_url=url, key_prefix=f"b{uuid.uuid4().hex[:8]}", service_discovery_enabled=False
         )
     )
-    store = sdk.limits.store._store
-    counts: collections.Counter[str] = collections.Counter()
-    run = store.run
-
-    async def counted(name: str, *args: Any, **kwargs: Any) -> Any:
-        counts[name] += 1
-        return await run(name, *args, **kwargs)
-
-    store.run = counted  # type: ignore[method-assign]
+    counts = _count_scripts(sdk)
     rows: list[tuple[str, int, int]] = []
     budget = sdk.limits.retry_budget("bench", ratio=0.2, min_per_second=10.0)
     if budget is None:
@@ -312,7 +318,6 @@ async def _call_round_trips(url: str, n: int) -> list[tuple[str, int, int]]:
     from "off" is what counting requests costs in round trips (retry decisions apart).
     Totals include the same first-use scripts (breaker load and index) in both.
     """
-    import collections
 
     from msfw_redis import ServiceSDK, ServiceSDKConfig
     from msfw_redis.testing import ScriptedService, Step
@@ -330,15 +335,7 @@ async def _call_round_trips(url: str, n: int) -> list[tuple[str, int, int]]:
             ),
             sleep=no_sleep,
         )  # fmt: skip
-        store = sdk.limits.store._store
-        counts: collections.Counter[str] = collections.Counter()
-        run = store.run
-
-        async def counted(name: str, *args: Any, **kwargs: Any) -> Any:
-            counts[name] += 1
-            return await run(name, *args, **kwargs)
-
-        store.run = counted  # type: ignore[method-assign]
+        counts = _count_scripts(sdk)
         for _ in range(n):
             await sdk.call_service("bench", path, retry_attempts=attempts)
         await sdk.close()  # flushes batched reports: counted too
