@@ -21,14 +21,17 @@ import time
 __all__ = ["parse_retry_after"]
 
 
-def parse_retry_after(value: str | None, *, strict: bool, now: float | None = None) -> float | None:
+def parse_retry_after(
+    value: str | None, *, strict: bool, now: float | None = None, date: str | None = None
+) -> float | None:
     """Seconds to wait from a ``Retry-After`` value, or ``None`` if absent or unusable.
 
     A date in the past gives ``0.0``; NaN and infinities give ``None``. With
     ``strict=True`` only delay-seconds digits or an HTTP-date with a zone are accepted
     (``"1.5"``, ``"-1"`` and naive dates give ``None``); with ``strict=False`` any float
-    is accepted and a negative one clamps to ``0.0``. ``now`` (epoch seconds) is for
-    tests; it defaults to the local clock, used only to turn a date into a delay.
+    is accepted and a negative one clamps to ``0.0``. An HTTP-date is turned into a
+    delay against ``date``, the same response's ``Date`` header, when it has a usable
+    one; else against ``now`` (epoch seconds, for tests), else the local clock.
     """
     if value is None:
         return None
@@ -51,5 +54,23 @@ def parse_retry_after(value: str | None, *, strict: bool, now: float | None = No
         return None
     if strict and when.tzinfo is None:
         return None
+    if now is None:
+        # An HTTP-date is the origin's clock: measured against the same response's own
+        # Date header, the delay does not depend on this replica's clock at all.
+        now = _epoch(date)
     seconds = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _epoch(date: str | None) -> float | None:
+    """Epoch seconds of a zoned HTTP-date (a ``Date`` header), or None."""
+    if not date:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(date.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    stamp = when.timestamp()
+    return stamp if math.isfinite(stamp) else None

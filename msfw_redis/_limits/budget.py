@@ -30,10 +30,12 @@ def retries_allowed(requests: int, ratio: float, min_per_second: float, window_s
     return (ratio_ppm * requests) // 1_000_000 + (min_milli * window_s) // 1000
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+def parse_retry_after(
+    value: str | None, *, now: float | None = None, date: str | None = None
+) -> float | None:
     """Seconds from a ``Retry-After`` value, strictly (digits or a zoned HTTP-date), or None.
 
     The fleet gate's reading: a negative, fractional or unparsable value gives ``None``,
     so a window is never invented from a bad header. See :mod:`msfw_redis._http_dates`.
     """
-    return _parse(value, strict=True, now=now)
+    return _parse(value, strict=True, now=now, date=date)

@@ -112,7 +112,7 @@ class RetryAfterGate:
         """
         if status not in (429, 503):
             return None
-        seconds = parse_retry_after(_header(headers, "retry-after"))
+        seconds = parse_retry_after(_header(headers, "retry-after"), date=_header(headers, "date"))
         if seconds is None:
             return None
         mirror = await self._ensure(service)

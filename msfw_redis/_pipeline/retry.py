@@ -111,13 +111,15 @@ def backoff_delay(
     return ceiling * rand()
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+def parse_retry_after(
+    value: str | None, *, now: float | None = None, date: str | None = None
+) -> float | None:
     """Seconds from a ``Retry-After`` header, leniently, as a back-off hint; or None.
 
     Delta-seconds (any float; a negative one is 0) or an HTTP date. The fleet gate reads
     the same header strictly; both use :func:`msfw_redis._http_dates.parse_retry_after`.
     """
-    return _parse(value, strict=False, now=now)
+    return _parse(value, strict=False, now=now, date=date)
 
 
 def is_idempotent(method: str, headers: Mapping[str, str] | httpx.Headers | None = None) -> bool:
@@ -160,7 +162,9 @@ def retryable_response(
     ``policy.max_delay`` (the deadline is checked by :func:`call_with_retries`).
     """
     if response.status_code == TOO_MANY_REQUESTS:
-        asked = parse_retry_after(response.headers.get("retry-after"))
+        asked = parse_retry_after(
+            response.headers.get("retry-after"), date=response.headers.get("date")
+        )
         if asked is None or asked > policy.max_delay:
             return False
     elif response.status_code not in policy.retry_statuses:
@@ -201,7 +205,9 @@ async def call_with_retries(
             return response
         wait = backoff_delay(number, policy, rand)
         if response is not None:
-            asked = parse_retry_after(response.headers.get("retry-after"))
+            asked = parse_retry_after(
+                response.headers.get("retry-after"), date=response.headers.get("date")
+            )
             if asked is not None and not is_testing():
                 wait = max(wait, asked)
         if policy.deadline is not None and clock() - started + wait >= policy.deadline:

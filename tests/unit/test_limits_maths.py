@@ -89,6 +89,16 @@ def test_parse_retry_after_seconds_and_dates() -> None:
         assert parse_retry_after(bad) is None
 
 
+def test_a_retry_after_date_is_measured_against_the_responses_own_date() -> None:
+    """With the response's Date header the window comes from the origin's two stamps,
+    not this replica's clock (which here is years off); a bad Date falls back to it."""
+    date = email.utils.formatdate(1_000_030, usegmt=True)
+    sent = email.utils.formatdate(1_000_010, usegmt=True)
+    assert parse_retry_after(date, date=sent) == pytest.approx(20.0)
+    assert parse_retry_after(date, date="junk") == 0.0  # the local clock: long past
+    assert parse_retry_after("5", date=sent) == 5.0  # delay-seconds need no clock
+
+
 def test_bulkhead_config_names_field() -> None:
     """An invalid bulkhead setting raises ConfigurationError naming the field."""
     with pytest.raises(ConfigurationError) as err:

@@ -41,6 +41,8 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("nan") is None
     date = email.utils.formatdate(1_000_030, usegmt=True)
     assert parse_retry_after(date, now=1_000_000) == pytest.approx(30.0)
+    sent = email.utils.formatdate(1_000_010, usegmt=True)
+    assert parse_retry_after(date, date=sent) == pytest.approx(20.0)
 
 
 def test_idempotency_rules() -> None:
