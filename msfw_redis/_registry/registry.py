@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import random
 import secrets
 import time
@@ -49,7 +50,7 @@ from msfw_redis._shutdown import pause
 from msfw_redis._store.keys import canonical_service_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from msfw_redis._store.events import EventBus
     from msfw_redis._store.store import Store
@@ -213,6 +214,8 @@ class ServiceRegistry:
         self._owned: dict[tuple[str, str], _Owned] = {}
         self._index_touched: dict[str, float] = {}
         self._preserving: set[str] = set()
+        # Monotonic time an owner missing from a lookup was last woken, per service.
+        self._missing_woken: dict[str, float] = {}
         self._started = False
         self._closed = False
 
@@ -413,6 +416,7 @@ class ServiceRegistry:
         # Subscribed (and confirmed) before the first read, so no later change is missed.
         await self.channels.ensure(service)
         instances = await self.cache.get(service, fresh=fresh)
+        self._wake_owners_missing_from(service, instances)
         if version is not None:
             return [inst for inst in instances if inst.version == version]
         return list(instances)
@@ -608,6 +612,33 @@ class ServiceRegistry:
                 await asyncio.shield(task)
         except TimeoutError:
             task.cancel()
+
+    def _wake_owners_missing_from(self, service: str, instances: Sequence[ServiceInstance]) -> None:
+        """Wake the heartbeat of an instance this process owns that the list lacks.
+
+        A data loss is seen by the revision going backwards only until the first owner
+        registers again (its revision starts from server time, above any cached one);
+        a process that looks later sees a list without its own instance and nothing
+        else amiss. Its heartbeat then finds the id unknown and registers it again.
+        At most once a second per service, so an owned instance that the list leaves
+        out for another reason costs no heartbeat per lookup.
+        """
+        if not self._owned:
+            return
+        mine = [
+            o for (svc, _), o in self._owned.items()
+            if svc == service and o.registered and not o.stopped
+        ]  # fmt: skip
+        if not mine:
+            return
+        listed = {inst.instance_id for inst in instances}
+        missing = [o for o in mine if o.instance_id not in listed]
+        now = time.monotonic()
+        if not missing or now - self._missing_woken.get(service, -math.inf) < 1.0:
+            return
+        self._missing_woken[service] = now
+        for owned in missing:
+            owned.wake.set()
 
     def _on_data_loss(self, service: str) -> None:
         del service  # any service's loss may be every service's: wake all owners

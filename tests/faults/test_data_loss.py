@@ -232,3 +232,35 @@ async def test_flushall_under_load_from_two_processes(real_redis_url: str, key_p
 
 async def _all_back(store: Store, expected: set[str]) -> bool:
     return await registered_ids(store) == expected
+
+
+@pytest.mark.real_redis
+async def test_an_owner_that_looks_after_another_re_registered_registers_again(
+    real_redis_url: str, key_prefix: str
+) -> None:
+    """After a FLUSHALL, the first owner to look sees the revision go backwards and
+    registers again, which restarts the revision above every cached one; an owner that
+    looks only then sees a forward revision without its own instance, and registers
+    again too (its heartbeat is 600 s away, so nothing else would bring it back)."""
+    stores = [Store.from_url(real_redis_url, key_prefix=key_prefix, op_timeout=2.0) for _ in "ab"]
+    for s in stores:
+        await s.start()
+    regs = [ServiceRegistry(s, default_ttl=600.0, cache_max_staleness=0.0) for s in stores]
+    try:
+        for reg, port in zip(regs, (9101, 9102), strict=True):
+            await reg.start()
+            await reg.register(SVC, host="127.0.0.1", port=port, ttl=600.0)
+        for reg in regs:
+            assert len(await reg.discover(SVC)) == 2  # both cached the full list
+        await stores[0].client.flushall()
+        await regs[0].discover(SVC)  # sees the loss, wakes its owner
+        await eventually(lambda: _has(stores[0], SVC, "127.0.0.1:9101"))
+        assert "127.0.0.1:9102" not in await registered_ids(stores[0])
+        await regs[1].discover(SVC)  # a forward revision, without its own instance
+        await eventually(lambda: _has(stores[0], SVC, "127.0.0.1:9102"))
+        assert regs[1].stats.reregistrations == 1
+    finally:
+        for reg in regs:
+            await reg.aclose()
+        for s in stores:
+            await s.aclose()
