@@ -118,6 +118,8 @@ class CacheStatsFlusher:
         self._sent: dict[str, dict[str, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
+        self._in_flight: asyncio.Future[int] | None = None
+        self._failed = False  # the last flush stopped at a store error
 
     def start(self) -> None:
         """Start the timer on the running loop (once per loop)."""
@@ -128,11 +130,17 @@ class CacheStatsFlusher:
         """Forget the timer and lock of a previous (closed) loop; pending deltas stay."""
         self._task = None
         self._lock = None
+        self._in_flight = None
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self.flush()
+            # Shielded: a close that cancels this task while a flush is in flight must
+            # not cut it between Redis applying the deltas and their being marked sent
+            # (the closing flush would send them again). The flush runs on, holding the
+            # lock, and the closing flush waits for it.
+            self._in_flight = asyncio.ensure_future(self.flush())
+            await asyncio.shield(self._in_flight)
 
     async def flush(self) -> int:
         """Send every pending delta now; the number of services sent.
@@ -160,9 +168,12 @@ class CacheStatsFlusher:
                     )
                 except StoreError as exc:
                     logger.debug("cache stats flush deferred (%s): %s", service, exc)
+                    self._failed = True
                     break
                 self._sent[service] = current
                 sent += 1
+            else:
+                self._failed = False
             return sent
 
     async def aclose(self) -> None:
@@ -172,6 +183,13 @@ class CacheStatsFlusher:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and not in_flight.done():
+            # The timer's flush runs on (shielded); its end decides the closing flush.
+            with contextlib.suppress(StoreError):
+                await in_flight
+            if self._failed:
+                return  # Redis did not answer it: one operation timeout is the bound
         with contextlib.suppress(StoreError):
             await self.flush()
 

@@ -187,3 +187,34 @@ async def test_deltas_kept_through_an_outage_are_sent_once(store: Store) -> None
     assert await flusher.flush() == 0
     [cat] = await CacheStatsReader(store).read(["cat"])
     assert (cat.hit, cat.miss) == (5, 2)
+
+
+async def test_a_close_during_an_in_flight_flush_counts_it_once(store: Store) -> None:
+    """Closing while the timer's flush waits for its reply never sends those deltas twice."""
+    counts = {"a": {"hit": 3, "miss": 1}}
+    flusher = CacheStatsFlusher(store, lambda: counts, interval=0.01)
+    applied = asyncio.Event()
+    release = asyncio.Event()
+    real_run = store.run
+
+    async def slow_reply(name: str, keys: list[str], args: list[Any]) -> Any:
+        reply = await real_run(name, keys, args)
+        if name == "cache_stats_add" and not applied.is_set():
+            applied.set()  # Redis has added the deltas; the reply is still on its way
+            await release.wait()
+        return reply
+
+    store.run = slow_reply  # type: ignore[method-assign]
+    try:
+        flusher.start()
+        async with asyncio.timeout(30):
+            await applied.wait()
+        closing = asyncio.create_task(flusher.aclose())
+        await asyncio.sleep(0.05)  # the close has cancelled the timer by now
+        release.set()
+        async with asyncio.timeout(30):
+            await closing
+    finally:
+        store.run = real_run  # type: ignore[method-assign]
+    [a] = await CacheStatsReader(store).read(["a"])
+    assert (a.hit, a.miss) == (3, 1)
