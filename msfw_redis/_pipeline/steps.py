@@ -420,14 +420,17 @@ class SendStep(httpx.AsyncBaseTransport):
         ctx = _context(request)
         response = await self._send(request)
         original = response.headers
-        length = original.get("content-length")
-        if (
-            length is not None
-            and length.isdigit()
-            and int(length) <= self._limit
-            and "content-encoding" not in original
-            and "transfer-encoding" not in original
-        ):
+        # One pass over the raw headers: httpx's `in` and `get` each decode and scan the
+        # whole list, and a miss raises (and catches) a KeyError.
+        length: bytes | None = None
+        coded = False
+        for key, value in original.raw:
+            name = key.lower()
+            if name == b"content-length":
+                length = value
+            elif name == b"content-encoding" or name == b"transfer-encoding":
+                coded = True
+        if length is not None and not coded and length.isdigit() and int(length) <= self._limit:
             # Common case: an identity body of a declared size within the limit. The
             # HTTP framing stops the read at that size, so read it in place and hand
             # back this response: no second Response, no header filtering pass.
@@ -447,11 +450,7 @@ class SendStep(httpx.AsyncBaseTransport):
         finally:
             await response.aclose()
         headers: httpx.Headers | list[tuple[str, str]]
-        if (
-            "content-encoding" not in original
-            and "transfer-encoding" not in original
-            and original.get("content-length") in (None, str(len(content)))
-        ):
+        if not coded and (length is None or length == str(len(content)).encode()):
             # Common case: identity body whose length header (if any) is already right,
             # so the headers are reused as they are (no per-call filtering pass).
             headers = original
