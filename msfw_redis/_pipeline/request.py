@@ -102,12 +102,17 @@ def encode_body(body: Any) -> tuple[bytes, str]:
     return raw, "application/json"
 
 
-def parse_body(response: httpx.Response) -> Any:
-    """Parsed JSON when the body is JSON, else its text; ``None`` for an empty body."""
+def parse_body(response: httpx.Response, *, content_type: str | None = None) -> Any:
+    """Parsed JSON when the body is JSON, else its text; ``None`` for an empty body.
+
+    ``content_type`` is the response's Content-Type when the caller already read it.
+    """
     content = response.content
     if not content:
         return None
-    ctype = response.headers.get("content-type", "").lower()
+    if content_type is None:
+        content_type = response.headers.get("content-type", "")
+    ctype = content_type.lower()
     if "json" in ctype or not ctype:
         try:
             return jsonlib.loads(content)

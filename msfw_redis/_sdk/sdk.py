@@ -26,7 +26,6 @@ from msfw_redis._cache.stats import CacheStatsFlusher
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
 from msfw_redis._exceptions import (
     ConfigurationError,
-    InvalidRequestError,
     StoreError,
 )
 from msfw_redis._limits.limits import FleetLimits
@@ -471,7 +470,20 @@ class ServiceSDK(RegistryMethods):
         network or breaker failures. Bad arguments raise InvalidRequestError before I/O.
         """
         client = self.get_client(service)
-        try:
+        if data is None and json is UNSET and not options:
+            # The common call, straight to the pipeline (no keyword dicts to build).
+            outcome = await self._pipeline.execute(
+                client.service_name,
+                method,
+                endpoint,
+                circuit_config=client.circuit_config,
+                version=client.version,
+                params=params,
+                headers=headers,
+                timeout=timeout,
+                retry_attempts=retry_attempts,
+            )
+        else:
             outcome = await client.execute(
                 method,
                 endpoint,
@@ -482,8 +494,6 @@ class ServiceSDK(RegistryMethods):
                 **json_or_content(data, json),
                 **options,
             )
-        except InvalidRequestError:
-            raise
         return result_from(outcome, service)
 
     async def _verb(self, method: str, service_name: str, path: str, **kwargs: Any) -> Any:
