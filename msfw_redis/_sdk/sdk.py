@@ -285,7 +285,14 @@ class ServiceSDK(RegistryMethods):
 
     async def _release_loop(self) -> None:
         # The bound loop is ending (its tasks are already cancelled): close its
-        # connections while it still runs, so none is left open once it is gone.
+        # connections while it still runs, so none is left open once it is gone. First
+        # the breakers' batched successes go out, which also cancels their flush timers:
+        # a timer firing during the loop's shutdown would leave a flush task pending
+        # when the loop closes. Bounded: Redis may be down while the loop ends.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.config.redis_op_timeout):
+                await self._hub.flush()
+                await self._hub.drain()  # a flush its timer started just before
         await self._bus.release_connections()
         await self._store.release_connections()
         if self._owns_http:
