@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from msfw_redis._exceptions import ConfigurationError
 from msfw_redis._urls import check_url, redact_url
+from msfw_redis._validate import header_problem
 
 __all__ = [
     "DEFAULT_CACHE_CREDENTIAL_HEADERS",
@@ -308,6 +309,15 @@ class ServiceSDKConfig(_ConfigModel):
         # The store URL may carry a password: show it redacted, as every log does.
         for name, value in super().__repr_args__():
             yield name, (redact_url(value) if name == "redis_url" and value else value)
+
+    @field_validator("user_agent")
+    @classmethod
+    def _check_user_agent(cls, value: str) -> str:
+        # Checked here, once: the pipeline sends it with every call unchecked.
+        problem = header_problem("user-agent", value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("cache_credential_headers", "cache_credential_params")
     @classmethod

@@ -8,6 +8,7 @@ becomes the integer 8001. ``user-service`` and ``user_service`` name the same se
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -131,9 +132,10 @@ class ServiceSettings(BaseModel):
                 raise ValueError(problem)
         return value
 
-    @property
+    @functools.cached_property
     def base_url(self) -> str | None:
         """``protocol://host[:port]`` or ``None`` when no host is set."""
+        # Cached: the settings are frozen, and every call without discovery reads this.
         if self.host is None:
             return None
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host

@@ -78,7 +78,25 @@ class RetryAfterGate:
 
     async def check(self, service: str, endpoint: str) -> None:
         """Raise :class:`RateLimitedError` if ``endpoint`` of ``service`` is closed now."""
-        remaining = await self.remaining(service, endpoint)
+        if not self.check_now(service, endpoint):
+            self._refuse(service, endpoint, await self.remaining(service, endpoint))
+
+    def check_now(self, service: str, endpoint: str) -> bool:
+        """:meth:`check` without awaiting, from the mirror: False when the mirror of
+        ``service`` is not loaded yet (then await :meth:`check`). The hot path."""
+        mirror = self._mirror.get(service)
+        if mirror is None:
+            return False
+        if mirror:
+            not_before = mirror.get(endpoint)
+            if not_before is not None:
+                left = (not_before - self._store.server_now_ms()) / 1000.0
+                if left > 0:
+                    self._refuse(service, endpoint, left)
+                mirror.pop(endpoint, None)
+        return True
+
+    def _refuse(self, service: str, endpoint: str, remaining: float) -> None:
         if remaining > 0:
             self.refused += 1
             raise RateLimitedError(

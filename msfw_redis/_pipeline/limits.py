@@ -24,7 +24,7 @@ from msfw_redis._limits.plan import MethodLimits
 from msfw_redis._pipeline.steps import CALL_KEY, CallContext, CallMetrics
 
 if TYPE_CHECKING:
-    from msfw_redis._limits.bulkhead import Permit
+    from msfw_redis._limits.bulkhead import FleetBulkhead, Permit
     from msfw_redis._limits.plan import LimitsPlan
 
 __all__ = ["LimitsStep", "MethodLimits"]  # MethodLimits lives in _limits.plan
@@ -51,7 +51,9 @@ class LimitsStep(httpx.AsyncBaseTransport):
             # The call whose own response closed the gate already waits out Retry-After in
             # its retry loop; its retry is not refused by the window it set itself.
             if not request.extensions.get(_CLOSED_BY_THIS_CALL):
-                await plan.gate.check(ctx.service, ctx.template)
+                gate = plan.gate
+                if not gate.check_now(ctx.service, ctx.template):  # first use: load it
+                    await gate.check(ctx.service, ctx.template)
             limiter = plan.rate_limiter(ctx.service, ctx.template)
             if limiter is not None:
                 await limiter.acquire()
@@ -61,22 +63,11 @@ class LimitsStep(httpx.AsyncBaseTransport):
         except (BulkheadFullError, RateLimitedError):
             self._metrics["limit_rejections"] += 1
             raise
-        permits: list[Permit] = []
-        try:
-            try:
-                bulkhead = plan.bulkhead(ctx.service, ctx.instance)
-                if bulkhead is not None:
-                    permits.append(await bulkhead.acquire())
-                if own is not None and own.bulkhead is not None:
-                    permits.append(await plan.method_bulkhead(*own.bulkhead).acquire())
-            except (BulkheadFullError, RateLimitedError):
-                self._metrics["limit_rejections"] += 1
-                raise
+        bulkhead = plan.bulkhead(ctx.service, ctx.instance)
+        if bulkhead is None and (own is None or own.bulkhead is None):
             response = await self.next_transport.handle_async_request(request)
-        finally:
-            # Also on a refusal by the method's bulkhead: the service permit goes back.
-            for permit in permits:
-                await asyncio.shield(permit.release())
+        else:
+            response = await self._within_bulkheads(request, bulkhead, own)
         if response.status_code in (429, 503):
             window = await plan.gate.observe(
                 ctx.service, ctx.template, response.status_code, response.headers
@@ -84,3 +75,25 @@ class LimitsStep(httpx.AsyncBaseTransport):
             if window is not None:
                 request.extensions[_CLOSED_BY_THIS_CALL] = True
         return response
+
+    async def _within_bulkheads(
+        self,
+        request: httpx.Request,
+        bulkhead: FleetBulkhead | None,
+        own: MethodLimits | None,
+    ) -> httpx.Response:
+        permits: list[Permit] = []
+        try:
+            try:
+                if bulkhead is not None:
+                    permits.append(await bulkhead.acquire())
+                if own is not None and own.bulkhead is not None:
+                    permits.append(await self._plan.method_bulkhead(*own.bulkhead).acquire())
+            except (BulkheadFullError, RateLimitedError):
+                self._metrics["limit_rejections"] += 1
+                raise
+            return await self.next_transport.handle_async_request(request)
+        finally:
+            # Also on a refusal by the method's bulkhead: the service permit goes back.
+            for permit in permits:
+                await asyncio.shield(permit.release())

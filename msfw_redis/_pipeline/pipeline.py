@@ -42,6 +42,7 @@ from msfw_redis._pipeline.request import (
     validate_endpoint,
     validate_method,
 )
+from msfw_redis._pipeline.retry_loop import RetryStep
 from msfw_redis._pipeline.steps import (
     CALL_KEY,
     AttemptTimeoutStep,
@@ -53,7 +54,6 @@ from msfw_redis._pipeline.steps import (
     InstanceStep,
     MiddlewareStep,
     Observers,
-    RetryStep,
     SendStep,
     notify,
 )
@@ -360,10 +360,13 @@ class Pipeline:
         if policy.headers:
             merged.update(policy.headers)
         if headers:
+            # Only the caller's headers need checking here, before the breaker and the
+            # wire (the caller's fault): the User-Agent and each service's headers were
+            # checked when the config and settings were.
+            validate_headers(headers)
             merged.update({k.lower(): str(v) for k, v in headers.items()})
         if content_type and "content-type" not in merged:
             merged["content-type"] = content_type
-        validate_headers(merged)  # before the breaker and the wire: the caller's fault
         url = base_url.rstrip("/") + policy.base_path + endpoint
         return build_request(verb, url, params=params, body=body, headers=merged, endpoint=endpoint)
 

@@ -60,8 +60,24 @@ def validate_method(method: str | HTTPMethod) -> str:
 _BAD_ENDPOINT_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
+#: Endpoints already found valid: a service calls the same few routes over and over, so
+#: the checks below run once per distinct string. Bounded: paths may carry ids.
+_VALID_ENDPOINTS: dict[str, None] = {}
+_VALID_ENDPOINTS_MAX = 4096
+
+
 def validate_endpoint(endpoint: str) -> str:
     """An endpoint path such as ``/orders/1?x=2``; absolute URLs and junk are refused."""
+    if type(endpoint) is str and endpoint in _VALID_ENDPOINTS:
+        return endpoint
+    checked = _check_endpoint(endpoint)
+    if len(_VALID_ENDPOINTS) >= _VALID_ENDPOINTS_MAX:
+        _VALID_ENDPOINTS.clear()  # cheaper than LRU upkeep on every call; refills fast
+    _VALID_ENDPOINTS[checked] = None
+    return checked
+
+
+def _check_endpoint(endpoint: str) -> str:
     if not isinstance(endpoint, str):
         raise InvalidRequestError(f"endpoint must be a string, got {type(endpoint).__name__}")
     if endpoint and not endpoint.startswith("/"):
@@ -86,12 +102,17 @@ def encode_body(body: Any) -> tuple[bytes, str]:
     return raw, "application/json"
 
 
-def parse_body(response: httpx.Response) -> Any:
-    """Parsed JSON when the body is JSON, else its text; ``None`` for an empty body."""
+def parse_body(response: httpx.Response, *, content_type: str | None = None) -> Any:
+    """Parsed JSON when the body is JSON, else its text; ``None`` for an empty body.
+
+    ``content_type`` is the response's Content-Type when the caller already read it.
+    """
     content = response.content
     if not content:
         return None
-    ctype = response.headers.get("content-type", "").lower()
+    if content_type is None:
+        content_type = response.headers.get("content-type", "")
+    ctype = content_type.lower()
     if "json" in ctype or not ctype:
         try:
             return jsonlib.loads(content)

@@ -181,24 +181,41 @@ async def call_with_retries(
     sleep: Callable[[float], Awaitable[None]],
     clock: Callable[[], float] = time.monotonic,
     rand: Callable[[], float] = random.random,
+    first: httpx.Response | Exception | None = None,
+    started: float | None = None,
 ) -> httpx.Response:
     """Make attempts under ``policy`` until one is final; return or raise the last.
 
     An attempt returns an ``httpx.Response`` or raises. When attempts or the deadline run
-    out, the last response is returned or the last exception re-raised.
+    out, the last response is returned or the last exception re-raised. ``first`` is
+    the outcome of a first attempt the caller already made (at ``started`` on
+    ``clock``): the loop goes on from there, so the common one-attempt call never
+    enters it.
     """
-    started = clock()
+    started = clock() if started is None else started
     number = 0
     while True:
         number += 1
         failure: BaseException | None = None
         response: httpx.Response | None = None
-        try:
-            response = await attempt()
-        except Exception as exc:
-            if number >= policy.attempts or not retryable_exception(exc, method, headers, policy):
-                raise
-            failure = exc
+        if number == 1 and first is not None:
+            if isinstance(first, BaseException):
+                if number >= policy.attempts or not retryable_exception(
+                    first, method, headers, policy
+                ):
+                    raise first
+                failure = first
+            else:
+                response = first
+        else:
+            try:
+                response = await attempt()
+            except Exception as exc:
+                if number >= policy.attempts or not retryable_exception(
+                    exc, method, headers, policy
+                ):
+                    raise
+                failure = exc
         if response is not None and (
             number >= policy.attempts or not retryable_response(response, method, headers, policy)
         ):

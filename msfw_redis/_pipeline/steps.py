@@ -19,10 +19,10 @@ import httpx
 
 from msfw_redis._cache.cache import HttpResponseCodec
 from msfw_redis._cache.http import HttpCache, HttpCacheSettings
-from msfw_redis._exceptions import CircuitOpenError, ServiceTimeoutError
+from msfw_redis._exceptions import CircuitOpenError
 from msfw_redis._pipeline.body import read_decoded
+from msfw_redis._pipeline.deadline import bounded
 from msfw_redis._pipeline.observe import AttemptRecord
-from msfw_redis._pipeline.retry import call_with_retries
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from msfw_redis._cache.cache import CacheKey, ResponseCache
     from msfw_redis._cache.policy import CachePolicy
     from msfw_redis._limits.plan import MethodLimits
-    from msfw_redis._limits.retrybudget import FleetRetryBudget
     from msfw_redis._pipeline.observe import CallObserver, CallRecord
     from msfw_redis._pipeline.policy import CallPolicy
     from msfw_redis._pipeline.request import Middleware
@@ -52,7 +51,6 @@ __all__ = [
     "InstanceStep",
     "MiddlewareStep",
     "Observers",
-    "RetryStep",
     "SendStep",
     "notify",
 ]
@@ -267,112 +265,6 @@ class CacheStep(httpx.AsyncBaseTransport):
         return response
 
 
-class RetryStep(httpx.AsyncBaseTransport):
-    """The retry loop: attempts under the call's retry policy and total deadline."""
-
-    def __init__(
-        self,
-        next_transport: httpx.AsyncBaseTransport,
-        *,
-        sleep: Callable[[float], Awaitable[None]],
-        metrics: CallMetrics,
-        budgets: Callable[[str], FleetRetryBudget | None] | None = None,
-    ) -> None:
-        self.next_transport = next_transport
-        self._sleep = sleep
-        self._metrics = metrics
-        self._budgets = budgets
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        ctx = _context(request)
-        nxt = self.next_transport
-        metrics = self._metrics
-        budget = self._budgets(ctx.service) if self._budgets is not None else None
-        if budget is None:
-            return await self._attempts(request, ctx, nxt, metrics)
-        # The fleet retry budget: each call counts once; each retry asks the budget, and
-        # a refused retry ends the call with the last attempt's error or response. The
-        # request is counted by the breaker's report of the first admitted attempt (no
-        # round trip of its own); a call with no breaker is counted in process, batched.
-        if ctx.policy.breaker_enabled:
-            ctx.budget_request = (budget.key, budget.window_s)
-        else:
-            budget.record_request()
-        last: list[httpx.Response | BaseException] = []
-
-        async def budgeted() -> httpx.Response:
-            if last and not await budget.allow_retry():
-                raise _RetryBudgetRefused
-            try:
-                response = await nxt.handle_async_request(request)
-            except Exception as exc:
-                last[:] = [exc]
-                raise
-            last[:] = [response]
-            return response
-
-        try:
-            return await self._attempts(request, ctx, _Inline(budgeted), metrics)
-        except _RetryBudgetRefused:
-            # The refused retry was never made: it is neither an attempt nor a retry.
-            ctx.attempts -= 1
-            metrics["retries"] -= 1
-            metrics["retry_budget_refusals"] += 1
-            final = last[0]
-            if isinstance(final, BaseException):
-                final.add_note(
-                    f"msfw_redis: the fleet retry budget of {ctx.service} refused a retry"
-                )
-                raise final from None
-            return final
-
-    async def _attempts(
-        self,
-        request: httpx.Request,
-        ctx: CallContext,
-        nxt: httpx.AsyncBaseTransport,
-        metrics: CallMetrics,
-    ) -> httpx.Response:
-        policy = ctx.policy
-
-        async def attempt() -> httpx.Response:
-            timeout = policy.timeout
-            if ctx.deadline_at is not None:
-                remaining = ctx.deadline_at - time.monotonic()
-                if remaining <= 0:
-                    # An attempt that cannot start within the deadline is not made.
-                    raise ServiceTimeoutError(
-                        f"call to {ctx.service} {request.url.path} ran out of its "
-                        f"{policy.retry.deadline}s deadline",
-                        service_name=ctx.service,
-                        endpoint=request.url.path,
-                    )
-                timeout = min(timeout, remaining)
-            ctx.attempt_timeout = timeout
-            ctx.attempts += 1
-            if ctx.attempts > 1:
-                metrics["retries"] += 1
-            return await nxt.handle_async_request(request)
-
-        return await call_with_retries(
-            attempt, policy.retry, method=request.method, headers=request.headers, sleep=self._sleep
-        )
-
-
-class _RetryBudgetRefused(Exception):
-    """Raised inside the retry loop when the fleet's retry budget refuses a retry."""
-
-
-class _Inline(httpx.AsyncBaseTransport):
-    """A coroutine function as the next transport (the retry budget's wrapper)."""
-
-    def __init__(self, send: Callable[[], Awaitable[httpx.Response]]) -> None:
-        self._send = send
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._send()
-
-
 class InstanceStep(httpx.AsyncBaseTransport):
     """Instance choice: a retry may go to another instance; in-flight calls are counted.
 
@@ -497,14 +389,12 @@ class AttemptTimeoutStep(httpx.AsyncBaseTransport):
         observers = ctx.observers
         call = ctx.record
         if not observers or call is None:
-            async with asyncio.timeout(timeout):
-                return await self.next_transport.handle_async_request(request)
+            return await bounded(self.next_transport.handle_async_request(request), timeout)
         call.attempts = ctx.attempts
         attempt = AttemptRecord(number=ctx.attempts, request=request, started=time.monotonic())
         notify(observers, "attempt_started", call, attempt)
         try:
-            async with asyncio.timeout(timeout):
-                response = await self.next_transport.handle_async_request(request)
+            response = await bounded(self.next_transport.handle_async_request(request), timeout)
         except BaseException as exc:
             attempt.error = exc
             notify(observers, "attempt_ended", call, attempt)
@@ -530,14 +420,17 @@ class SendStep(httpx.AsyncBaseTransport):
         ctx = _context(request)
         response = await self._send(request)
         original = response.headers
-        length = original.get("content-length")
-        if (
-            length is not None
-            and length.isdigit()
-            and int(length) <= self._limit
-            and "content-encoding" not in original
-            and "transfer-encoding" not in original
-        ):
+        # One pass over the raw headers: httpx's `in` and `get` each decode and scan the
+        # whole list, and a miss raises (and catches) a KeyError.
+        length: bytes | None = None
+        coded = False
+        for key, value in original.raw:
+            name = key.lower()
+            if name == b"content-length":
+                length = value
+            elif name == b"content-encoding" or name == b"transfer-encoding":
+                coded = True
+        if length is not None and not coded and length.isdigit() and int(length) <= self._limit:
             # Common case: an identity body of a declared size within the limit. The
             # HTTP framing stops the read at that size, so read it in place and hand
             # back this response: no second Response, no header filtering pass.
@@ -557,11 +450,7 @@ class SendStep(httpx.AsyncBaseTransport):
         finally:
             await response.aclose()
         headers: httpx.Headers | list[tuple[str, str]]
-        if (
-            "content-encoding" not in original
-            and "transfer-encoding" not in original
-            and original.get("content-length") in (None, str(len(content)))
-        ):
+        if not coded and (length is None or length == str(len(content)).encode()):
             # Common case: identity body whose length header (if any) is already right,
             # so the headers are reused as they are (no per-call filtering pass).
             headers = original

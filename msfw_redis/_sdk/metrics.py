@@ -49,6 +49,27 @@ COUNTERS = (
     "slow_calls",
 )
 
+_REJECTED: tuple[str, ...] = ("calls", "rejections")
+#: Indexed by "was the call retried".
+_SUCCEEDED: tuple[tuple[str, ...], ...] = (
+    ("calls", "successes", "successful_without_retry"),
+    ("calls", "successes", "successful_with_retry"),
+)
+_FAILED: tuple[tuple[str, ...], ...] = (
+    ("calls", "failures", "failed_without_retry"),
+    ("calls", "failures", "failed_with_retry"),
+)
+_CLIENT_ERROR: tuple[tuple[str, ...], ...] = (
+    ("calls", "failures", "failed_without_retry", "client_errors"),
+    ("calls", "failures", "failed_with_retry", "client_errors"),
+)
+_STATUS_TEXT = {code: str(code) for code in range(100, 600)}
+
+
+def _status_text(code: int) -> str:
+    return _STATUS_TEXT.get(code) or str(code)
+
+
 #: A cache step's outcome to its per-service counter (one per call the cache answered).
 _CACHE_COUNTERS = {
     "hit": "cache_hits",
@@ -97,32 +118,41 @@ class CallCounters:
         """Count one finished call of ``service``."""
         if not self.enabled:
             return
-        per = self.service(service)
-        retried = outcome.attempts > 1
-        if isinstance(outcome.exception, CircuitOpenError):
-            kinds = ["rejections"]
+        per = self.services.get(service)
+        if per is None:
+            per = self.service(service)
+        totals = self.totals
+        attempts = outcome.attempts
+        exception = outcome.exception
+        response = outcome.response
+        # The counters of each kind of end, as tuples built once (this runs per call).
+        if exception is not None and isinstance(exception, CircuitOpenError):
+            kinds = _REJECTED
         elif outcome.ok:
-            kinds = ["successes", f"successful_with{'' if retried else 'out'}_retry"]
+            kinds = _SUCCEEDED[attempts > 1]
+        elif response is not None and response.status_code < 500:
+            kinds = _CLIENT_ERROR[attempts > 1]  # a 4xx: a failed call, not a breaker failure
         else:
-            kinds = ["failures", f"failed_with{'' if retried else 'out'}_retry"]
-            if outcome.response is not None and outcome.response.status_code < 500:
-                kinds.append("client_errors")  # a 4xx: a failed call, not a breaker failure
-        cache_kind = _CACHE_COUNTERS.get(outcome.cache or "")
-        if cache_kind is not None:
-            kinds.append(cache_kind)
+            kinds = _FAILED[attempts > 1]
+        for kind in kinds:
+            totals[kind] += 1
+            per[kind] += 1
+        cache = outcome.cache
+        if cache is not None:
+            cache_kind = _CACHE_COUNTERS.get(cache)
+            if cache_kind is not None:
+                totals[cache_kind] += 1
+                per[cache_kind] += 1
         # The process's view of the breaker's slow-call rule: the whole call, end to end,
         # against the threshold (the breaker itself judges each admitted attempt).
         slow = outcome.slow_after
-        if slow is not None and kinds[0] != "rejections" and outcome.elapsed > slow:
-            kinds.append("slow_calls")
-        retries = max(0, outcome.attempts - 1)
-        for counters in (self.totals, per):
-            counters["calls"] += 1
-            counters["retries"] += retries
-            for kind in kinds:
-                counters[kind] += 1
-        status = "" if outcome.response is None else str(outcome.response.status_code)
-        key = (service, method.upper(), status)
+        if slow is not None and kinds is not _REJECTED and outcome.elapsed > slow:
+            totals["slow_calls"] += 1
+            per["slow_calls"] += 1
+        if attempts > 1:
+            totals["retries"] += attempts - 1
+            per["retries"] += attempts - 1
+        key = (service, method, "" if response is None else _status_text(response.status_code))
         histogram = self.durations.get(key)
         if histogram is None:
             histogram = self.durations[key] = DurationHistogram()

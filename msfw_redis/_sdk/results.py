@@ -9,6 +9,8 @@ from msfw_redis._models import ServiceResult
 from msfw_redis._pipeline.request import UNSET, error_for_response, parse_body
 
 if TYPE_CHECKING:
+    import httpx
+
     from msfw_redis._pipeline.pipeline import CallOutcome
 
 __all__ = ["json_or_content", "result_from"]
@@ -47,17 +49,32 @@ def result_from(outcome: CallOutcome, service: str) -> ServiceResult:
     if not ok:
         error_exc = error_for_response(response, service, outcome.endpoint)
         error_exc.attempts = outcome.attempts
+    headers = _headers_dict(response.headers)
     return ServiceResult(
         success=ok,
-        data=parse_body(response),
+        data=parse_body(response, content_type=headers.get("content-type", "")),
         error=None if error_exc is None else str(error_exc),
         status_code=response.status_code,
-        # items() joins repeated names like Headers[...] does, in one pass (dict(Headers)
-        # looks every key up again, a scan of the whole list each time).
-        headers=dict(response.headers.items()),
+        headers=headers,
         attempts=outcome.attempts,
         elapsed=outcome.elapsed,
         from_cache=outcome.from_cache,
         stale=outcome.stale,
         exception=error_exc,
     )
+
+
+def _headers_dict(headers: httpx.Headers) -> dict[str, str]:
+    """Lower-case names to values, repeated names joined with ", " (as ``Headers.items()``
+    and ``Headers[name]`` do), in one pass over the raw list: the result's content type
+    is read from it too, where ``Headers.get`` would decode and scan the list again."""
+    encoding = headers.encoding
+    joined: dict[str, str] = {}
+    for key, value in headers.raw:
+        name = key.decode(encoding).lower()
+        text = value.decode(encoding)
+        if name in joined:
+            joined[name] += f", {text}"
+        else:
+            joined[name] = text
+    return joined

@@ -138,3 +138,27 @@ def test_resilient_transport_reused_across_loops(
     asyncio.run(finish())
     assert codes == [200] * 3
     assert http_service.hits("/ping") == 3
+
+
+def test_batched_successes_go_out_when_their_loop_ends(
+    redis_url: str, http_service: ScriptedService
+) -> None:
+    """The end of an asyncio.run sends the breakers' batched successes and stops their
+    timers, so no flush is left to fire (or be dropped) while that loop shuts down."""
+    from msfw_redis import CircuitBreakerConfig
+
+    http_service.script("/ping", Step(200, json={"ok": True}))
+    cfg = ServiceSDKConfig(
+        redis_url=redis_url,
+        key_prefix=f"loops-{uuid.uuid4().hex[:8]}",
+        redis_op_timeout=2.0,
+        service_discovery_enabled=False,
+        circuit_breaker=CircuitBreakerConfig(success_flush_interval=10.0),
+    )
+    sdk = ServiceSDK(config=services_for(http_service, "orders"), sdk_config=cfg)
+    assert asyncio.run(sdk.call_service("orders", "/ping")).success
+    [breaker] = sdk.components.hub.breakers()
+    # Reading the breaker's batch directly: nothing else says whether it was sent.
+    assert not breaker._pending
+    assert breaker._flush_handle is None
+    asyncio.run(sdk.close())

@@ -170,3 +170,9 @@ def test_settings_sources(tmp_path: Path) -> None:
     assert inv is not None
     assert inv.base_url == "http://inv:81"
     assert load_settings(None).services == {}
+
+
+def test_a_user_agent_with_a_line_break_fails_at_construction_naming_the_field() -> None:
+    """The User-Agent is sent with every call unchecked, so the config checks it once."""
+    with pytest.raises(ConfigurationError, match="user_agent"):
+        ServiceSDKConfig(user_agent="msfw\r\nX-Injected: 1")

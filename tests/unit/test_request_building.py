@@ -57,3 +57,14 @@ def test_parse_body_variants() -> None:
         == "{x"
     )
     assert parse_body(httpx.Response(200, content=b"[1]")) == [1]
+
+
+def test_a_remembered_valid_endpoint_does_not_let_invalid_ones_through() -> None:
+    """The cache of valid endpoints answers only for the exact strings it holds."""
+    assert validate_endpoint("/orders/1") == "/orders/1"
+    assert validate_endpoint("/orders/1") == "/orders/1"
+    for bad in ("/orders/../admin", "orders/1", "http://x/orders", "/orders/1 2"):
+        with pytest.raises(InvalidRequestError):
+            validate_endpoint(bad)
+    with pytest.raises(InvalidRequestError):
+        validate_endpoint(["/orders/1"])  # type: ignore[arg-type]
