@@ -189,6 +189,9 @@ class BreakerHost(Protocol):
     def params_for(self, config: CircuitBreakerConfig) -> BreakerParams:
         """The script params of ``config``, shared by every breaker using it."""
 
+    def schedule_flush(self, breaker: DistributedBreaker) -> None:
+        """Flush ``breaker``'s batched successes after its ``success_flush_interval``."""
+
 
 class Permit:
     """Admission of one call; report its outcome exactly once."""
@@ -246,7 +249,6 @@ class DistributedBreaker:
         "_channel",
         "_corrupt_logged",
         "_episode",
-        "_flush_handle",
         "_load_lock",
         "_loaded",
         "_local",
@@ -259,6 +261,7 @@ class DistributedBreaker:
         "_view",
         "config",
         "endpoint",
+        "flush_due",
         "hub",
         "local_calls",
         "name",
@@ -295,7 +298,8 @@ class DistributedBreaker:
         self._pending: dict[int, int] | None = None  # batched successes, per generation
         # Retry-budget requests not yet reported: (budget key, window s, count), or None.
         self._requests: tuple[str, int, int] | None = None
-        self._flush_handle: asyncio.TimerHandle | None = None
+        #: Monotonic time the hub's flusher sends the batch, or 0.0 when none is due.
+        self.flush_due = 0.0
         self._probes_busy_until_ms = 0
         self._probes_busy_gen = -1
         self.rejections = 0
@@ -752,29 +756,23 @@ class DistributedBreaker:
         self._apply(self._decode(reply))
 
     def rebind(self) -> None:
-        """Drop the lock and flush timer of a previous (closed) event loop; batched
-        successes stay and are flushed on the running one."""
+        """Drop the lock of a previous (closed) event loop; batched successes stay, and
+        the hub's flusher (re-armed by the hub) sends them on the running one."""
         self._load_lock = asyncio.Lock()
         self._refreshing = False
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-            if self._pending:
-                self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if self._flush_handle is not None:
-            return
-        loop = asyncio.get_running_loop()
-        self._flush_handle = loop.call_later(
-            self.config.success_flush_interval, lambda: self.hub.spawn(self.flush())
-        )
+        if not self.flush_due:
+            self.hub.schedule_flush(self)
+
+    @property
+    def has_pending(self) -> bool:
+        """True while batched successes wait to be sent."""
+        return bool(self._pending)
 
     async def flush(self) -> None:
         """Send batched successes now (one EVALSHA per generation pending)."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self.flush_due = 0.0  # the flusher's entry for this batch is now stale
         pending, self._pending = self._pending, None
         for gen, count in (pending or {}).items():
             try:
