@@ -180,6 +180,10 @@ class BreakerHost(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background, logged if it fails."""
 
+    @property
+    def refresh_slots(self) -> asyncio.Semaphore:
+        """Bounds the background mirror refreshes in flight, across all breakers."""
+
     async def index(self, breaker: DistributedBreaker) -> None:
         """List ``breaker`` in the fleet index."""
 
@@ -452,7 +456,10 @@ class DistributedBreaker:
 
         async def run() -> None:
             try:
-                await (self._rejoin() if self._local is not None else self.refresh())
+                # Bounded per hub: 10,000 mirrors going stale together must not become
+                # 10,000 concurrent reads, past the connection pool's size.
+                async with self.hub.refresh_slots:
+                    await (self._rejoin() if self._local is not None else self.refresh())
             except StoreError as exc:
                 logger.debug("breaker %s refresh failed: %s", self.label, exc)
                 if self._local is None and not isinstance(exc, ScriptError):

@@ -49,6 +49,9 @@ __all__ = [
 
 logger = logging.getLogger("msfw_redis.breaker")
 
+#: Background mirror refreshes (staleness re-reads, rejoin writes) in flight at once.
+REFRESH_CONCURRENCY = 8
+
 
 class BreakerHub:
     """Every breaker of one SDK: mirrors, the per-service subscriptions, listeners."""
@@ -78,6 +81,7 @@ class BreakerHub:
         self._params: dict[int, tuple[CircuitBreakerConfig, BreakerParams]] = {}
         # One timer for every breaker's batched successes, not one per breaker.
         self._flusher = SuccessFlusher(self.spawn)
+        self._refresh_slots = asyncio.Semaphore(REFRESH_CONCURRENCY)
         store.on_recovery(self._on_store_recovery)
 
     def params_for(self, config: CircuitBreakerConfig) -> BreakerParams:
@@ -89,6 +93,11 @@ class BreakerHub:
         # The config is kept with its params, so its id cannot be reused meanwhile.
         self._params[id(config)] = (config, params)
         return params
+
+    @property
+    def refresh_slots(self) -> asyncio.Semaphore:
+        """Bounds the background mirror refreshes in flight, across all breakers."""
+        return self._refresh_slots
 
     def schedule_flush(self, breaker: DistributedBreaker) -> None:
         """Send ``breaker``'s batched successes after its ``success_flush_interval``."""
@@ -263,6 +272,7 @@ class BreakerHub:
         :meth:`DistributedBreaker.rebind`).
         """
         self._tasks.clear()
+        self._refresh_slots = asyncio.Semaphore(REFRESH_CONCURRENCY)  # bound to the old loop
         for breaker in list(self._breakers.values()):
             breaker.rebind()
         self._flusher.rebind()

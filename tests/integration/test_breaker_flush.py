@@ -17,7 +17,7 @@ import pytest
 
 from msfw_redis import CircuitBreakerConfig
 from msfw_redis._breaker.flusher import FLUSH_CONCURRENCY
-from msfw_redis._breaker.hub import BreakerHub
+from msfw_redis._breaker.hub import REFRESH_CONCURRENCY, BreakerHub
 from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
 
@@ -32,16 +32,16 @@ POOL = FLUSH_CONCURRENCY + 4
 
 
 class InFlight:
-    """Counts concurrent ``breaker_record`` calls through a store."""
+    """Counts concurrent calls of one script (``breaker_record``) through a store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, script: str = "breaker_record") -> None:
         self.now = 0
         self.most = 0
         self.calls = 0
         inner = store.run
 
         async def counted(name: str, keys: Any, args: Any) -> Any:
-            if name != "breaker_record":
+            if name != script:
                 return await inner(name, keys, args)
             self.now += 1
             self.calls += 1
@@ -107,6 +107,26 @@ async def test_due_batches_of_many_breakers_arrive_exactly_a_few_at_a_time(
     assert in_flight.calls >= BREAKERS  # one report per breaker (one generation each)
     assert in_flight.most <= FLUSH_CONCURRENCY
     assert await _totals(h, breakers) == [SUCCESSES] * BREAKERS
+
+
+async def test_mirrors_going_stale_together_are_reread_a_few_at_a_time(
+    hub: tuple[Store, BreakerHub],
+) -> None:
+    """The staleness safety net re-reads every mirror, but not all at once."""
+    store, h = hub
+    cfg = CircuitBreakerConfig(success_flush_interval=0.0, max_staleness=0.01)
+    breakers = [h.get(SERVICE, f"/s/{i}", cfg) for i in range(BREAKERS)]
+    for b in breakers:
+        await (await b.acquire()).success()
+    await h.drain()
+    await asyncio.sleep(cfg.max_staleness * 2)  # every mirror is past max_staleness now
+    reads = InFlight(store, "breaker_read")
+    for b in breakers:
+        await b.acquire()  # each spawns its background re-read
+    await h.drain()
+    assert reads.calls >= BREAKERS
+    assert reads.most <= REFRESH_CONCURRENCY
+    assert not any(b.running_local for b in breakers), "a re-read hit the pool's limit"
 
 
 async def test_close_sends_every_pending_batch(redis_url: str, key_prefix: str) -> None:
