@@ -180,6 +180,10 @@ class BreakerHost(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background, logged if it fails."""
 
+    @property
+    def refresh_slots(self) -> asyncio.Semaphore:
+        """Bounds the background mirror refreshes in flight, across all breakers."""
+
     async def index(self, breaker: DistributedBreaker) -> None:
         """List ``breaker`` in the fleet index."""
 
@@ -188,6 +192,9 @@ class BreakerHost(Protocol):
 
     def params_for(self, config: CircuitBreakerConfig) -> BreakerParams:
         """The script params of ``config``, shared by every breaker using it."""
+
+    def schedule_flush(self, breaker: DistributedBreaker) -> None:
+        """Flush ``breaker``'s batched successes after its ``success_flush_interval``."""
 
 
 class Permit:
@@ -246,7 +253,6 @@ class DistributedBreaker:
         "_channel",
         "_corrupt_logged",
         "_episode",
-        "_flush_handle",
         "_load_lock",
         "_loaded",
         "_local",
@@ -259,6 +265,7 @@ class DistributedBreaker:
         "_view",
         "config",
         "endpoint",
+        "flush_due",
         "hub",
         "local_calls",
         "name",
@@ -295,7 +302,8 @@ class DistributedBreaker:
         self._pending: dict[int, int] | None = None  # batched successes, per generation
         # Retry-budget requests not yet reported: (budget key, window s, count), or None.
         self._requests: tuple[str, int, int] | None = None
-        self._flush_handle: asyncio.TimerHandle | None = None
+        #: Monotonic time the hub's flusher sends the batch, or 0.0 when none is due.
+        self.flush_due = 0.0
         self._probes_busy_until_ms = 0
         self._probes_busy_gen = -1
         self.rejections = 0
@@ -448,7 +456,10 @@ class DistributedBreaker:
 
         async def run() -> None:
             try:
-                await (self._rejoin() if self._local is not None else self.refresh())
+                # Bounded per hub: 10,000 mirrors going stale together must not become
+                # 10,000 concurrent reads, past the connection pool's size.
+                async with self.hub.refresh_slots:
+                    await (self._rejoin() if self._local is not None else self.refresh())
             except StoreError as exc:
                 logger.debug("breaker %s refresh failed: %s", self.label, exc)
                 if self._local is None and not isinstance(exc, ScriptError):
@@ -752,29 +763,23 @@ class DistributedBreaker:
         self._apply(self._decode(reply))
 
     def rebind(self) -> None:
-        """Drop the lock and flush timer of a previous (closed) event loop; batched
-        successes stay and are flushed on the running one."""
+        """Drop the lock of a previous (closed) event loop; batched successes stay, and
+        the hub's flusher (re-armed by the hub) sends them on the running one."""
         self._load_lock = asyncio.Lock()
         self._refreshing = False
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-            if self._pending:
-                self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if self._flush_handle is not None:
-            return
-        loop = asyncio.get_running_loop()
-        self._flush_handle = loop.call_later(
-            self.config.success_flush_interval, lambda: self.hub.spawn(self.flush())
-        )
+        if not self.flush_due:
+            self.hub.schedule_flush(self)
+
+    @property
+    def has_pending(self) -> bool:
+        """True while batched successes wait to be sent."""
+        return bool(self._pending)
 
     async def flush(self) -> None:
         """Send batched successes now (one EVALSHA per generation pending)."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self.flush_due = 0.0  # the flusher's entry for this batch is now stale
         pending, self._pending = self._pending, None
         for gen, count in (pending or {}).items():
             try:

@@ -23,6 +23,7 @@ from msfw_redis._breaker.breaker import (
     TransitionListener,
     params_from_config,
 )
+from msfw_redis._breaker.flusher import SuccessFlusher, flush_all
 from msfw_redis._breaker.machine import BreakerParams, BreakerState
 from msfw_redis._callbacks import call_logged
 from msfw_redis._config import CircuitBreakerConfig, StoreFailurePolicy
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("msfw_redis.breaker")
+
+#: Background mirror refreshes (staleness re-reads, rejoin writes) in flight at once.
+REFRESH_CONCURRENCY = 8
 
 
 class BreakerHub:
@@ -75,6 +79,9 @@ class BreakerHub:
         # made without one, and one params object per config in use, not one per breaker.
         self._default_config = CircuitBreakerConfig()
         self._params: dict[int, tuple[CircuitBreakerConfig, BreakerParams]] = {}
+        # One timer for every breaker's batched successes, not one per breaker.
+        self._flusher = SuccessFlusher(self.spawn)
+        self._refresh_slots = asyncio.Semaphore(REFRESH_CONCURRENCY)
         store.on_recovery(self._on_store_recovery)
 
     def params_for(self, config: CircuitBreakerConfig) -> BreakerParams:
@@ -86,6 +93,15 @@ class BreakerHub:
         # The config is kept with its params, so its id cannot be reused meanwhile.
         self._params[id(config)] = (config, params)
         return params
+
+    @property
+    def refresh_slots(self) -> asyncio.Semaphore:
+        """Bounds the background mirror refreshes in flight, across all breakers."""
+        return self._refresh_slots
+
+    def schedule_flush(self, breaker: DistributedBreaker) -> None:
+        """Send ``breaker``'s batched successes after its ``success_flush_interval``."""
+        self._flusher.schedule(breaker, breaker.config.success_flush_interval)
 
     def get(
         self,
@@ -256,8 +272,10 @@ class BreakerHub:
         :meth:`DistributedBreaker.rebind`).
         """
         self._tasks.clear()
+        self._refresh_slots = asyncio.Semaphore(REFRESH_CONCURRENCY)  # bound to the old loop
         for breaker in list(self._breakers.values()):
             breaker.rebind()
+        self._flusher.rebind()
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -270,13 +288,29 @@ class BreakerHub:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def flush(self) -> None:
-        """Send every breaker's batched successes now."""
-        for breaker in list(self._breakers.values()):
-            await breaker.flush()
+        """Send every breaker's batched successes now (a few scripts in flight at once)."""
+        await flush_all(self._pending_breakers(), self._flusher.concurrency)
+
+    def _pending_breakers(self) -> list[DistributedBreaker]:
+        return [b for b in self._breakers.values() if b.has_pending]
 
     async def aclose(self) -> None:
-        """Flush batched successes and wait for background refreshes."""
-        await self.flush()
+        """Flush batched successes and wait for background refreshes.
+
+        The flush gives up once no report has gone through for one op timeout, so a
+        Redis that stopped answering costs a close about that, not one per breaker.
+        """
+        self._flusher.close()
+        left = await flush_all(
+            self._pending_breakers(), self._flusher.concurrency, stall=self.store.op_timeout
+        )
+        if left:
+            logger.warning(
+                "breaker hub closed with the batched successes of %d breakers unsent "
+                "(no report went through for %.2fs)",
+                left,
+                self.store.op_timeout,
+            )
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
