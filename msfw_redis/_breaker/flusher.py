@@ -122,6 +122,13 @@ class SuccessFlusher:
         if self._heap:
             self._arm()
 
+    def stop_timer(self) -> None:
+        """Cancel the timer of an event loop that is ending (:meth:`rebind` re-arms on
+        the next one): it must not fire during that loop's shutdown."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def close(self) -> None:
         """Stop the timer for good (the hub flushes what is pending itself)."""
         self._closed = True

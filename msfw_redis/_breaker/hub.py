@@ -294,6 +294,14 @@ class BreakerHub:
     def _pending_breakers(self) -> list[DistributedBreaker]:
         return [b for b in self._breakers.values() if b.has_pending]
 
+    async def release_loop(self) -> None:
+        """The running event loop is ending: stop the flush timer, send every batch and
+        wait for background work, so no task is left pending when the loop closes.
+        The caller bounds it (Redis may be down)."""
+        self._flusher.stop_timer()
+        await self.flush()
+        await self.drain()
+
     async def aclose(self) -> None:
         """Flush batched successes and wait for background refreshes.
 

@@ -291,8 +291,7 @@ class ServiceSDK(RegistryMethods):
         # when the loop closes. Bounded: Redis may be down while the loop ends.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.config.redis_op_timeout):
-                await self._hub.flush()
-                await self._hub.drain()  # a flush its timer started just before
+                await self._hub.release_loop()
         await self._bus.release_connections()
         await self._store.release_connections()
         if self._owns_http:

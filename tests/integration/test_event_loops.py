@@ -158,7 +158,7 @@ def test_batched_successes_go_out_when_their_loop_ends(
     sdk = ServiceSDK(config=services_for(http_service, "orders"), sdk_config=cfg)
     assert asyncio.run(sdk.call_service("orders", "/ping")).success
     [breaker] = sdk.components.hub.breakers()
-    # Reading the breaker's batch directly: nothing else says whether it was sent.
-    assert not breaker._pending
-    assert breaker._flush_handle is None
+    # Read from the breaker itself: nothing else says whether its batch was sent.
+    assert not breaker.has_pending
+    assert not breaker.flush_due
     asyncio.run(sdk.close())
