@@ -29,6 +29,10 @@ reports status for (confirmed before it reads that service's state), so ``on_cha
 callbacks fire in every such replica, once per change: replicas drop events whose
 sequence number they have already seen, and after each (re)subscription of a service's
 channel they re-read that service's state and fire for a flip they missed.
+
+This module runs the monitor; its values (settings, stored state, rounds, counters) are
+in ``health_state``, one probe in ``probes``, and the round's two script calls in
+``round_scripts``.
 """
 
 from __future__ import annotations
