@@ -17,7 +17,7 @@ from msfw_redis._cli.output import count
 
 if TYPE_CHECKING:
     from msfw_redis._breaker.hub import CircuitState
-    from msfw_redis._registry.health import ServiceHealth
+    from msfw_redis._registry.health_state import ServiceHealth
     from msfw_redis._registry.instance import ServiceInstance
 
 __all__ = ["DemoState", "Guarantee", "Transitions", "evaluate", "summary_json"]

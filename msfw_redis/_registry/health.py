@@ -29,6 +29,10 @@ reports status for (confirmed before it reads that service's state), so ``on_cha
 callbacks fire in every such replica, once per change: replicas drop events whose
 sequence number they have already seen, and after each (re)subscription of a service's
 channel they re-read that service's state and fire for a flip they missed.
+
+This module runs the monitor; its values (settings, stored state, rounds, counters) are
+in ``health_state``, one probe in ``probes``, and the round's two script calls in
+``round_scripts``.
 """
 
 from __future__ import annotations
@@ -41,163 +45,51 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from msfw_redis._callbacks import call_logged
-from msfw_redis._exceptions import ConfigurationError, StoreError
+from msfw_redis._exceptions import StoreError
 from msfw_redis._registry.channels import ServiceChannels
+from msfw_redis._registry.health_state import (
+    DEFAULT_HEALTH_FAILURE_THRESHOLD,
+    DEFAULT_HEALTH_INTERVAL,
+    DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_SUCCESS_THRESHOLD,
+    HealthCallback,
+    HealthCheckSettings,
+    HealthStats,
+    HealthStatus,
+    ProbeRound,
+    ServiceHealth,
+    status_of,
+)
+from msfw_redis._registry.probes import probe_instance, probe_static
+from msfw_redis._registry.round_scripts import RoundScripts
 from msfw_redis._shutdown import pause, raise_if_cancelling
 from msfw_redis._store.keys import canonical_service_name
-from msfw_redis._store.store import reply_int, reply_list, reply_str
 from msfw_redis._testmode import health_interval
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from msfw_redis._registry.instance import ServiceInstance
     from msfw_redis._registry.registry import ServiceRegistry
     from msfw_redis._store.events import EventBus
     from msfw_redis._store.store import Store
 
-__all__ = [
-    "DEFAULT_HEALTH_FAILURE_THRESHOLD",
-    "DEFAULT_HEALTH_INTERVAL",
-    "DEFAULT_HEALTH_TIMEOUT",
-    "DEFAULT_SUCCESS_THRESHOLD",
-    "HealthCallback",
-    "HealthCheckSettings",
-    "HealthMonitor",
-    "HealthStats",
-    "HealthStatus",
-    "ProbeRound",
-    "ServiceHealth",
-]
+# HealthStatus is the type of this monitor's answers, so callers take it from here.
+__all__ = ["HealthMonitor", "HealthStatus"]
 
 logger = logging.getLogger("msfw_redis.health")
 
-DEFAULT_HEALTH_INTERVAL = 30.0
-DEFAULT_HEALTH_TIMEOUT = 5.0
-DEFAULT_HEALTH_FAILURE_THRESHOLD = 3
-DEFAULT_SUCCESS_THRESHOLD = 2
-#: Time a round's report may take beyond the probe timeout: the registry read and the
-#: report itself (s). The lease is min(interval, timeout + this).
-_REPORT_MARGIN = 1.0
 #: At most this many probes of one round run at once.
 _PROBE_CONCURRENCY = 32
-
-#: Path probed on a statically configured service's settings address.
-STATIC_HEALTH_PATH = "/health"
-
-#: A service's health: ``unknown`` when nothing has been learned about it yet.
-HealthStatus = Literal["healthy", "unhealthy", "unknown"]
-
-#: ``async def callback(service_name, is_healthy)`` (a plain function works too).
-HealthCallback = Callable[[str, bool], Awaitable[None] | None]
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheckSettings:
-    """How one service is monitored.
-
-    Attributes:
-        interval: seconds between probe rounds, fleet-wide. Default 30.
-        timeout: seconds one probe may take. Default 5.
-        failure_threshold: consecutive failed probes that make an instance unhealthy.
-            Default 3.
-        success_threshold: consecutive passed probes that make it healthy again.
-            Default 2.
-    """
-
-    interval: float = DEFAULT_HEALTH_INTERVAL
-    timeout: float = DEFAULT_HEALTH_TIMEOUT
-    failure_threshold: int = DEFAULT_HEALTH_FAILURE_THRESHOLD
-    success_threshold: int = DEFAULT_SUCCESS_THRESHOLD
-
-    def __post_init__(self) -> None:
-        for name in ("interval", "timeout"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ConfigurationError(
-                    f"invalid health check {name} {value!r}: must be > 0 seconds", field=name
-                )
-        for name in ("failure_threshold", "success_threshold"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ConfigurationError(
-                    f"invalid health check {name} {value!r}: must be an integer >= 1",
-                    field=name,
-                )
-
-    @property
-    def lease(self) -> float:
-        """Seconds within which a round's report is accepted: min(interval, timeout + 1)."""
-        return min(self.interval, self.timeout + _REPORT_MARGIN)
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceHealth:
-    """A service's health as stored in Redis (times are server ms)."""
-
-    service: str
-    healthy: bool
-    seq: int
-    changed_ms: int
-    probed_ms: int
-    members: int
-    healthy_members: int
-    unknown_members: int = 0
-
-    @property
-    def status(self) -> HealthStatus:
-        """``healthy``; ``unknown`` when no instance is healthy and some were never
-        decided by a probe; else ``unhealthy``."""
-        if self.healthy:
-            return "healthy"
-        return "unknown" if self.unknown_members > 0 else "unhealthy"
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeRound:
-    """One probe round this replica ran (``number`` counts the service's rounds).
-
-    ``code`` is 1 when the report was applied, -1 when another round had taken over,
-    -2 when the lease ran out first. ``transitions`` holds ``(instance_id, from, to)``.
-    """
-
-    service: str
-    number: int
-    code: int
-    healthy: bool
-    changed: bool
-    seq: int
-    results: tuple[tuple[str, bool], ...]
-    transitions: tuple[tuple[str, str, str], ...]
-
-
-@dataclass(slots=True)
-class HealthStats:
-    """Counters for metrics."""
-
-    rounds_won: int = 0
-    rounds_skipped: int = 0
-    probes: int = 0
-    probe_failures: int = 0
-    reports_rejected: int = 0
-    changes_seen: int = 0
-    callbacks_fired: int = 0
-    callback_errors: int = 0
 
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
-
-
-def _status_of(healthy: bool) -> HealthStatus:
-    return "healthy" if healthy else "unhealthy"
 
 
 class HealthMonitor:
@@ -247,6 +139,7 @@ class HealthMonitor:
         self.stats = HealthStats()
         #: ``(service, round)`` of the latest rounds this replica won, for tests and debugging.
         self.won_rounds: collections.deque[tuple[str, int]] = collections.deque(maxlen=1024)
+        self.round_scripts = RoundScripts(store, registry.scripts, self._script_ms)
         self.channels = ServiceChannels(
             bus,
             lambda service: registry.scripts.keys(service).health_channel,
@@ -384,17 +277,7 @@ class HealthMonitor:
         raw = await self.store.hgetall(self.registry.scripts.keys(service).health_service)
         if not raw:
             return None
-        fields = {k.decode(): int(v) for k, v in raw.items()}
-        return ServiceHealth(
-            service=service,
-            healthy=fields.get("healthy", 0) == 1,
-            seq=fields.get("seq", 0),
-            changed_ms=fields.get("changed_ms", 0),
-            probed_ms=fields.get("probed_ms", 0),
-            members=fields.get("members", 0),
-            healthy_members=fields.get("healthy_members", 0),
-            unknown_members=fields.get("unknown_members", 0),
-        )
+        return ServiceHealth.from_fields(service, raw)
 
     def known_states(self) -> dict[str, HealthStatus]:
         """The last verdict this replica saw per service (its own rounds and the fleet's
@@ -404,7 +287,7 @@ class HealthMonitor:
         for svc, verdict in self._mirror.items():
             if verdict[0] >= seen.get(svc, (-1, False))[0]:
                 seen[svc] = verdict  # the newer of our round and the fleet's event
-        return {svc: _status_of(healthy) for svc, (_, healthy) in sorted(seen.items())}
+        return {svc: status_of(healthy) for svc, (_, healthy) in sorted(seen.items())}
 
     async def check(self, service_name: str) -> bool:
         """Whether ``service_name`` is healthy now (``unknown`` is not healthy).
@@ -428,7 +311,9 @@ class HealthMonitor:
         static = self._static.get(service)
         try:
             if static is not None and not await self.registry.discover(service):
-                return _status_of(await self._probe_static(static, settings.timeout))
+                return status_of(
+                    await probe_static(self._http, static, settings.timeout, self.stats)
+                )
             # From now on this replica hears the service's changes (and fires on_change).
             await self.channels.ensure(service)
             state = await self.state(service)
@@ -445,11 +330,13 @@ class HealthMonitor:
         except StoreError as exc:
             seen = self._mirror.get(service)
             if seen is not None:
-                return _status_of(seen[1])
+                return status_of(seen[1])
             logger.info("health of %s from a direct probe; Redis unavailable: %s", service, exc)
             if static is not None:
-                return _status_of(await self._probe_static(static, settings.timeout))
-            return _status_of(await self._direct_check(service, settings))
+                return status_of(
+                    await probe_static(self._http, static, settings.timeout, self.stats)
+                )
+            return status_of(await self._direct_check(service, settings))
 
     async def all_states(self) -> dict[str, HealthStatus]:
         """``{service: status}`` for enrolled, statically configured and registered services."""
@@ -495,23 +382,12 @@ class HealthMonitor:
     async def _acquire(
         self, service: str, cfg: HealthCheckSettings, token: str
     ) -> tuple[str | None, int, int]:
-        keys = self.registry.scripts.keys(service)
-        reply = reply_list(
-            await self.store.run(
-                "health_acquire",
-                [keys.health_probe],
-                [
-                    self._script_ms(), token, _ms(cfg.interval), _ms(cfg.lease),
-                    self.registry.scripts.retention_ms,
-                ],
-            )
-        )  # fmt: skip
-        won = reply_int(reply[0]) == 1
+        won, round_no, wait_ms = await self.round_scripts.acquire(service, cfg, token)
         if won:
             self.stats.rounds_won += 1
         else:
             self.stats.rounds_skipped += 1
-        return (token if won else None), reply_int(reply[1]), reply_int(reply[2])
+        return (token if won else None), round_no, wait_ms
 
     async def _run_round(
         self, service: str, cfg: HealthCheckSettings, token: str, round_no: int
@@ -524,32 +400,9 @@ class HealthMonitor:
             async with gate:
                 return inst.instance_id, await self._probe(inst, cfg.timeout)
 
-        results = tuple(await asyncio.gather(*(one(inst) for inst in instances)))
-        keys = self.registry.scripts.keys(service)
-        args: list[object] = [
-            self._script_ms(), token, cfg.failure_threshold, cfg.success_threshold,
-            self.registry.scripts.retention_ms, keys.health_channel, keys.registry_channel,
-            service, len(results),
-        ]  # fmt: skip
-        for instance_id, ok in results:
-            args += [instance_id, 1 if ok else 0]
-        reply = reply_list(
-            await self.store.run(
-                "health_report",
-                [keys.health_probe, keys.health_instances, keys.health_service, keys.members,
-                 keys.revision],
-                args,
-            )
-        )  # fmt: skip
-        code, healthy, changed = reply_int(reply[0]), reply_int(reply[1]), reply_int(reply[2])
-        seq, revision, count = reply_int(reply[3]), reply_int(reply[4]), reply_int(reply[5])
-        transitions = tuple(
-            (reply_str(reply[6 + 3 * i]), reply_str(reply[7 + 3 * i]), reply_str(reply[8 + 3 * i]))
-            for i in range(count)
-        )
-        probe = ProbeRound(
-            service, round_no, code, healthy == 1, changed == 1, seq, results, transitions
-        )
+        results = await asyncio.gather(*(one(inst) for inst in instances))
+        probe, revision = await self.round_scripts.report(service, cfg, token, round_no, results)
+        code, seq = probe.code, probe.seq
         if code != 1:
             self.stats.reports_rejected += 1
             logger.info(
@@ -558,7 +411,7 @@ class HealthMonitor:
             )  # fmt: skip
             return probe
         self.registry.cache.saw_revision(service, revision)
-        for instance_id, before, after in transitions:
+        for instance_id, before, after in probe.transitions:
             logger.info("instance %s/%s: %s -> %s", service, instance_id, before, after)
         self._rounds[service] = (seq, probe.healthy)  # for known_states, without I/O
         if probe.changed:
@@ -568,51 +421,19 @@ class HealthMonitor:
         return probe
 
     async def _probe(self, inst: ServiceInstance, timeout: float) -> bool:
-        self.stats.probes += 1
-        try:
-            if inst.health_check_path is None:
-                async with asyncio.timeout(timeout):
-                    _, writer = await asyncio.open_connection(inst.host, inst.port)
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-                return True
-            if self._http is None:
-                raise RuntimeError("HealthMonitor.start() was not called")
-            response = await self._http.get(inst.url + inst.health_check_path, timeout=timeout)
-        except (httpx.HTTPError, OSError, TimeoutError) as exc:
-            self.stats.probe_failures += 1
-            logger.debug("probe of %s/%s failed: %r", inst.name, inst.instance_id, exc)
-            return False
-        if response.status_code >= 400:
-            self.stats.probe_failures += 1
-            logger.debug(
-                "probe of %s/%s answered %d", inst.name, inst.instance_id, response.status_code
-            )
-            return False
-        return True
+        return await probe_instance(self._http, inst, timeout, self.stats)
 
     async def _probe_static(self, base_url: str, timeout: float) -> bool:
-        self.stats.probes += 1
-        if self._http is None:
-            raise RuntimeError("HealthMonitor.start() was not called")
-        try:
-            response = await self._http.get(base_url + STATIC_HEALTH_PATH, timeout=timeout)
-        except (httpx.HTTPError, OSError, TimeoutError) as exc:
-            self.stats.probe_failures += 1
-            logger.debug("probe of %s failed: %r", base_url, exc)
-            return False
-        if response.status_code >= 400:
-            self.stats.probe_failures += 1
-            return False
-        return True
+        return await probe_static(self._http, base_url, timeout, self.stats)
 
     async def _direct_check(self, service: str, cfg: HealthCheckSettings) -> bool:
         try:
             instances = await self.registry.discover(service)
         except StoreError:
             return False
-        results = await asyncio.gather(*(self._probe(inst, cfg.timeout) for inst in instances))
+        results = await asyncio.gather(
+            *(probe_instance(self._http, inst, cfg.timeout, self.stats) for inst in instances)
+        )
         return any(results)
 
     # -- loops ------------------------------------------------------------------------

@@ -1,14 +1,11 @@
-"""The service registry: registration, heartbeats, discovery and its per-process cache.
+"""The service registry: registration, discovery and its per-process cache.
 
 Keys and scripts are in ``_registry_scripts`` and ``lua/registry_*.lua``; this module
 owns what a process does with them:
 
-* **Heartbeats.** Each instance this process registers gets a task that renews its lease
-  (deadline = Redis server time + ttl) about every ``ttl / 3``, with jitter. A token
-  fences it: once the instance is deregistered, or another registration takes its id, a
-  late heartbeat is refused and the task stops. An instance that expired (a long pause,
-  an outage, lost Redis data) registers again under a fresh token. The task wakes at
-  once when the store recovers from an outage.
+* **Heartbeats** of the instances this process registers run in ``heartbeats``;
+  here they are started on ``register`` and stopped (boundedly) on ``deregister`` and
+  close.
 * **Discovery** goes through the per-process cache in ``_discovery`` (keyed by the
   service revision, invalidated by pub/sub, revalidated after ``cache_max_staleness``).
   Revision events go on each service's own channel (``_channels``): the registry
@@ -24,33 +21,30 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import random
 import secrets
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from msfw_redis._exceptions import ConfigurationError, ScriptError, StoreError
 from msfw_redis._registry.balancing import DEFAULT_STRATEGY, LoadBalancer
 from msfw_redis._registry.channels import ServiceChannels
 from msfw_redis._registry.discovery import DiscoveryCache, RegistryStats
+from msfw_redis._registry.heartbeats import Heartbeats, OwnedInstance
 from msfw_redis._registry.instance import ServiceInstance, build_instance, validate_instance_id
 from msfw_redis._registry.panic import DEFAULT_PANIC_THRESHOLD, PanicRouter, Route
 from msfw_redis._registry.scripts import (
     FENCED,
     RENEWED,
-    UNKNOWN,
     HeartbeatResult,
     ListResult,
     RegistryScripts,
     encode_record,
 )
-from msfw_redis._shutdown import pause
 from msfw_redis._store.keys import canonical_service_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from msfw_redis._store.events import EventBus
     from msfw_redis._store.store import Store
@@ -84,27 +78,10 @@ DEFAULT_TOMBSTONE_TTL = 86_400.0
 DEFAULT_RETENTION = 30 * 86_400.0
 #: How often one process refreshes a service's entry in the global index (s).
 _INDEX_TOUCH_INTERVAL = 3_600.0
-#: Heartbeat retry delay after a failed beat, so that recovery is noticed soon (s).
-_RETRY_AFTER_FAILURE = 0.5
 
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
-
-
-@dataclass(slots=True, eq=False)
-class _Owned:
-    """A registration this process keeps alive (mutable: the token rotates)."""
-
-    service: str
-    instance_id: str
-    record: str
-    ttl: float
-    token: str
-    wake: asyncio.Event
-    registered: bool = False
-    stopped: bool = False
-    task: asyncio.Task[None] | None = None
 
 
 def _check_ttl(value: float, field: str) -> None:
@@ -198,7 +175,6 @@ class ServiceRegistry:
         self._min_instances = self_preservation_min_instances
         self._hold_ms = _ms(self_preservation_hold)
         self._tombstone_ms = _ms(tombstone_ttl)
-        self._rng = rng or random.Random()
         self.cache = DiscoveryCache(
             self._fetch,
             max_staleness=cache_max_staleness,
@@ -211,13 +187,18 @@ class ServiceRegistry:
             self.cache.on_event,
             lambda service: functools.partial(self.cache.resync, service),
         )
-        self._owned: dict[tuple[str, str], _Owned] = {}
+        self.heartbeats = Heartbeats(
+            self.scripts,
+            self.stats,
+            register=self._register_owned,
+            touch_index=self._touch_index,
+            saw_revision=self.cache.saw_revision,
+            op_timeout=store.op_timeout,
+            rng=rng or random.Random(),
+        )
         self._index_touched: dict[str, float] = {}
         self._preserving: set[str] = set()
-        # Monotonic time an owner missing from a lookup was last woken, per service.
-        self._missing_woken: dict[str, float] = {}
         self._started = False
-        self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -229,17 +210,17 @@ class ServiceRegistry:
         if self._started:
             return
         self._started = True
-        self.store.on_recovery(self._wake_heartbeats)
+        self.store.on_recovery(self.heartbeats.wake_all)
 
     async def aclose(self, *, deregister: bool = True) -> None:
         """Stop every heartbeat and (by default) deregister this process's instances now.
 
         External registrations are not touched: they stay until deregistered.
         """
-        self._closed = True
-        owned = list(self._owned.values())
-        self._owned.clear()
-        await asyncio.gather(*(self._stop(item) for item in owned))
+        self.heartbeats.closed = True
+        owned = list(self.heartbeats.owned.values())
+        self.heartbeats.owned.clear()
+        await asyncio.gather(*(self.heartbeats.stop(item) for item in owned))
         if not deregister:
             return
         for item in owned:
@@ -259,12 +240,7 @@ class ServiceRegistry:
         """
         self.cache.rebind()
         self.channels.rebind()
-        for owned in self._owned.values():
-            owned.wake = asyncio.Event()
-            if owned.task is not None and not owned.stopped:
-                owned.task = asyncio.create_task(
-                    self._heartbeat_loop(owned), name=f"msfw-heartbeat-{owned.service}"
-                )
+        self.heartbeats.rebind()
 
     # -- registration -----------------------------------------------------------------
 
@@ -308,10 +284,10 @@ class ServiceRegistry:
             instance_id, external=False,
         )  # fmt: skip
         key = (instance.name, instance.instance_id)
-        previous = self._owned.pop(key, None)
+        previous = self.heartbeats.owned.pop(key, None)
         if previous is not None:
-            await self._stop(previous)
-        owned = _Owned(
+            await self.heartbeats.stop(previous)
+        owned = OwnedInstance(
             instance.name, instance.instance_id, encode_record(instance, _ms(lease)), lease,
             secrets.token_hex(8), asyncio.Event(),
         )  # fmt: skip
@@ -324,11 +300,9 @@ class ServiceRegistry:
                 "Redis unavailable; %s/%s will be registered by its heartbeat task: %s",
                 owned.service, owned.instance_id, exc,
             )  # fmt: skip
-        self._owned[key] = owned
+        self.heartbeats.owned[key] = owned
         if start_heartbeats:
-            owned.task = asyncio.create_task(
-                self._heartbeat_loop(owned), name=f"msfw-heartbeat-{owned.service}"
-            )
+            self.heartbeats.start(owned)
         return instance
 
     async def register_external(
@@ -371,15 +345,17 @@ class ServiceRegistry:
         """
         service = canonical_service_name(service_name)
         if instance_id is None:
-            targets = [o.instance_id for o in self._owned.values() if o.service == service]
+            targets = [
+                o.instance_id for o in self.heartbeats.owned.values() if o.service == service
+            ]
         else:
             targets = [validate_instance_id(instance_id)]
         removed = 0
         for target in targets:
-            owned = self._owned.pop((service, target), None)
+            owned = self.heartbeats.owned.pop((service, target), None)
             token = ""
             if owned is not None:
-                await self._stop(owned)
+                await self.heartbeats.stop(owned)
                 token = owned.token
             removed += await self._deregister_one(service, target, token)
         return removed
@@ -390,14 +366,14 @@ class ServiceRegistry:
         The background task does this by itself; this is for tests and benchmarks.
         Raises ``LookupError`` for an instance this process does not keep alive.
         """
-        owned = self._owned.get((service_name, instance_id))
+        owned = self.heartbeats.owned.get((service_name, instance_id))
         if owned is None:
             raise LookupError(f"{service_name}/{instance_id} is not registered by this process")
-        return await self._run_heartbeat(owned)
+        return await self.heartbeats.run_heartbeat(owned)
 
     def owned(self) -> list[tuple[str, str]]:
         """``(service, instance_id)`` of every instance this process keeps alive."""
-        return sorted(self._owned)
+        return sorted(self.heartbeats.owned)
 
     # -- discovery --------------------------------------------------------------------
 
@@ -416,7 +392,7 @@ class ServiceRegistry:
         # Subscribed (and confirmed) before the first read, so no later change is missed.
         await self.channels.ensure(service)
         instances = await self.cache.get(service, fresh=fresh)
-        self._wake_owners_missing_from(service, instances)
+        self.heartbeats.wake_missing_from(service, instances)
         if version is not None:
             return [inst for inst in instances if inst.version == version]
         return list(instances)
@@ -515,9 +491,9 @@ class ServiceRegistry:
             logger.info("self-preservation for %s released", service)
         self.cache.saw_revision(service, result.revision)
 
-    # -- internals: registration and heartbeats --------------------------------------
+    # -- internals: registration ----------------------------------------------------
 
-    async def _register_owned(self, owned: _Owned) -> None:
+    async def _register_owned(self, owned: OwnedInstance) -> None:
         await self.channels.ensure(owned.service, wait=False)
         revision = await self.scripts.register(
             owned.service, owned.instance_id, owned.token, _ms(owned.ttl), owned.record
@@ -526,130 +502,9 @@ class ServiceRegistry:
         self.cache.saw_revision(owned.service, revision)
         await self._touch_index(owned.service, force=True)
 
-    async def _run_heartbeat(self, owned: _Owned) -> HeartbeatResult:
-        result = await self.scripts.heartbeat(
-            owned.service, owned.instance_id, owned.token, _ms(owned.ttl)
-        )
-        self.stats.heartbeats += 1
-        self.cache.saw_revision(owned.service, result.revision)
-        return result
-
-    async def _beat(self, owned: _Owned) -> bool:
-        """One heartbeat (or a pending registration); False once the id is fenced."""
-        if not owned.registered:
-            await self._register_owned(owned)
-            logger.info("registered %s/%s now that Redis answers", owned.service, owned.instance_id)
-            return True
-        result = await self._run_heartbeat(owned)
-        if result.code == RENEWED:
-            await self._touch_index(owned.service)
-            return True
-        if result.code == UNKNOWN:
-            # Expired and reaped (a long pause or outage), or Redis lost its data: come
-            # back under a fresh token rather than stay invisible.
-            self.stats.reregistrations += 1
-            owned.token = secrets.token_hex(8)
-            # Whatever lost this id may have lost the others too: wake every owner now
-            # rather than let each find out at its own next heartbeat.
-            self._wake_heartbeats(but=owned)
-            await self._register_owned(owned)
-            logger.info(
-                "%s/%s was no longer registered (expired or data lost); registered again",
-                owned.service, owned.instance_id,
-            )  # fmt: skip
-            return True
-        if result.code == FENCED:
-            self.stats.fenced += 1
-            logger.warning(
-                "heartbeat of %s/%s refused: it was deregistered, or another registration "
-                "took its id (do two replicas advertise the same host:port? give each a "
-                "routable host or its own instance_id); its heartbeats stop",
-                owned.service, owned.instance_id,
-            )  # fmt: skip
-        return False
-
-    async def _heartbeat_loop(self, owned: _Owned) -> None:
-        failed = False
-        while True:
-            delay = owned.ttl / 3.0 * self._rng.uniform(0.8, 1.0)
-            if failed:
-                delay = min(delay, _RETRY_AFTER_FAILURE)
-            await pause(owned.wake, delay)
-            owned.wake.clear()
-            if owned.stopped:
-                return
-            try:
-                alive = await self._beat(owned)
-            except StoreError as exc:
-                # The store logs each outage once; a failed beat is counted here.
-                failed = True
-                self.stats.heartbeat_failures += 1
-                logger.debug("heartbeat of %s/%s failed: %s", owned.service, owned.instance_id, exc)
-                continue
-            except Exception:
-                # A bug must not silently let the instance expire: log it, keep beating.
-                failed = True
-                self.stats.heartbeat_failures += 1
-                logger.exception("heartbeat of %s/%s crashed", owned.service, owned.instance_id)
-                continue
-            failed = False
-            if not alive:
-                owned.stopped = True
-                if self._owned.get((owned.service, owned.instance_id)) is owned:
-                    del self._owned[(owned.service, owned.instance_id)]
-                return
-
-    async def _stop(self, owned: _Owned) -> None:
-        owned.stopped = True
-        owned.wake.set()
-        task, owned.task = owned.task, None
-        if task is None or task is asyncio.current_task():
-            return
-        try:
-            # Let an in-flight beat finish (bounded by the op timeout) rather than cancel
-            # it mid-command; the deregistration that follows fences it in any case.
-            async with asyncio.timeout(self.store.op_timeout * 4):
-                await asyncio.shield(task)
-        except TimeoutError:
-            task.cancel()
-
-    def _wake_owners_missing_from(self, service: str, instances: Sequence[ServiceInstance]) -> None:
-        """Wake the heartbeat of an instance this process owns that the list lacks.
-
-        A data loss is seen by the revision going backwards only until the first owner
-        registers again (its revision starts from server time, above any cached one);
-        a process that looks later sees a list without its own instance and nothing
-        else amiss. Its heartbeat then finds the id unknown and registers it again.
-        At most once a second per service, so an owned instance that the list leaves
-        out for another reason costs no heartbeat per lookup.
-        """
-        if not self._owned:
-            return
-        mine = [
-            o for (svc, _), o in self._owned.items()
-            if svc == service and o.registered and not o.stopped
-        ]  # fmt: skip
-        if not mine:
-            return
-        listed = {inst.instance_id for inst in instances}
-        missing = [o for o in mine if o.instance_id not in listed]
-        now = time.monotonic()
-        if not missing or now - self._missing_woken.get(service, -math.inf) < 1.0:
-            return
-        self._missing_woken[service] = now
-        for owned in missing:
-            owned.wake.set()
-
     def _on_data_loss(self, service: str) -> None:
         del service  # any service's loss may be every service's: wake all owners
-        self._wake_heartbeats()
-
-    def _wake_heartbeats(self, but: _Owned | None = None) -> None:
-        if self._closed:
-            return
-        for owned in self._owned.values():
-            if owned is not but:
-                owned.wake.set()
+        self.heartbeats.wake_all()
 
     async def _deregister_one(self, service: str, instance_id: str, token: str) -> int:
         code, revision = await self.scripts.deregister(

@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
-import queue
 import time
 import uuid
-from typing import Any
 
 import pytest
 
 from msfw_redis._registry.registry import ServiceRegistry
 from msfw_redis._store.store import Store
 from msfw_redis.testing import ScriptedService, Step, run_in_processes
+from tests.distributed._mailboxes import Mailboxes
 from tests.distributed._registry_workers import health_replica, registry_replica
 
 pytestmark = pytest.mark.real_redis
 
 SVC = "orders"
-
-
-async def next_message(
-    out: Any, timeout: float = 60.0, procs: list[Any] | None = None
-) -> tuple[str, int, str]:
-    """The next worker message (a no-hang bound, not a timing assertion)."""
-    try:
-        message: tuple[str, int, str] = await asyncio.to_thread(out.get, True, timeout)
-    except queue.Empty:
-        # Say which workers are still alive and how the others ended, so a hang in a
-        # worker can be told apart from a message lost on the way.
-        status = [(p.pid, p.is_alive(), p.exitcode) for p in procs or []]
-        pytest.fail(f"no worker message within {timeout}s; workers (pid, alive, exit): {status}")
-    return message
 
 
 async def test_sigkilled_replica_is_evicted_after_its_ttl_and_close_deregisters(
@@ -43,12 +28,14 @@ async def test_sigkilled_replica_is_evicted_after_its_ttl_and_close_deregisters(
     ttl = 3.0  # heartbeats every ~1 s: room for a loaded 2-core machine
     prefix = f"t{uuid.uuid4().hex[:12]}"
     ctx = mp.get_context("spawn")
-    out = ctx.Queue()
+    # A queue per worker: the victim's SIGKILL must not take a queue lock that the
+    # others need to report (see _mailboxes; this was a CI flake).
+    boxes = Mailboxes(ctx, 3)
     stops = [ctx.Event() for _ in range(3)]
     procs = [
         ctx.Process(
             target=registry_replica,
-            args=(real_redis_url, prefix, SVC, 9001 + i, ttl, out, stops[i]),
+            args=(real_redis_url, prefix, SVC, 9001 + i, ttl, boxes.box(i), stops[i]),
             daemon=True,
         )
         for i in range(3)
@@ -60,9 +47,9 @@ async def test_sigkilled_replica_is_evicted_after_its_ttl_and_close_deregisters(
     observer = ServiceRegistry(store)
     try:
         ids = {}
-        for _ in procs:
-            kind, pid, instance_id = await next_message(out)
-            assert kind == "ready"
+        for index, proc in enumerate(procs):
+            kind, pid, instance_id = await boxes.next(index, procs=procs)
+            assert (kind, pid) == ("ready", proc.pid)
             ids[pid] = instance_id
         victim, graceful, survivor = procs
         assert victim.pid is not None
@@ -95,7 +82,7 @@ async def test_sigkilled_replica_is_evicted_after_its_ttl_and_close_deregisters(
         # A graceful close deregisters at once: removed by deregistration, not expiry.
         assert graceful.pid is not None
         stops[1].set()
-        kind, pid, closed_id = await next_message(out, procs=procs)
+        kind, pid, closed_id = await boxes.next(1, procs=procs)
         assert (kind, pid) == ("closed", graceful.pid)
         listed = await observer.list_service(SVC)
         assert survivor.pid is not None
@@ -105,7 +92,7 @@ async def test_sigkilled_replica_is_evicted_after_its_ttl_and_close_deregisters(
         assert await store.client.zscore(tombstones, closed_id) is not None
 
         stops[2].set()
-        assert (await next_message(out))[0] == "closed"
+        assert (await boxes.next(2, procs=procs))[0] == "closed"
     finally:
         for stop in stops:
             stop.set()

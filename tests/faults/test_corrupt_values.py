@@ -81,7 +81,7 @@ async def test_key_of_another_type_is_absent_then_repaired(
             await reg.discover(SVC, fresh=True)
     assert len([m for m in warnings(caplog) if "held another type" in m]) == 1
     for instance_id in (A, B):
-        await reg._beat(reg._owned[(SVC, instance_id)])  # what the heartbeat task runs
+        await reg.heartbeats.beat(reg.heartbeats.owned[(SVC, instance_id)])  # the task's step
     assert await ids(reg) == [A, B]
     # No key is left without an expiry (-1); the revision is re-created at its next bump.
     for k in (keys.members, keys.records, keys.tokens, keys.revision):

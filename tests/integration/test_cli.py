@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import pytest
 
 from msfw_redis import CircuitBreakerConfig, CircuitOpenError, ServiceSDK, ServiceSDKConfig
-from msfw_redis._cli.main import build_parser, main
+from msfw_redis._cli.main import main
+from msfw_redis._cli.parser import build_parser
 from msfw_redis.testing import ScriptedService, SilentServer, Step, free_port
 from tests.integration.conftest import services_for
 

@@ -208,6 +208,35 @@ async def test_close_deregisters_owned_but_not_external(store: Store) -> None:
     assert remaining[0].last_heartbeat is None
 
 
+async def test_close_with_a_heartbeat_stuck_in_flight_is_bounded(store: Store) -> None:
+    """aclose() with a heartbeat that never returns (Redis stalled mid-beat) cancels it
+    after the stop bound, still deregisters the instance, and returns."""
+    assert store.url is not None
+    fast = Store.from_url(store.url, key_prefix=store.keys.prefix, op_timeout=0.1)
+    await fast.start()
+    reg = ServiceRegistry(fast)
+    await reg.start()
+    entered, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def stuck(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        try:
+            await asyncio.Event().wait()  # never set: the reply never comes
+        finally:
+            cancelled.set()
+
+    try:
+        await reg.register(SVC, host="10.0.0.1", port=8000, ttl=30)
+        reg.scripts.heartbeat = stuck  # type: ignore[method-assign]
+        reg.heartbeats.wake_all()
+        await asyncio.wait_for(entered.wait(), 30)  # no-hang bounds, not timings
+        await asyncio.wait_for(reg.aclose(), 30)
+        await asyncio.wait_for(cancelled.wait(), 30)
+        assert await ServiceRegistry(store).discover(SVC, fresh=True) == []
+    finally:
+        await fast.aclose()
+
+
 async def test_external_instances_do_not_expire(store: Store) -> None:
     """An external instance is still listed long after any heartbeat ttl."""
     clock = Clock()
