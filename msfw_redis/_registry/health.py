@@ -379,6 +379,16 @@ class HealthMonitor:
             return None
         return await self._run_round(service, cfg, token, round_no)
 
+    async def _loop_round(
+        self, service: str, cfg: HealthCheckSettings, waits: list[float]
+    ) -> ProbeRound | None:
+        """The monitoring loop's round: the lease, then the probes if it was won."""
+        token, round_no, wait_ms = await self._acquire(service, cfg, secrets.token_hex(8))
+        waits.append(wait_ms / 1000.0)
+        if token is None:
+            return None
+        return await self._run_round(service, cfg, token, round_no)
+
     async def _acquire(
         self, service: str, cfg: HealthCheckSettings, token: str
     ) -> tuple[str | None, int, int]:
@@ -461,15 +471,18 @@ class HealthMonitor:
             started = time.monotonic()
             wait = cfg.interval
             try:
-                token, round_no, wait_ms = await self._acquire(service, cfg, secrets.token_hex(8))
-                wait = wait_ms / 1000.0
-                if token is not None:
-                    own = asyncio.ensure_future(self._run_round(service, cfg, token, round_no))
-                    self._own_rounds[service] = own
-                    try:
-                        await own
-                    finally:
-                        self._own_rounds.pop(service, None)
+                # Registered before the lease is asked for: a status() that loses the
+                # lease to this loop meanwhile finds the round here and waits for it,
+                # rather than answering "unknown" while the round runs.
+                waits: list[float] = []
+                own = asyncio.ensure_future(self._loop_round(service, cfg, waits))
+                self._own_rounds[service] = own
+                try:
+                    await own
+                finally:
+                    self._own_rounds.pop(service, None)
+                if waits:
+                    wait = waits[0]
             except StoreError as exc:
                 # The store logs the outage; retry soon so recovery is picked up quickly.
                 wait = min(cfg.interval, 1.0)

@@ -391,3 +391,40 @@ async def test_registered_instances_win_over_the_settings_address(
         assert http_service.hits("/health") == 1
     finally:
         await monitor.aclose()
+
+
+async def test_status_waits_for_the_round_its_own_loop_holds_the_lease_of(store: Store) -> None:
+    """A status() that loses the lease to this process's own loop, before that loop has
+    started its round, waits for the round instead of answering "unknown"."""
+    registry = ServiceRegistry(store)
+    monitor = HealthMonitor(store, registry, interval=60.0)
+    held, release = asyncio.Event(), asyncio.Event()
+    real_acquire = monitor.round_scripts.acquire
+    calls = 0
+
+    async def slow_first_reply(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        reply = await real_acquire(*args, **kwargs)
+        if calls == 1:  # the loop's: it holds the lease, its round not yet started
+            held.set()
+            await release.wait()
+        return reply
+
+    monitor.round_scripts.acquire = slow_first_reply  # type: ignore[method-assign]
+    monitor.enroll("empty")
+    await monitor.start()
+    try:
+        async with asyncio.timeout(30):
+            await held.wait()
+        status = asyncio.create_task(monitor.status("empty"))
+        async with asyncio.timeout(30):
+            while calls < 2:  # status() asked for the lease too (and lost it)
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        release.set()
+        async with asyncio.timeout(30):
+            assert await status == "unhealthy"
+    finally:
+        release.set()
+        await monitor.aclose()
