@@ -67,10 +67,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from msfw_redis._cache.entry import (
     CacheCodec,
-    CacheEntry,
     ErrorBody,
     HttpResponseCodec,
     TypeAdapterCodec,
+    age_seconds,
     decode_envelope,
 )
 from msfw_redis._cache.filling import (
@@ -301,9 +301,9 @@ class ResponseCache:
         A cached negative entry raises a new ``ServiceClientError``. Store errors never
         propagate: the call goes to the origin.
         """
-        hooks = Hooks(is_error, storage, revalidate)
         near_cache = self._near if near else None
         if force_refresh:
+            hooks = Hooks(is_error, storage, revalidate)
             outcome = await self._resolve(key, fetch, codec, policy, hooks, None, force=True)
             return deliver(outcome, False, codec, self.stats)
         if near_cache is not None:
@@ -333,9 +333,10 @@ class ResponseCache:
                 if served is not None and not isinstance(served.body, ErrorBody):
                     if near_cache is not None:
                         near_cache.put(key.service, key.digest, served.body, first, epoch)
-                    count(self.stats, CacheOutcome.HIT)
-                    return CacheResult(value=served.value, outcome=CacheOutcome.HIT, age=served.age)
+                    self.stats.hits += 1
+                    return CacheResult(served.value, CacheOutcome.HIT, age=served.age)
             self._hot.pop(flight, None)
+        hooks = Hooks(is_error, storage, revalidate)
         outcome, follower = await self._flights.run(
             flight, lambda: self._resolve(key, fetch, codec, policy, hooks, near_cache)
         )
@@ -470,13 +471,13 @@ class ResponseCache:
             except StoreError as store_exc:
                 self._store_failed(store_exc)
             return None
-        entry = CacheEntry(body, lookup.stored_at_ms, lookup.fresh_until_ms, lookup.stale_until_ms)
+        now = lookup.now_ms
         return Served(
-            value=value,
-            body=body,
-            stored_at_ms=entry.stored_at_ms,
-            fresh=entry.is_fresh(lookup.now_ms),
-            age=entry.age(lookup.now_ms),
+            value,
+            body,
+            lookup.stored_at_ms,
+            now < lookup.fresh_until_ms,
+            age_seconds(lookup.stored_at_ms, now),
         )
 
     async def _origin_only(

@@ -64,6 +64,7 @@ __all__ = [
     "HttpResponseCodec",
     "ResponseBody",
     "TypeAdapterCodec",
+    "age_seconds",
     "decode_envelope",
     "encode_envelope",
     "REVALIDATE_EXTENSION",
@@ -199,7 +200,12 @@ class CacheEntry:
 
     def age(self, now_ms: int) -> float:
         """Seconds since the entry was stored."""
-        return max(0, now_ms - self.stored_at_ms) / 1000.0
+        return age_seconds(self.stored_at_ms, now_ms)
+
+
+def age_seconds(stored_at_ms: int, now_ms: int) -> float:
+    """Seconds from ``stored_at_ms`` to ``now_ms`` (server time), never negative."""
+    return max(0, now_ms - stored_at_ms) / 1000.0
 
 
 def encode_envelope(body: EntryBody, *, max_bytes: int) -> bytes:

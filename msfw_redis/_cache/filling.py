@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from msfw_redis._cache.entry import (
     CacheCodec,
@@ -58,9 +58,11 @@ T = TypeVar("T")
 logger = logging.getLogger("msfw_redis.cache")
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
-    """A usable entry, decoded: a value, or a negative entry's error."""
+class Served(NamedTuple):
+    """A usable entry, decoded: a value, or a negative entry's error.
+
+    A named tuple because one is built per hit (see :class:`~msfw_redis._cache.store.Lookup`).
+    """
 
     value: Any
     body: DataBody | ResponseBody | ErrorBody

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, TypeVar
 
+from msfw_redis._running import running_loop
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
@@ -48,10 +50,12 @@ async def bounded(awaitable: Awaitable[T], timeout: float) -> T:
     Must be awaited from a task (every asyncio caller is one). ``timeout`` <= 0 expires
     at the next turn of the loop, as ``asyncio.timeout`` does with a past deadline.
     """
-    task = asyncio.current_task()
+    # running_loop(), then current_task(loop): neither makes a getpid() system call
+    # (see msfw_redis._running), where current_task() alone would.
+    loop = running_loop()
+    task = asyncio.current_task(loop)
     if task is None:  # pragma: no cover - awaited outside a task: no deadline to enforce
         raise RuntimeError("bounded() must be awaited inside an asyncio task")
-    loop = asyncio.get_running_loop()
     cancelling = task.cancelling()
     expiry = _Expiry(task)
     handle = loop.call_at(loop.time() + timeout, expiry)

@@ -14,6 +14,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from msfw_redis._running import running_loop
+
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
 
@@ -47,7 +49,7 @@ class LoopBinding:
 
     def current(self) -> bool:
         """True while the running loop is the bound one (the hot-path check)."""
-        return asyncio.get_running_loop() is self._loop
+        return running_loop() is self._loop  # no getpid() call (msfw_redis._running)
 
     async def bind(self) -> bool:
         """Bind to the running loop; True when an earlier loop's resources must go.
