@@ -5,7 +5,7 @@ only through atomic Lua scripts, so all replicas of a service see one breaker, o
 cache and one registry.
 """
 
-from msfw_redis._breaker.hub import CircuitState, TransitionEvent
+from msfw_redis._breaker.views import CircuitState, TransitionEvent
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
 from msfw_redis._exceptions import (
     BulkheadFullError,

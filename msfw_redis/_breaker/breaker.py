@@ -23,10 +23,11 @@ State lives in Redis and changes only in ``lua/breaker_*.lua``. Each process kee
   scripts ignore outcomes of older generations.
 
 When a write fails (Redis unreachable, READONLY, NOPERM, OOM) a breaker falls back to a
-:class:`LocalBreaker` seeded from its mirror (``fail_open``), or refuses calls
-(``fail_closed``); it rejoins the shared state only when a write succeeds again,
-carrying its local outcomes (see ``msfw_redis._breaker.local``). No lock is held across
-a call.
+local breaker seeded from its mirror (``fail_open``), or refuses calls (``fail_closed``);
+it rejoins the shared state only when a write succeeds again, carrying its local outcomes
+(see :mod:`msfw_redis._breaker.local`). The mirror's reads and write-backs are in
+:mod:`msfw_redis._breaker.mirror`; what callers see (states, events, refusals) in
+:mod:`msfw_redis._breaker.views`. No lock is held across a call.
 """
 
 from __future__ import annotations
@@ -38,205 +39,44 @@ import math
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import httpx
 
-from msfw_redis._breaker.local import LocalEpisode
-from msfw_redis._breaker.machine import (
-    PROBE,
-    REJECT,
-    BreakerParams,
-    BreakerState,
-    LocalBreaker,
-    Snapshot,
+from msfw_redis._breaker.local import LocalFallback
+from msfw_redis._breaker.machine import PROBE, REJECT, BreakerState, Snapshot
+from msfw_redis._breaker.mirror import (
+    event_snapshot,
+    log_corrupt,
+    restore_open,
+    vanished_while_open,
 )
-from msfw_redis._exceptions import CircuitOpenError, ScriptError, StoreError
-from msfw_redis._store.errors import is_refusal
+from msfw_redis._breaker.permit import Permit
+from msfw_redis._breaker.views import (
+    SERVICE_SCOPE,
+    CircuitState,
+    circuit_state,
+    refusal,
+    reopens_at,
+    unreachable_refusal,
+)
+from msfw_redis._exceptions import ScriptError, StoreError
 from msfw_redis._store.store import reply_list
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Awaitable, Callable
 
-    from msfw_redis._config import CircuitBreakerConfig, StoreFailurePolicy
-    from msfw_redis._store.store import Reply, Store
+    from msfw_redis._breaker.host import BreakerHost
+    from msfw_redis._config import CircuitBreakerConfig
+    from msfw_redis._exceptions import CircuitOpenError
+    from msfw_redis._store.store import Reply
 
-__all__ = [
-    "SERVICE_SCOPE",
-    "BreakerHost",
-    "CircuitState",
-    "DistributedBreaker",
-    "Permit",
-    "TransitionEvent",
-    "TransitionListener",
-    "params_from_config",
-]
+__all__ = ["DistributedBreaker"]
 
 logger = logging.getLogger("msfw_redis.breaker")
 
 T = TypeVar("T")
-#: The name part of a breaker that covers a whole service.
-SERVICE_SCOPE = "*"
 Action = Literal["open", "close", "disable", "reset"]
-
-
-def params_from_config(config: CircuitBreakerConfig) -> BreakerParams:
-    """The integer-millisecond policy the scripts take, from a user's config."""
-    rate = config.failure_rate_threshold
-    return BreakerParams(
-        failure_threshold=config.failure_threshold,
-        success_threshold=config.success_threshold,
-        open_ms=max(1, round(config.timeout * 1000)),
-        rate_permille=0 if rate is None else max(1, round(rate * 10)),
-        minimum_calls=config.minimum_calls,
-        window_ms=max(10, round(config.sliding_window * 1000)),
-        half_open_max=config.half_open_max_calls,
-        lease_ms=max(1, round(config.effective_probe_lease * 1000)),
-        key_ttl_ms=round(config.state_ttl * 1000),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitState:
-    """A breaker's state as this replica sees it.
-
-    Attributes:
-        state: ``"closed"``, ``"open"``, ``"half_open"``, ``"forced_open"``,
-            ``"forced_closed"`` or ``"disabled"``.
-        failure_count: consecutive failures recorded (CLOSED).
-        success_count: successful probes so far (HALF_OPEN).
-        generation: bumped by every transition, fleet-wide.
-        opened_at: Unix time (server clock, seconds) of the last opening, or ``None``.
-        retry_after: seconds until calls are admitted again (0 when admitting);
-            ``None`` for a breaker forced open without a TTL, which never lapses.
-        service: the service the breaker guards.
-        endpoint: the endpoint, or ``None`` for a service-wide breaker.
-        local: True while Redis is unreachable and this replica runs a local breaker.
-        total_failures, total_successes: every outcome ever recorded fleet-wide, stale
-            ones included (from :meth:`DistributedBreaker.refresh`; ``None`` from the
-            local mirror, which does not track them).
-        trips: CLOSED -> OPEN transitions so far (same source).
-        active_probes: half-open probe leases currently held (same source).
-        failures_at_trip: the failure count that tripped the breaker, kept while it is
-            OPEN or HALF_OPEN (``failure_count`` restarts at 0 on every transition):
-            consecutive failures, the window's failures in rate mode, or the failed
-            probe(s) that re-opened it from HALF_OPEN. 0 in every other state.
-    """
-
-    state: str
-    failure_count: int
-    success_count: int
-    generation: int
-    opened_at: float | None
-    retry_after: float | None
-    service: str
-    endpoint: str | None
-    local: bool = False
-    total_failures: int | None = None
-    total_successes: int | None = None
-    trips: int | None = None
-    active_probes: int | None = None
-    failures_at_trip: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionEvent:
-    """Handed to transition listeners, in every replica, once per transition.
-
-    ``state`` (also ``to_state``) is the new state; ``from_state`` the state this
-    replica's mirror held before, or ``None`` when it had not seen the breaker yet;
-    ``at`` the Redis server time of the transition (Unix seconds).
-    """
-
-    service: str
-    endpoint: str | None
-    state: str
-    generation: int
-    opened_at: float | None
-    retry_after: float
-    from_state: str | None = None
-    at: float | None = None
-
-    @property
-    def to_state(self) -> str:
-        """The new state (the same as ``state``)."""
-        return self.state
-
-
-TransitionListener = Callable[[TransitionEvent], Awaitable[None] | None]
-
-
-class BreakerHost(Protocol):
-    """What a breaker needs from the hub that made it (passed in, never reached into)."""
-
-    store: Store
-    failure_policy: StoreFailurePolicy
-
-    async def subscribe(self, service: str) -> None:
-        """Subscribe to ``service``'s breaker channel (once per service)."""
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run ``coro`` in the background, logged if it fails."""
-
-    @property
-    def refresh_slots(self) -> asyncio.Semaphore:
-        """Bounds the background mirror refreshes in flight, across all breakers."""
-
-    async def index(self, breaker: DistributedBreaker) -> None:
-        """List ``breaker`` in the fleet index."""
-
-    async def enter(self, service: str, retention_ms: int) -> None:
-        """Subscribe to ``service`` and list it in the services index (first use)."""
-
-    def params_for(self, config: CircuitBreakerConfig) -> BreakerParams:
-        """The script params of ``config``, shared by every breaker using it."""
-
-    def schedule_flush(self, breaker: DistributedBreaker) -> None:
-        """Flush ``breaker``'s batched successes after its ``success_flush_interval``."""
-
-
-class Permit:
-    """Admission of one call; report its outcome exactly once."""
-
-    __slots__ = ("breaker", "budget", "done", "gen", "local", "started", "token")
-
-    def __init__(self, breaker: DistributedBreaker, gen: int, token: str, local: bool) -> None:
-        self.breaker = breaker
-        self.gen = gen
-        self.token = token
-        self.local = local
-        self.started = time.monotonic()
-        self.done = False
-        #: (budget hash key, window in s) this call counts one request into, or None.
-        self.budget: tuple[str, int] | None = None
-
-    def count_request(self, budget_key: str, window_s: int) -> None:
-        """Count this call as one request of the retry budget at ``budget_key``.
-
-        The request goes with the report of this permit's outcome (the key must share
-        the breaker's ``{service}`` hash tag); a permit released without an outcome
-        (a cancelled call) counts none, which only makes the budget stricter.
-        """
-        self.budget = (budget_key, window_s)
-
-    @property
-    def probe(self) -> bool:
-        """True when this call is a half-open probe holding a lease."""
-        return bool(self.token)
-
-    async def success(self) -> None:
-        """Report success (a slow call counts as a failure when configured)."""
-        await self.breaker.record(self, ok=True)
-
-    async def failure(self) -> None:
-        """Report failure."""
-        await self.breaker.record(self, ok=False)
-
-    async def release(self) -> None:
-        """Give the permit back without an outcome (the call was cancelled)."""
-        await self.breaker.release(self)
 
 
 #: What a process knows of a breaker it never read: CLOSED, generation 0, as of never.
@@ -247,15 +87,14 @@ class DistributedBreaker:
     """One fleet-wide breaker. Get it from :meth:`BreakerHub.get`."""
 
     # Slots, and nothing made that a CLOSED breaker which never failed does not need
-    # (the load lock, the pending-success dict, the local breaker and episode are made
-    # when first needed): at 10,000 endpoint breakers each is well under 1 KB.
+    # (the load lock, the pending-success dict and the local fallback are made when
+    # first needed): at 10,000 endpoint breakers each is well under 1 KB.
     __slots__ = (
         "_channel",
         "_corrupt_logged",
-        "_episode",
+        "_fallback",
         "_load_lock",
         "_loaded",
-        "_local",
         "_pending",
         "_probes_busy_gen",
         "_probes_busy_until_ms",
@@ -296,8 +135,8 @@ class DistributedBreaker:
         self._loaded = False
         self._load_lock: asyncio.Lock | None = None  # only while the first load runs
         self._refreshing = False
-        self._local: LocalBreaker | None = None
-        self._episode: LocalEpisode | None = None
+        # The local breaker and its episode while Redis is not taking writes, else None.
+        self._fallback: LocalFallback | None = None
         self._corrupt_logged = False
         self._pending: dict[int, int] | None = None  # batched successes, per generation
         # Retry-budget requests not yet reported: (budget key, window s, count), or None.
@@ -328,7 +167,7 @@ class DistributedBreaker:
     @property
     def running_local(self) -> bool:
         """True while Redis is unreachable and this breaker runs a local one."""
-        return self._local is not None
+        return self._fallback is not None
 
     # -- labels ----------------------------------------------------------------------------
 
@@ -356,27 +195,14 @@ class DistributedBreaker:
         # Any event (a transition, or a half-open probe slot freeing) ends a local
         # "all probe slots taken" rejection window.
         self._probes_busy_until_ms = 0
-        # Events do not carry the trip's failure count; OPEN -> HALF_OPEN keeps it.
-        view = self._view
-        fat = (
-            view.failures_at_trip
-            if state is BreakerState.HALF_OPEN
-            and view.state in (BreakerState.OPEN, BreakerState.HALF_OPEN)
-            else 0
-        )
-        self._apply(Snapshot(0, state, gen, 0, 0, opened_at, open_until, now, failures_at_trip=fat))
+        self._apply(event_snapshot(self._view, gen, state, opened_at, open_until, now))
 
     def _decode(self, reply: Reply) -> Snapshot:
         snap = Snapshot.from_reply(reply_list(reply))
         if snap.corrupt and not self._corrupt_logged:
             # Once per key: the script read it as absent, and the next write repairs it.
             self._corrupt_logged = True
-            logger.warning(
-                "breaker %s: the stored state at %s did not decode (another type or an "
-                "unknown state); treated as absent and rewritten by the next write",
-                self.label,
-                self._keys[0],
-            )
+            log_corrupt(self.label, self._keys[0])
         return snap
 
     async def refresh(self) -> CircuitState:
@@ -392,37 +218,22 @@ class DistributedBreaker:
             keys.append(self.hub.store.keys.key(self.service, "breaker", "index"))
             args += [self.name, self.params.key_ttl_ms]
         snap = self._decode(await self.hub.store.run("breaker_read", keys, args))
-        if snap.gen == 0 and _vanished_while_open(self._view, snap):
-            snap = await self._restore_open(snap)
+        if snap.gen == 0 and vanished_while_open(self._view, snap):
+            snap = await restore_open(
+                self.hub.store,
+                self._keys[:2],
+                self._channel,
+                self.name,
+                self._view,
+                snap,
+                key_ttl_ms=self.params.key_ttl_ms,
+                label=self.label,
+                decode=self._decode,
+            )
         self._apply(snap, authoritative=True)
         # A read that succeeds is no proof that writes do: a local breaker stays local
         # until _rejoin's write goes through.
-        return self._state_from(snap, local=False)
-
-    async def _restore_open(self, absent: Snapshot) -> Snapshot:
-        """Write back the OPEN state this mirror knows: the shared key vanished.
-
-        Without this an OPEN breaker would close silently after FLUSHALL, a restart
-        without persistence or eviction. ``breaker_restore`` re-creates it with the
-        generation and cool-down end (server time) the mirror holds, unless another
-        replica did first; a replica started after the loss has no mirror to restore.
-        """
-        m = self._view
-        reply = await self.hub.store.run(
-            "breaker_restore",
-            self._keys[:2],
-            [self._channel, self.name, m.gen, m.opened_at_ms, m.open_until_ms,
-             m.failures_at_trip, self.params.key_ttl_ms],
-        )  # fmt: skip
-        snap = self._decode(reply)
-        if snap.code & 1:
-            logger.warning(
-                "breaker %s: its shared state vanished while OPEN (FLUSHALL, a restart "
-                "without persistence or eviction; read at gen %d); written back OPEN at "
-                "gen %d until its cool-down ends",
-                self.label, absent.gen, m.gen,
-            )  # fmt: skip
-        return dataclasses.replace(snap, code=0)
+        return self._state(snap, local=False)
 
     async def _ensure_loaded(self) -> None:
         lock = self._load_lock
@@ -459,10 +270,10 @@ class DistributedBreaker:
                 # Bounded per hub: 10,000 mirrors going stale together must not become
                 # 10,000 concurrent reads, past the connection pool's size.
                 async with self.hub.refresh_slots:
-                    await (self._rejoin() if self._local is not None else self.refresh())
+                    await (self._rejoin() if self._fallback is not None else self.refresh())
             except StoreError as exc:
                 logger.debug("breaker %s refresh failed: %s", self.label, exc)
-                if self._local is None and not isinstance(exc, ScriptError):
+                if self._fallback is None and not isinstance(exc, ScriptError):
                     self._enter_local(exc)
             finally:
                 self._refreshing = False
@@ -472,59 +283,35 @@ class DistributedBreaker:
     # -- local fallback ----------------------------------------------------------------------
 
     def _enter_local(self, exc: BaseException) -> None:
-        if self._local is not None:
-            self._defer_rejoin(exc)
+        fallback = self._fallback
+        if fallback is not None:
+            fallback.defer(self.hub.store, exc)
             return
-        v = self._view
-        self._episode = LocalEpisode(gen=v.gen)
-        self._defer_rejoin(exc)
-        self._local = LocalBreaker(
-            self.params,
-            state=v.state,
-            gen=v.gen,
-            failures=v.failures,
-            successes=v.successes,
-            opened_at_ms=v.opened_at_ms,
-            open_until_ms=v.open_until_ms,
-        )
+        fallback = LocalFallback(self._view, self.params)
+        fallback.defer(self.hub.store, exc)
+        self._fallback = fallback
         logger.debug("breaker %s runs locally (a write failed): %s", self.label, exc)
-
-    def _defer_rejoin(self, exc: BaseException) -> None:
-        if self._episode is None:
-            return
-        # A refusal (above all NOPERM) is not fixed by retrying every few seconds.
-        floor = 0.0
-        if isinstance(exc, StoreError) and is_refusal(exc):
-            floor = self.hub.store.refusal_backoff(exc)
-        self._episode.defer(floor=floor)
 
     async def _rejoin(self) -> None:
         """Write the local outcomes to the shared state; on success, leave local mode."""
-        local, episode = self._local, self._episode
-        if local is None or episode is None:
+        fallback = self._fallback
+        if fallback is None:
             return
-        successes, failures = episode.carry(rate_mode=self.params.rate_permille > 0)
-        # Counted now; outcomes recorded while the write is in flight start a new tally.
-        self._episode = LocalEpisode(
-            gen=episode.gen, retry_at=episode.retry_at, backoff=episode.backoff
-        )
+        successes, failures, sent = fallback.start_rejoin(rate_mode=self.params.rate_permille > 0)
         try:
             reply = await self.hub.store.run(
                 "breaker_record",
                 self._keys,
-                self._record_args(episode.gen, successes, failures, ""),
+                self._record_args(sent.gen, successes, failures, ""),
             )
         except StoreError as exc:
-            if self._episode is not None:
-                self._episode.successes += episode.successes
-                self._episode.failures += episode.failures
-                self._episode.trailing_failures += episode.trailing_failures
-            self._defer_rejoin(exc)
+            # Whichever fallback runs now (normally the same one) carries the outcomes.
+            if self._fallback is not None:
+                self._fallback.take_back(sent, self.hub.store, exc)
             raise
         snap = self._decode(reply)
         self._apply(snap, authoritative=True)
-        self._local = None
-        self._episode = None
+        self._fallback = None
         logger.info(
             "breaker %s rejoined the shared state (%s), carrying %d successes and %d failures",
             self.label,
@@ -540,28 +327,9 @@ class DistributedBreaker:
         self, snap_state: BreakerState, open_until_ms: int, now_ms: int
     ) -> CircuitOpenError:
         self.rejections += 1
-        if snap_state is BreakerState.FORCED_OPEN and open_until_ms <= 0:
-            # Forced open without a TTL never lapses: promise no time at all.
-            return CircuitOpenError(
-                f"circuit breaker {self.label} is forced open until reset "
-                "(msfw-redis breaker reset)",
-                retry_after=None,
-                breaker=self.label,
-                service_name=self.service,
-                endpoint=self.endpoint,
-            )
-        retry_after = max(0.0, (open_until_ms - now_ms) / 1000.0)
         opened_at_ms = self._view.opened_at_ms
-        if snap_state is BreakerState.OPEN and 0 < opened_at_ms < open_until_ms:
-            # The local estimate of server time can lag by up to half a round trip;
-            # never promise a wait longer than the cool-down itself.
-            retry_after = min(retry_after, (open_until_ms - opened_at_ms) / 1000.0)
-        return CircuitOpenError(
-            f"circuit breaker {self.label} is {snap_state.label}; retry after {retry_after:.2f}s",
-            retry_after=retry_after,
-            breaker=self.label,
-            service_name=self.service,
-            endpoint=self.endpoint,
+        return refusal(
+            self.label, self.service, self.endpoint, snap_state, open_until_ms, now_ms, opened_at_ms
         )
 
     # -- admission ------------------------------------------------------------------------------
@@ -570,7 +338,7 @@ class DistributedBreaker:
         """Admit a call or raise :class:`CircuitOpenError` (with ``retry_after``)."""
         if not self._loaded:
             await self._ensure_loaded()
-        if self._local is not None:
+        if self._fallback is not None:
             return self._acquire_local()
         m = self._view
         if time.monotonic() - self._refreshed_at > self.config.max_staleness:
@@ -615,39 +383,25 @@ class DistributedBreaker:
         self._apply(snap)
         if snap.code == REJECT:
             if snap.state is BreakerState.HALF_OPEN:
-                self._probes_busy_until_ms = _reopens_at(snap)
+                self._probes_busy_until_ms = reopens_at(snap)
                 self._probes_busy_gen = snap.gen
-            raise self._refuse(snap.state, _reopens_at(snap), snap.now_ms)
+            raise self._refuse(snap.state, reopens_at(snap), snap.now_ms)
         return Permit(self, snap.gen, token if snap.code == PROBE else "", False)
 
     def _acquire_local(self) -> Permit:
         if self.hub.failure_policy == "fail_closed":
             self.rejections += 1
-            raise CircuitOpenError(
-                f"circuit breaker {self.label} cannot reach its shared state and "
-                "store_failure_policy is fail_closed",
-                retry_after=1.0,
-                breaker=self.label,
-                service_name=self.service,
-                endpoint=self.endpoint,
-            )
-        local = self._local
-        if local is None:  # pragma: no cover - callers check
+            raise unreachable_refusal(self.label, self.service, self.endpoint)
+        fallback = self._fallback
+        if fallback is None:  # pragma: no cover - callers check
             raise RuntimeError("no local breaker")
-        if self.hub.store.retry_due and (self._episode is None or self._episode.due()):
+        if self.hub.store.retry_due and fallback.due():
             self.background_refresh()
         self.local_calls += 1
-        # Only a half-open admission needs a probe token; skip the syscall otherwise.
-        admitting = local.state in (
-            BreakerState.CLOSED,
-            BreakerState.FORCED_CLOSED,
-            BreakerState.DISABLED,
-        )
-        token = "" if admitting else os.urandom(8).hex()
-        snap = local.acquire(token, self._now_ms())
+        snap, token = fallback.acquire(self._now_ms())
         self._apply(snap)
         if snap.code == REJECT:
-            raise self._refuse(snap.state, _reopens_at(snap), snap.now_ms)
+            raise self._refuse(snap.state, reopens_at(snap), snap.now_ms)
         return Permit(self, snap.gen, token if snap.code == PROBE else "", True)
 
     # -- outcomes ------------------------------------------------------------------------------
@@ -676,7 +430,7 @@ class DistributedBreaker:
         slow = self.config.slow_call_threshold
         if ok and slow is not None and time.monotonic() - permit.started > slow:
             ok = False
-        if permit.local or self._local is not None:
+        if permit.local or self._fallback is not None:
             # Redis is not taking writes: the budget (in Redis too) loses this request.
             self._record_local(permit, ok)
             return
@@ -702,21 +456,19 @@ class DistributedBreaker:
         if permit.done:
             return
         permit.done = True
-        if permit.probe and not permit.local and self._local is None:
+        if permit.probe and not permit.local and self._fallback is None:
             await self._send(permit.gen, 0, 0, permit.token)
-        elif permit.probe and self._local is not None:
-            self._local.probes.pop(permit.token, None)
+        elif permit.probe and self._fallback is not None:
+            self._fallback.release(permit.token)
 
     def _record_local(self, permit: Permit, ok: bool) -> None:
-        local = self._local
-        if local is None:
+        fallback = self._fallback
+        if fallback is None:
             # Redis came back while this call ran; its outcome belongs to the old view.
             return
-        snap = local.record(
+        snap = fallback.record(
             permit.gen, 1 if ok else 0, 0 if ok else 1, permit.token, self._now_ms()
         )
-        if self._episode is not None:
-            self._episode.note(1 if ok else 0, 0 if ok else 1)
         self._apply(snap)
 
     def _record_args(self, gen: int, successes: int, failures: int, token: str) -> list[object]:
@@ -752,10 +504,8 @@ class DistributedBreaker:
             raise
         except StoreError as exc:
             self._enter_local(exc)
-            if self._local is not None and (successes or failures):
-                snap = self._local.record(gen, successes, failures, token, self._now_ms())
-                if self._episode is not None:
-                    self._episode.note(successes, failures)
+            if self._fallback is not None and (successes or failures):
+                snap = self._fallback.record(gen, successes, failures, token, self._now_ms())
                 self._apply(snap)
             return
         if token:
@@ -789,39 +539,16 @@ class DistributedBreaker:
 
     # -- inspection and control ---------------------------------------------------------------
 
-    def _state_from(self, snap: Snapshot, *, local: bool) -> CircuitState:
-        now = self._now_ms()
-        state, gen, fails, succ = snap.state, snap.gen, snap.failures, snap.successes
-        opened, until = snap.opened_at_ms, snap.open_until_ms
-        # breaker_read replies carry lifetime totals: {tf, ts, trips, active probes}.
-        totals = snap.extra if len(snap.extra) >= 4 else None
-        retry_after: float | None = 0.0
-        if state is BreakerState.OPEN or (state is BreakerState.FORCED_OPEN and until > 0):
-            retry_after = max(0.0, (until - now) / 1000.0)
-        elif state is BreakerState.FORCED_OPEN:
-            retry_after = None  # forced open until reset: it never lapses by itself
-        return CircuitState(
-            state=state.label,
-            failure_count=fails,
-            success_count=succ,
-            generation=gen,
-            opened_at=opened / 1000.0 if opened else None,
-            retry_after=retry_after,
-            service=self.service,
-            endpoint=self.endpoint,
-            local=local,
-            total_failures=totals[0] if totals else None,
-            total_successes=totals[1] if totals else None,
-            trips=totals[2] if totals else None,
-            active_probes=totals[3] if totals else None,
-            failures_at_trip=snap.failures_at_trip,
+    def _state(self, snap: Snapshot, *, local: bool) -> CircuitState:
+        return circuit_state(
+            snap, service=self.service, endpoint=self.endpoint, now_ms=self._now_ms(), local=local
         )
 
     def state(self) -> CircuitState:
         """This replica's current view, without a round trip."""
-        if self._local is not None:
-            return self._state_from(self._local.snapshot(self._now_ms()), local=True)
-        return self._state_from(self._view, local=False)
+        if self._fallback is not None:
+            return self._state(self._fallback.breaker.snapshot(self._now_ms()), local=True)
+        return self._state(self._view, local=False)
 
     async def control(self, action: Action, ttl: float | None = None) -> CircuitState:
         """Fleet-wide manual control: ``open``, ``close``, ``disable`` or ``reset``.
@@ -839,7 +566,7 @@ class DistributedBreaker:
         self._apply(snap)
         self._loaded = True
         await self.hub.index(self)  # a breaker set by hand is listed like any other
-        return self._state_from(snap, local=False)
+        return self._state(snap, local=False)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn()`` under the breaker, classifying exceptions as failures or not."""
@@ -857,21 +584,3 @@ class DistributedBreaker:
             raise
         await permit.success()
         return result
-
-
-def _vanished_while_open(view: Snapshot, snap: Snapshot) -> bool:
-    """True when ``snap`` reads a breaker as absent that ``view`` knew OPEN, in cool-down."""
-    return (
-        view.state is BreakerState.OPEN
-        and view.gen > 0
-        and snap.state is BreakerState.CLOSED
-        and snap.now_ms < view.open_until_ms
-    )
-
-
-def _reopens_at(snap: Snapshot) -> int:
-    """Server ms at which a rejected caller may try again: the end of the cool-down, or
-    for a full half-open breaker the earliest probe lease's expiry (reply extra 1)."""
-    if snap.state is BreakerState.HALF_OPEN:
-        return snap.extra[1] if len(snap.extra) > 1 and snap.extra[1] else snap.now_ms
-    return snap.open_until_ms

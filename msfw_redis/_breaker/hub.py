@@ -14,17 +14,16 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from msfw_redis._breaker.breaker import (
+from msfw_redis._breaker.breaker import DistributedBreaker
+from msfw_redis._breaker.flusher import SuccessFlusher, flush_all
+from msfw_redis._breaker.host import params_from_config
+from msfw_redis._breaker.machine import BreakerParams, BreakerState
+from msfw_redis._breaker.views import (
     SERVICE_SCOPE,
     CircuitState,
-    DistributedBreaker,
-    Permit,
     TransitionEvent,
     TransitionListener,
-    params_from_config,
 )
-from msfw_redis._breaker.flusher import SuccessFlusher, flush_all
-from msfw_redis._breaker.machine import BreakerParams, BreakerState
 from msfw_redis._callbacks import call_logged
 from msfw_redis._config import CircuitBreakerConfig, StoreFailurePolicy
 from msfw_redis._exceptions import StoreError
@@ -36,16 +35,7 @@ if TYPE_CHECKING:
     from msfw_redis._store.events import EventBus
     from msfw_redis._store.store import Store
 
-__all__ = [
-    "SERVICE_SCOPE",
-    "BreakerHub",
-    "CircuitState",
-    "DistributedBreaker",
-    "Permit",
-    "TransitionEvent",
-    "TransitionListener",
-    "params_from_config",
-]
+__all__ = ["BreakerHub"]
 
 logger = logging.getLogger("msfw_redis.breaker")
 

@@ -9,15 +9,27 @@ the outcomes it counted locally, as a batched report does.
 
 :class:`LocalEpisode` is that bookkeeping: the shared generation the outcomes belong to,
 what to carry, and when the next rejoin write is due (a permission error backs off for
-long, since only an operator can fix it).
+long, since only an operator can fix it). :class:`LocalFallback` pairs it with the local
+breaker: the one object a breaker holds while it is away, so leaving and rejoining swap
+one attribute.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["LocalEpisode"]
+from msfw_redis._breaker.machine import BreakerState, LocalBreaker
+from msfw_redis._exceptions import StoreError
+from msfw_redis._store.errors import is_refusal
+
+if TYPE_CHECKING:
+    from msfw_redis._breaker.machine import BreakerParams, Snapshot
+    from msfw_redis._store.store import Store
+
+__all__ = ["LocalEpisode", "LocalFallback"]
 
 #: First and longest wait between rejoin writes after an outage or a refusal (s).
 _REJOIN_BACKOFF_INITIAL = 0.5
@@ -78,3 +90,77 @@ class LocalEpisode:
         self.retry_at = now + wait
         self.backoff = min(self.backoff * 2.0, _REJOIN_BACKOFF_MAX)
         return wait
+
+
+class LocalFallback:
+    """The local breaker a breaker runs while away from the shared state, and its episode.
+
+    Seeded from the breaker's mirror, so it carries on from the fleet's last known state
+    and opens at the same threshold.
+    """
+
+    __slots__ = ("breaker", "episode")
+
+    def __init__(self, view: Snapshot, params: BreakerParams) -> None:
+        self.episode = LocalEpisode(gen=view.gen)
+        self.breaker = LocalBreaker(
+            params,
+            state=view.state,
+            gen=view.gen,
+            failures=view.failures,
+            successes=view.successes,
+            opened_at_ms=view.opened_at_ms,
+            open_until_ms=view.open_until_ms,
+        )
+
+    def defer(self, store: Store, exc: BaseException) -> None:
+        """A write failed with ``exc``: put the next rejoin write off."""
+        # A refusal (above all NOPERM) is not fixed by retrying every few seconds.
+        floor = 0.0
+        if isinstance(exc, StoreError) and is_refusal(exc):
+            floor = store.refusal_backoff(exc)
+        self.episode.defer(floor=floor)
+
+    def due(self) -> bool:
+        """True when a rejoin write may be tried now."""
+        return self.episode.due()
+
+    def acquire(self, now_ms: int) -> tuple[Snapshot, str]:
+        """Admit a call locally: the local breaker's reply and the probe token it holds."""
+        local = self.breaker
+        # Only a half-open admission needs a probe token; skip the syscall otherwise.
+        admitting = local.state in (
+            BreakerState.CLOSED,
+            BreakerState.FORCED_CLOSED,
+            BreakerState.DISABLED,
+        )
+        token = "" if admitting else os.urandom(8).hex()
+        return local.acquire(token, now_ms), token
+
+    def record(self, gen: int, successes: int, failures: int, token: str, now_ms: int) -> Snapshot:
+        """Record outcomes on the local breaker and count them for the rejoin write."""
+        snap = self.breaker.record(gen, successes, failures, token, now_ms)
+        self.episode.note(successes, failures)
+        return snap
+
+    def release(self, token: str) -> None:
+        """Give a local probe lease back without an outcome."""
+        self.breaker.probes.pop(token, None)
+
+    def start_rejoin(self, *, rate_mode: bool) -> tuple[int, int, LocalEpisode]:
+        """``(successes, failures, episode)`` one rejoin write carries.
+
+        Counted now: outcomes recorded while the write is in flight start a new tally,
+        which :meth:`take_back` adds the sent episode to if the write fails.
+        """
+        sent = self.episode
+        successes, failures = sent.carry(rate_mode=rate_mode)
+        self.episode = LocalEpisode(gen=sent.gen, retry_at=sent.retry_at, backoff=sent.backoff)
+        return successes, failures, sent
+
+    def take_back(self, sent: LocalEpisode, store: Store, exc: BaseException) -> None:
+        """The rejoin write of ``sent`` failed: its outcomes are carried by the next one."""
+        self.episode.successes += sent.successes
+        self.episode.failures += sent.failures
+        self.episode.trailing_failures += sent.trailing_failures
+        self.defer(store, exc)

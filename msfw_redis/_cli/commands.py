@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TextIO
 
-from msfw_redis._breaker.hub import SERVICE_SCOPE
+from msfw_redis._breaker.views import SERVICE_SCOPE
 from msfw_redis._cli.exits import EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE, CliError
 from msfw_redis._cli.output import Style, format_seconds, print_json, table
 from msfw_redis._limits.store import LimitsStore
@@ -18,7 +18,7 @@ from msfw_redis._limits.store import LimitsStore
 if TYPE_CHECKING:
     import argparse
 
-    from msfw_redis._breaker.hub import CircuitState
+    from msfw_redis._breaker.views import CircuitState
     from msfw_redis._cli.command_fleet import CommandFleet
     from msfw_redis._registry.instance import ServiceInstance
 

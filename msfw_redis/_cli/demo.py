@@ -53,7 +53,8 @@ from msfw_redis._sdk.sdk import ServiceSDK
 from msfw_redis._shutdown import logged
 
 if TYPE_CHECKING:
-    from msfw_redis._breaker.hub import DistributedBreaker, TransitionEvent
+    from msfw_redis._breaker.breaker import DistributedBreaker
+    from msfw_redis._breaker.views import TransitionEvent
 
 __all__ = ["DemoError", "DemoOptions", "run_demo"]
 

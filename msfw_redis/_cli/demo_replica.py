@@ -36,7 +36,7 @@ from msfw_redis._sdk.sdk import ServiceSDK
 from msfw_redis._shutdown import logged
 
 if TYPE_CHECKING:
-    from msfw_redis._breaker.hub import TransitionEvent
+    from msfw_redis._breaker.views import TransitionEvent
     from msfw_redis._models import ServiceResult
 
 __all__ = ["ReplicaStats", "main"]

@@ -16,7 +16,7 @@ from msfw_redis._cli.demo_plan import DEAD_INSTANCE, LIVE_INSTANCE, SERVICE, Dem
 from msfw_redis._cli.output import count
 
 if TYPE_CHECKING:
-    from msfw_redis._breaker.hub import CircuitState
+    from msfw_redis._breaker.views import CircuitState
     from msfw_redis._registry.health_state import ServiceHealth
     from msfw_redis._registry.instance import ServiceInstance
 

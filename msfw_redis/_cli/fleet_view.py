@@ -17,7 +17,8 @@ from msfw_redis._cache.stats import DEFAULT_WINDOW_MINUTES, CacheStatsReader
 from msfw_redis._exceptions import StoreError
 
 if TYPE_CHECKING:
-    from msfw_redis._breaker.hub import BreakerHub, CircuitState
+    from msfw_redis._breaker.hub import BreakerHub
+    from msfw_redis._breaker.views import CircuitState
     from msfw_redis._registry.health import HealthMonitor
     from msfw_redis._registry.registry import ServiceRegistry
     from msfw_redis._store.store import Store

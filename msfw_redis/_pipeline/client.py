@@ -16,7 +16,7 @@ from msfw_redis._store.keys import canonical_service_name
 if TYPE_CHECKING:
     import httpx
 
-    from msfw_redis._breaker.hub import CircuitState
+    from msfw_redis._breaker.views import CircuitState
     from msfw_redis._config import CircuitBreakerConfig
     from msfw_redis._models import HTTPMethod
     from msfw_redis._pipeline.pipeline import CallOutcome, Pipeline

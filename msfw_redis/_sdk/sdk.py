@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from msfw_redis._breaker.hub import BreakerHub, CircuitState, TransitionListener
+from msfw_redis._breaker.hub import BreakerHub
 from msfw_redis._cache.cache import ResponseCache
 from msfw_redis._cache.stats import CacheStatsFlusher
 from msfw_redis._config import CircuitBreakerConfig, ServiceSDKConfig
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from redis.asyncio.cluster import RedisCluster
 
+    from msfw_redis._breaker.views import CircuitState, TransitionListener
     from msfw_redis._limits.config import BulkheadConfig
     from msfw_redis._models import HTTPMethod, ServiceResult
     from msfw_redis._pipeline.observe import CallObserver

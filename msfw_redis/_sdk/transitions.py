@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from msfw_redis._breaker.hub import SERVICE_SCOPE, TransitionEvent, TransitionListener
+from msfw_redis._breaker.views import SERVICE_SCOPE, TransitionEvent, TransitionListener
 from msfw_redis._callbacks import call_logged
 from msfw_redis._exceptions import StoreError
 from msfw_redis._store.store import reply_int

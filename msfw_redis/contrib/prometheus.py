@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-    from msfw_redis._breaker.hub import TransitionEvent
+    from msfw_redis._breaker.views import TransitionEvent
     from msfw_redis._sdk.sdk import ServiceSDK
 
 __all__ = ["MsfwCollector"]

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from msfw_redis import CircuitBreakerConfig, CircuitOpenError
-from msfw_redis._breaker.hub import BreakerHub, DistributedBreaker
+from msfw_redis._breaker.breaker import DistributedBreaker
+from msfw_redis._breaker.hub import BreakerHub
 from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
 

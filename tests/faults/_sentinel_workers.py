@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from msfw_redis import CircuitBreakerConfig, CircuitOpenError
-from msfw_redis._breaker.hub import BreakerHub, TransitionEvent
+from msfw_redis._breaker.hub import BreakerHub
+from msfw_redis._breaker.views import TransitionEvent
 from msfw_redis._exceptions import StoreError
 from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store

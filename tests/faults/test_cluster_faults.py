@@ -14,8 +14,8 @@ import redis.asyncio.cluster as redis_cluster
 from redis.crc import key_slot
 
 from msfw_redis import CircuitBreakerConfig
-from msfw_redis._breaker.breaker import CircuitState
 from msfw_redis._breaker.hub import BreakerHub
+from msfw_redis._breaker.views import CircuitState
 from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisClusterSetup, ScriptedService, Step, run_in_processes
 from tests.faults._cluster_workers import call_through_fault

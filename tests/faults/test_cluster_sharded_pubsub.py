@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from msfw_redis._breaker.hub import DistributedBreaker
+from msfw_redis._breaker.breaker import DistributedBreaker
 from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisClusterSetup, run_in_processes
 from tests.distributed import _breaker_workers as w

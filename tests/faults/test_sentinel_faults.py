@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 import pytest
 
 from msfw_redis import CircuitBreakerConfig
-from msfw_redis._breaker.hub import BreakerHub, TransitionEvent
+from msfw_redis._breaker.hub import BreakerHub
+from msfw_redis._breaker.views import TransitionEvent
 from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
 from msfw_redis.testing import SentinelSetup

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from msfw_redis import CircuitBreakerConfig, CircuitOpenError
-from msfw_redis._breaker.hub import BreakerHub, TransitionEvent
+from msfw_redis._breaker.hub import BreakerHub
+from msfw_redis._breaker.views import TransitionEvent
 from msfw_redis._store.events import EventBus
 from msfw_redis._store.store import Store
 

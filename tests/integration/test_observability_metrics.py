@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from msfw_redis._breaker.hub import TransitionEvent
+from msfw_redis._breaker.views import TransitionEvent
 from msfw_redis._sdk.metrics import COUNTERS
 from msfw_redis.contrib.prometheus import MsfwCollector
 from msfw_redis.testing import ScriptedService, Step
