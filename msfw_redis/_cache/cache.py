@@ -51,13 +51,12 @@ invalidation that did not happen must not look like one that did.
 Followers get a value decoded afresh, so callers may mutate what they get. The parts:
 keys (``keys``), envelopes and codecs (``entry``), the fill side (``filling``), RFC 9111
 rules (``rules``) and the HTTP path (``http``), the near cache (``near``), script calls
-(``store``), waiting (``wakeups``).
+(``store``), waiting (``wakeups``), background refreshes (``background``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
@@ -65,6 +64,7 @@ import secrets
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from msfw_redis._cache.background import Background
 from msfw_redis._cache.entry import (
     CacheCodec,
     ErrorBody,
@@ -122,11 +122,10 @@ from msfw_redis._cache.wakeups import (
 from msfw_redis._exceptions import (
     StoreError,
 )
-from msfw_redis._shutdown import logged
 from msfw_redis._store.keys import canonical_service_name
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
     from msfw_redis._cache.keys import Params
     from msfw_redis._cache.rules import Storage
@@ -196,13 +195,13 @@ class ResponseCache:
         # Keys whose last lookup was a fresh hit: they take the one-peek hit path.
         self._hot: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._tokens = itertools.count(1)
+        self._background = Background(self.stats)
         self._filler = Filler(
-            self._redis, self.stats, self._store_failed, self._store_ok, self._spawn
+            self._redis, self.stats, self._store_failed, self._store_ok, self._background.spawn
         )
         self._wakeups = FillWakeups(
             bus, self._redis.channel, self._near.on_message, self._near.drop_service
         )
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._degraded = False
         # Validates the secret now, not on the first request that carries a credential.
         credential_fingerprint(None, secret)
@@ -394,7 +393,13 @@ class ResponseCache:
                         and served.may_serve_stale
                         and not isinstance(served.body, ErrorBody)
                     ):
-                        self._spawn_refresh(key, fetch, codec, policy, hooks, lookup.token, served)
+                        self._background.refresh(
+                            functools.partial(
+                                self._filler.fetch_and_fill,
+                                key, fetch, codec, policy, hooks, lookup.token, served,
+                            ),
+                            key.label,
+                        )  # fmt: skip
                         return stale_outcome(served, StaleReason.REVALIDATING, None)
                     return await self._filler.fetch_and_fill(
                         key, fetch, codec, policy, hooks, lookup.token, served
@@ -492,47 +497,6 @@ class ResponseCache:
             return Outcome(kind, error=exc)
         return Outcome(kind, result=CacheResult(value=value, outcome=kind))
 
-    def _spawn_refresh(
-        self,
-        key: CacheKey,
-        fetch: Callable[[], Awaitable[Any]],
-        codec: CacheCodec[Any],
-        policy: CachePolicy,
-        hooks: Hooks,
-        token: str,
-        served: Served,
-    ) -> None:
-        self.stats.refreshes += 1
-        self._spawn(self._refresh(key, fetch, codec, policy, hooks, token, served))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _refresh(
-        self,
-        key: CacheKey,
-        fetch: Callable[[], Awaitable[Any]],
-        codec: CacheCodec[Any],
-        policy: CachePolicy,
-        hooks: Hooks,
-        token: str,
-        served: Served,
-    ) -> None:
-        try:
-            outcome = await self._filler.fetch_and_fill(
-                key, fetch, codec, policy, hooks, token, served
-            )
-        except Exception as exc:
-            self.stats.refresh_failures += 1
-            logger.warning("background refresh of %s crashed: %r", key.label, exc)
-            return
-        if outcome.kind is not CacheOutcome.MISS or outcome.error is not None:
-            self.stats.refresh_failures += 1
-            error = outcome.error or (outcome.result.error if outcome.result else None)
-            logger.info("background refresh of %s failed: %r", key.label, error)
-
     async def prepare(self, service: str) -> None:
         """Subscribe to ``service``'s cache wake-ups now rather than at the first wait."""
         service = canonical_service_name(service)
@@ -592,8 +556,7 @@ class ResponseCache:
 
     async def drain(self) -> None:
         """Wait until the background refreshes started so far have finished."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.drain()
 
     def metrics(self) -> dict[str, int]:
         """The counters of :attr:`stats` by name."""
@@ -602,19 +565,13 @@ class ResponseCache:
     def rebind(self) -> None:
         """Forget the tasks, flights and wake-up waiters of a previous (closed) event
         loop; entries, the near cache and the stats stay."""
-        self._tasks.clear()
+        self._background.forget()
         self._flights.rebind()
         self._wakeups.rebind()
 
     async def aclose(self) -> None:
         """Cancel background refreshes and subscriptions (their leases then lapse)."""
-        pending = list(self._tasks)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError), logged("cache task"):
-                await task
-        self._tasks.clear()
+        await self._background.aclose()
         await self._wakeups.aclose()
 
     # -- store health -------------------------------------------------------------------
