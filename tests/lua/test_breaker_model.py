@@ -24,25 +24,37 @@ if TYPE_CHECKING:
 
 SCRIPTS = load_scripts()
 T0 = 1_700_000_000_000
+# Every duration is a multiple of SCALE ms. The scripts compare the virtual ``now`` they
+# are given, but the expiries they set (a probe set's lease_ms * 2, a rate window's
+# window_ms + a bucket) run on the server's real clock: unscaled, a 1 ms lease's probe
+# set expired while a loaded machine ran the example, and the script no longer matched
+# the model (a flake, about 1 run in 3). Scaled, every real expiry is 20 s or more, and
+# since all times are multiples of SCALE, every boundary is still hit exactly.
+SCALE = 10_000
+
+
+def _ms(low: int, high: int) -> st.SearchStrategy[int]:
+    return st.integers(low, high).map(lambda v: v * SCALE)
+
 
 op = st.one_of(
-    st.tuples(st.just("advance"), st.integers(0, 3_000)),
+    st.tuples(st.just("advance"), _ms(0, 3_000)),
     st.tuples(st.just("acquire"), st.integers(0, 3)),
     st.tuples(st.just("record"), st.integers(0, 3), st.integers(0, 2), st.integers(0, 1),
               st.integers(-1, 1)),
     st.tuples(st.just("control"), st.sampled_from(["open", "close", "disable", "reset"]),
-              st.sampled_from([0, 500, 2_000])),
+              st.sampled_from([0, 500 * SCALE, 2_000 * SCALE])),
 )  # fmt: skip
 params_st = st.builds(
     BreakerParams,
     failure_threshold=st.integers(1, 4),
     success_threshold=st.integers(1, 3),
-    open_ms=st.integers(1, 2_500),
+    open_ms=_ms(1, 2_500),
     rate_permille=st.sampled_from([0, 0, 250, 500, 1000]),
     minimum_calls=st.integers(1, 5),
-    window_ms=st.sampled_from([10, 1_000, 5_000]),
+    window_ms=st.sampled_from([10 * SCALE, 1_000 * SCALE, 5_000 * SCALE]),
     half_open_max=st.integers(1, 3),
-    lease_ms=st.integers(1, 3_000),
+    lease_ms=_ms(1, 3_000),
     key_ttl_ms=st.just(3_600_000),
 )
 
