@@ -19,9 +19,9 @@ import httpx
 
 from msfw_redis._cache.cache import HttpResponseCodec
 from msfw_redis._cache.http import HttpCache, HttpCacheSettings
+from msfw_redis._deadline import bounded
 from msfw_redis._exceptions import CircuitOpenError
 from msfw_redis._pipeline.body import read_decoded
-from msfw_redis._pipeline.deadline import bounded
 from msfw_redis._pipeline.observe import AttemptRecord
 
 if TYPE_CHECKING:

@@ -4,10 +4,11 @@ cancel stays a cancel, and no cancel request is left behind."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from msfw_redis._pipeline.deadline import bounded
+from msfw_redis._deadline import bounded
 
 
 async def _value(x: int) -> int:
@@ -102,3 +103,54 @@ async def test_an_exception_from_the_awaitable_passes_through_unchanged() -> Non
 
     with pytest.raises(ValueError, match="boom"):
         await bounded(fails(), 5.0)
+
+
+def _block(seconds: float) -> None:
+    """Keep the event loop busy (a CPU-bound stretch of an application)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+async def test_a_reply_that_arrived_while_the_loop_was_blocked_is_kept_with_stall_grace() -> None:
+    """The answer arrives during a stall past the deadline: with the grace it is returned,
+    without it the late timer throws it away (the failure the grace exists to end)."""
+
+    async def answered_during_stall(future: asyncio.Future[str]) -> str:
+        return await future
+
+    for grace, expected in ((1.0, "answer"), (0.0, None)):
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        op = asyncio.ensure_future(
+            bounded(answered_during_stall(future), 0.05, stall_grace=grace, stall_threshold=0.02)
+        )
+        await asyncio.sleep(0)  # the operation starts and arms its deadline
+        # The loop is blocked past the deadline; the reply is delivered in the turn after
+        # the stall, just before the late timer runs (a socket read's callback comes
+        # before the timers of its turn): the task has its answer but has not run yet.
+        loop.call_later(0.04, future.set_result, "answer")
+        loop.call_soon(_block, 0.15)
+        if expected is None:
+            with pytest.raises(TimeoutError):
+                await op
+        else:
+            assert await op == expected
+
+
+async def test_stall_grace_is_granted_once_then_the_deadline_holds() -> None:
+    """An operation that still does not finish after its grace times out: a blocked loop
+    buys one extension, never an unbounded wait."""
+    loop = asyncio.get_running_loop()
+    loop.call_soon(_block, 0.1)  # the first deadline (20 ms) runs 80 ms late
+    with pytest.raises(TimeoutError):
+        await bounded(asyncio.sleep(10), 0.02, stall_grace=0.05, stall_threshold=0.01)
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_a_prompt_timer_gets_no_grace() -> None:
+    """A deadline whose timer ran on time (the peer is slow, not the loop) is not
+    extended: an operation the grace would have let finish still times out."""
+    with pytest.raises(TimeoutError):
+        await bounded(asyncio.sleep(0.3), 0.05, stall_grace=5.0, stall_threshold=1.0)
