@@ -13,8 +13,13 @@ any time since an operation started.
 
 from __future__ import annotations
 
-import asyncio
 import time
+from typing import TYPE_CHECKING
+
+from msfw_redis._running import running_loop
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["LoopLagMonitor"]
 
@@ -37,7 +42,7 @@ class LoopLagMonitor:
 
     def ensure_running(self) -> None:
         """Start ticking on the running loop (no-op when already ticking there)."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()  # once per Redis operation: no getpid() (see _running)
         if self._loop is loop and self._handle is not None:
             return
         self._loop = loop
