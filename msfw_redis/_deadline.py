@@ -28,7 +28,10 @@ out), at 30 µs per call; with the grace, the replies in hand are read.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, TypeVar
+import itertools
+import math
+import weakref
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from msfw_redis._running import running_loop
 
@@ -40,37 +43,111 @@ __all__ = ["bounded"]
 T = TypeVar("T")
 
 
-class _Expiry:
-    """The timer's callback: marks the deadline as reached, then cancels the task
-    (or, when it runs late because the loop was blocked, grants the grace once)."""
+class _Watch:
+    """One pending deadline: the task to cancel, when, and whether it fired."""
 
-    __slots__ = ("due", "fired", "grace", "handle", "loop", "task", "threshold")
+    __slots__ = ("due", "fired", "grace", "queue", "task", "threshold", "token")
 
-    def __init__(
-        self,
-        task: asyncio.Task[object],
-        loop: asyncio.AbstractEventLoop,
-        due: float,
-        grace: float,
-        threshold: float,
-    ) -> None:
+    def __init__(self, task: asyncio.Task[Any], due: float, grace: float, threshold: float) -> None:
         self.task = task
-        self.loop = loop
         self.due = due
         self.grace = grace
         self.threshold = threshold
         self.fired = False
-        self.handle = loop.call_at(due, self)
+        self.queue: dict[int, _Watch] = {}
+        self.token = 0
 
-    def __call__(self) -> None:
+
+class _Watchdog:
+    """Every deadline of one event loop, on one timer.
+
+    Deadlines with the same duration fall due in the order they were set (the loop's
+    clock is monotonic), so each duration has a queue in insertion order (a dict: O(1)
+    to add and to drop a finished one), and the timer is armed for the earliest head.
+    A finished operation only leaves its queue; the timer, if it was armed for it,
+    fires once for nothing and re-arms for the next head.
+
+    Why not one ``call_at`` per deadline: a cancelled ``TimerHandle`` stays in the
+    loop's heap until the heap is cleaned, long enough for garbage collection to
+    promote it; on a busy loop a handle per call made full collections (22-26 ms each
+    with 65,000 objects) land every ~9,000 calls, about 2.5 µs per call on average.
+    A finished :class:`_Watch` is freed at once by reference counting.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # (duration, grace?) -> {token: watch}, each in due order.
+        self.queues: dict[tuple[float, bool], dict[int, _Watch]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = math.inf
+        self.tokens = itertools.count()
+
+    def add(self, watch: _Watch, key: tuple[float, bool]) -> None:
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = {}
+        watch.queue = queue
+        watch.token = token = next(self.tokens)
+        queue[token] = watch
+        if watch.due < self.timer_at:
+            self._arm(watch.due)
+
+    def _arm(self, at: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = at
+        self.timer = self.loop.call_at(at, self.fire)
+
+    def fire(self) -> None:
+        self.timer = None
+        self.timer_at = math.inf
         now = self.loop.time()
-        if self.grace > 0.0 and now - self.due > self.threshold:
-            self.due = now + self.grace
-            self.grace = 0.0
-            self.handle = self.loop.call_at(self.due, self)
-            return
-        self.fired = True
-        self.task.cancel()
+        regrace: list[_Watch] = []
+        earliest = math.inf
+        for key in list(self.queues):
+            queue = self.queues[key]
+            while queue:
+                token = next(iter(queue))
+                watch = queue[token]
+                if watch.due > now:
+                    earliest = min(earliest, watch.due)
+                    break
+                del queue[token]
+                if watch.grace > 0.0 and now - watch.due > watch.threshold:
+                    # The loop was blocked past the deadline: the reply may be here.
+                    watch.due = now + watch.grace
+                    regrace.append(watch)
+                else:
+                    watch.fired = True
+                    watch.task.cancel()
+            if not queue:
+                del self.queues[key]
+        for watch in regrace:
+            grace, watch.grace = watch.grace, 0.0
+            self.add(watch, (grace, True))
+        if earliest < self.timer_at:
+            self._arm(earliest)
+
+
+_watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = (
+    weakref.WeakKeyDictionary()
+)
+#: The last loop and its watchdog, so the usual single-loop case skips the weak
+#: dictionary. One tuple, replaced whole: threads running loops of their own never see
+#: one loop paired with another loop's watchdog.
+_last: tuple[asyncio.AbstractEventLoop | None, _Watchdog | None] = (None, None)
+
+
+def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
+    global _last
+    last_loop, last_dog = _last
+    if last_loop is loop and last_dog is not None:
+        return last_dog
+    dog = _watchdogs.get(loop)
+    if dog is None:
+        dog = _watchdogs[loop] = _Watchdog(loop)
+    _last = (loop, dog)
+    return dog
 
 
 async def bounded(
@@ -95,21 +172,22 @@ async def bounded(
     if task is None:  # pragma: no cover - awaited outside a task: no deadline to enforce
         raise RuntimeError("bounded() must be awaited inside an asyncio task")
     cancelling = task.cancelling()
-    expiry = _Expiry(task, loop, loop.time() + timeout, stall_grace, stall_threshold)
+    watch = _Watch(task, loop.time() + timeout, stall_grace, stall_threshold)
+    _watchdog(loop).add(watch, (timeout, False))
     try:
         result = await awaitable
     except asyncio.CancelledError as exc:
-        expiry.handle.cancel()
+        watch.queue.pop(watch.token, None)
         # Ours only if the timer fired and no cancel request but ours is pending.
-        if expiry.fired and task.uncancel() <= cancelling:
+        if watch.fired and task.uncancel() <= cancelling:
             raise TimeoutError from exc
         raise
     except BaseException:
-        expiry.handle.cancel()
-        if expiry.fired:  # the awaited code swallowed our cancel: take the request back
+        watch.queue.pop(watch.token, None)
+        if watch.fired:  # the awaited code swallowed our cancel: take the request back
             task.uncancel()
         raise
-    expiry.handle.cancel()
-    if expiry.fired:
+    watch.queue.pop(watch.token, None)
+    if watch.fired:
         task.uncancel()
     return result

@@ -8,23 +8,26 @@ import time
 
 import pytest
 
-from msfw_redis._deadline import bounded
+from msfw_redis._deadline import _watchdog, bounded
 
 
 async def _value(x: int) -> int:
     return x
 
 
-async def test_a_prompt_result_is_returned_and_leaves_no_timer_behind() -> None:
-    """The value comes back and the task carries no cancel request afterwards."""
+async def test_a_prompt_result_is_returned_and_leaves_no_deadline_behind() -> None:
+    """The value comes back, the task carries no cancel request afterwards, and the
+    loop's watchdog holds no deadline for it (one timer serves every deadline)."""
     loop = asyncio.get_running_loop()
-    before = len(getattr(loop, "_scheduled", []))
     assert await bounded(_value(7), 5.0) == 7
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
-    # The timer was cancelled: the loop skips (and eventually drops) cancelled handles.
-    pending = [h for h in getattr(loop, "_scheduled", []) if not h.cancelled()]
-    assert len(pending) <= before
+    assert not any(_watchdog(loop).queues.values())
+    before = len(getattr(loop, "_scheduled", []))
+    for _ in range(100):
+        await bounded(_value(1), 5.0)
+    # No timer per call: at most the watchdog's one was added.
+    assert len(getattr(loop, "_scheduled", [])) <= before + 1
 
 
 async def test_expiry_raises_timeout_error_chained_to_the_cancel() -> None:
@@ -154,3 +157,76 @@ async def test_a_prompt_timer_gets_no_grace() -> None:
     extended: an operation the grace would have let finish still times out."""
     with pytest.raises(TimeoutError):
         await bounded(asyncio.sleep(0.3), 0.05, stall_grace=5.0, stall_threshold=1.0)
+
+
+async def test_a_short_deadline_set_after_a_long_one_still_fires_first() -> None:
+    """The shared timer is re-armed for an earlier deadline of another duration."""
+    long_op = asyncio.ensure_future(bounded(asyncio.sleep(10), 5.0))
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        await bounded(asyncio.sleep(10), 0.02)
+    assert not long_op.done()  # its own deadline is still ahead
+    long_op.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await long_op
+
+
+async def test_many_concurrent_deadlines_each_fire_or_finish() -> None:
+    """Interleaved deadlines of several durations: every slow one times out, every
+    prompt one returns its value, and none is left behind."""
+
+    async def slow(i: int) -> int:
+        await asyncio.sleep(10)
+        return i  # pragma: no cover
+
+    async def quick(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    ops = []
+    for i in range(60):
+        work = slow(i) if i % 2 else quick(i)
+        ops.append(asyncio.ensure_future(bounded(work, 0.01 * (1 + i % 5))))
+    results = await asyncio.gather(*ops, return_exceptions=True)
+    for i, result in enumerate(results):
+        if i % 2:
+            assert isinstance(result, TimeoutError), (i, result)
+        else:
+            assert result == i
+    assert not any(_watchdog(asyncio.get_running_loop()).queues.values())
+
+
+def test_deadlines_work_on_each_new_event_loop() -> None:
+    """One SDK may outlive its loop: the next asyncio.run gets a watchdog of its own."""
+
+    async def one() -> str:
+        try:
+            await bounded(asyncio.sleep(10), 0.01)
+        except TimeoutError:
+            return "timed out"
+        return "slept"  # pragma: no cover
+
+    assert asyncio.run(one()) == "timed out"
+    assert asyncio.run(one()) == "timed out"
+
+
+def test_loops_in_two_threads_keep_their_own_deadlines() -> None:
+    """Each thread's loop has its own watchdog: deadlines fire on the right loop."""
+    import threading
+
+    outcomes: list[str] = []
+
+    async def many() -> None:
+        for _ in range(200):
+            assert await bounded(_value(1), 5.0) == 1
+        try:
+            await bounded(asyncio.sleep(10), 0.01)
+        except TimeoutError:
+            outcomes.append("timed out")
+
+    threads = [threading.Thread(target=lambda: asyncio.run(many())) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes == ["timed out", "timed out"]
