@@ -55,13 +55,14 @@ from msfw_redis._breaker.machine import (
 )
 from msfw_redis._exceptions import CircuitOpenError, ScriptError, StoreError
 from msfw_redis._store.errors import is_refusal
-from msfw_redis._store.store import reply_list
+from msfw_redis._store.replies import reply_list
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from msfw_redis._config import CircuitBreakerConfig, StoreFailurePolicy
-    from msfw_redis._store.store import Reply, Store
+    from msfw_redis._store.replies import Reply
+    from msfw_redis._store.store import Store
 
 __all__ = [
     "SERVICE_SCOPE",

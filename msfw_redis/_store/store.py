@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -59,21 +58,14 @@ from msfw_redis._store.connection import (
 from msfw_redis._store.errors import is_outage, is_refusal, redact_url, translate_error
 from msfw_redis._store.keys import DEFAULT_KEY_PREFIX, KeySchema
 from msfw_redis._store.loop import LoopLagMonitor
+from msfw_redis._store.replies import Reply, encode_arg, reply_int, script_commands
 from msfw_redis._store.scripts import LuaScript, load_scripts
 from msfw_redis._store.sentinel import Address, SentinelWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = [
-    "Reply",
-    "Store",
-    "StoreStats",
-    "reply_int",
-    "reply_list",
-    "reply_str",
-    "translate_error",  # re-exported from msfw_redis._store.errors
-]
+__all__ = ["Store", "StoreStats"]
 
 logger = logging.getLogger("msfw_redis.store")
 
@@ -91,7 +83,6 @@ _MEMORY_OP_TIMEOUT = 5.0
 PERMISSION_BACKOFF = 60.0
 REFUSAL_BACKOFF = 2.0
 
-Reply = int | bytes | str | list[Any] | None
 T = TypeVar("T")
 
 
@@ -569,7 +560,7 @@ class Store:
     async def run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Reply:
         """Run script ``name`` by EVALSHA; on NOSCRIPT, load it and retry once."""
         script = self._scripts[name]
-        argv = [_encode_arg(a) for a in args]
+        argv = [encode_arg(a) for a in args]
         if _PUBLISH_LIB in script.includes:
             # The script publishes: tell it how (lua/lib/publish.lua reads the last ARGV).
             argv.append(b"spublish" if self.sharded_pubsub else b"publish")
@@ -642,57 +633,3 @@ class Store:
     async def ping(self) -> bool:
         """True when Redis answers a PING within the operation timeout."""
         return bool(await self._op(lambda: self.client.ping(), what="PING"))
-
-
-_SCRIPT_CALL = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
-_script_commands: dict[str, tuple[str, ...]] = {}
-
-
-def script_commands(script: LuaScript) -> tuple[str, ...]:
-    """The Redis commands ``script`` calls, upper case and sorted (named in NOPERM errors)."""
-    found = _script_commands.get(script.sha)
-    if found is None:
-        found = tuple(sorted({c.upper() for c in _SCRIPT_CALL.findall(script.source)}))
-        _script_commands[script.sha] = found
-    return found
-
-
-def _encode_arg(value: object) -> bytes | str | int | float:
-    if isinstance(value, bool):
-        return 1 if value else 0
-    if isinstance(value, (bytes, str, int)):
-        return value
-    if isinstance(value, float):
-        # repr() keeps full precision and never uses a locale; Lua's tonumber reads it.
-        return repr(value)
-    raise TypeError(f"cannot pass {type(value).__name__} to a Lua script")
-
-
-def reply_int(reply: Reply) -> int:
-    """A script's integer reply, or a StoreError if it is not one."""
-    if isinstance(reply, int):
-        return reply
-    if isinstance(reply, (bytes, str)):
-        try:
-            return int(reply)
-        except ValueError:
-            pass
-    raise StoreError(f"expected an integer reply, got {reply!r}")
-
-
-def reply_list(reply: Reply) -> list[Any]:
-    """A script's array reply, or a StoreError if it is not one."""
-    if isinstance(reply, list):
-        return reply
-    raise StoreError(f"expected an array reply, got {reply!r}")
-
-
-def reply_str(reply: Reply) -> str:
-    """A script's string reply, decoded as UTF-8."""
-    if isinstance(reply, bytes):
-        return reply.decode("utf-8", "replace")
-    if isinstance(reply, str):
-        return reply
-    if isinstance(reply, int):
-        return str(reply)
-    raise StoreError(f"expected a string reply, got {reply!r}")
