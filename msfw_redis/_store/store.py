@@ -44,21 +44,20 @@ from msfw_redis._store.connection import (
     close_client,
     create_client,
     create_pubsub_client,
-    drop_primary_connections,
-    prefer_sentinel,
     resolve_url,
-    sentinel_of,
 )
 from msfw_redis._store.errors import is_outage, is_refusal, redact_url, translate_error
 from msfw_redis._store.gates import ShardGates, StoreStats, refusal_backoff, shard_of
 from msfw_redis._store.keys import DEFAULT_KEY_PREFIX, KeySchema
 from msfw_redis._store.loop import LoopLagMonitor
+from msfw_redis._store.primary_switch import PrimarySwitch
 from msfw_redis._store.replies import Reply, encode_arg, reply_int, script_commands
 from msfw_redis._store.scripts import LuaScript, load_scripts
-from msfw_redis._store.sentinel import Address, SentinelWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+
+    from msfw_redis._store.sentinel import SentinelWatcher
 
 __all__ = ["Store"]
 
@@ -104,9 +103,7 @@ class Store:
         self._background: set[asyncio.Future[Any]] = set()
         self._clock_syncing = False
         self._loop_lag = LoopLagMonitor(threshold=max(0.05, op_timeout * 0.25))
-        self._switch_listeners: list[Callable[[], Awaitable[None] | None]] = []
-        #: On Sentinel: follows ``+switch-master`` (``msfw_redis._store.sentinel``).
-        self.sentinel_watcher: SentinelWatcher | None = None
+        self._primary = PrimarySwitch(label=self._label(), connect_timeout=op_timeout)
 
     def __repr__(self) -> str:
         label, prefix = self._label(), self.keys.prefix
@@ -170,6 +167,11 @@ class Store:
     def scripts(self) -> dict[str, LuaScript]:
         return self._scripts
 
+    @property
+    def sentinel_watcher(self) -> SentinelWatcher | None:
+        """On Sentinel: follows ``+switch-master`` (``msfw_redis._store.sentinel``)."""
+        return self._primary.watcher
+
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -178,7 +180,7 @@ class Store:
         Raises :class:`StoreError` when Redis cannot be reached; callers decide by their
         failure policy whether to go on degraded.
         """
-        self._start_sentinel_watcher()
+        self._primary.start(self.client)
         await self.check_topology()
         if isinstance(self.client, RedisCluster):
             # Discovering the slot table takes a few round trips to several nodes: give it
@@ -289,16 +291,14 @@ class Store:
         """
         self._background.clear()
         self._loop_lag.stop()
-        if self.sentinel_watcher is not None:
-            self.sentinel_watcher.forget()
         if self._owns_client and self._client_factory is not None:
             self.client = self._client_factory()
-            self.sentinel_watcher = None  # made again, for the new client, by start()
+        self._primary.rebind(self.client)  # a new client gets a new watcher from start()
 
     async def release_connections(self) -> None:
         """Close the owned client's connections while their loop still runs (it is
         ending); :meth:`rebind` then makes a fresh client for the next loop."""
-        await self._stop_sentinel_watcher()
+        await self._primary.aclose()
         if self._owns_client and self._client_factory is not None:
             with contextlib.suppress(Exception):
                 await close_client(self.client)
@@ -306,7 +306,7 @@ class Store:
     async def aclose(self) -> None:
         """Close the connection pool if this store created it."""
         self._loop_lag.stop()
-        await self._stop_sentinel_watcher()
+        await self._primary.aclose()
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -319,50 +319,7 @@ class Store:
     def on_primary_switch(self, callback: Callable[[], Awaitable[None] | None]) -> None:
         """Call ``callback`` each time Sentinel announces a new primary (after the store
         dropped its connections to the old one); the event bus moves its subscriber."""
-        self._switch_listeners.append(callback)
-
-    def _start_sentinel_watcher(self) -> None:
-        if self.sentinel_watcher is None:
-            found = sentinel_of(self.client)
-            if found is None:
-                return
-            master_name, sentinels, kwargs = found
-            self.sentinel_watcher = SentinelWatcher(
-                sentinels,
-                master_name,
-                self._on_switch,
-                connection_kwargs=kwargs,
-                connect_timeout=self.op_timeout,
-            )
-        self.sentinel_watcher.start()
-
-    async def _stop_sentinel_watcher(self) -> None:
-        if self.sentinel_watcher is not None:
-            await self.sentinel_watcher.aclose()
-
-    async def _on_switch(self, sentinel: Address, new: Address) -> None:
-        watcher = self.sentinel_watcher
-        name = watcher.master_name if watcher is not None else "?"
-        logger.info(
-            "Redis store %s: Sentinel %s:%d names %s:%d the primary of %s; dropping the "
-            "connections to the old primary and moving the event subscriber",
-            self._label(),
-            *sentinel,
-            *new,
-            name,
-        )
-        prefer_sentinel(self.client, sentinel)
-        try:
-            await drop_primary_connections(self.client)
-        except Exception as exc:  # the next command's READONLY handling still applies
-            logger.debug("dropping connections to the old primary failed: %r", exc)
-        for callback in list(self._switch_listeners):
-            try:
-                result = callback()
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                logger.exception("store primary-switch listener failed")
+        self._primary.add_listener(callback)
 
     # -- availability -----------------------------------------------------------------
 
