@@ -193,7 +193,8 @@ class Ours(Subject):
         return _OursHandle(store, bus, hub, breaker)
 
     async def shared_failures(self, url: str, prefix: str, name: str) -> int | None:
-        from msfw_redis._store.store import Store, reply_list
+        from msfw_redis._store.replies import reply_list
+        from msfw_redis._store.store import Store
 
         store = Store.from_url(url, key_prefix=prefix, op_timeout=10.0)
         await store.start()

@@ -32,7 +32,8 @@ from benchmarks._peers import NOT_INSTALLED, PEERS, Options, Subject, fail, guar
 from msfw_redis import CircuitBreakerConfig
 from msfw_redis._breaker.hub import BreakerHub
 from msfw_redis._store.events import EventBus
-from msfw_redis._store.store import Store, reply_list
+from msfw_redis._store.replies import reply_list
+from msfw_redis._store.store import Store
 from msfw_redis.testing import run_in_processes
 
 THRESHOLD = 10**9

@@ -25,7 +25,8 @@ import redis
 
 from benchmarks._common import Context, Result, dump, machine, redis_server
 from msfw_redis._registry.registry import ServiceRegistry
-from msfw_redis._store.store import Store, reply_int
+from msfw_redis._store.replies import reply_int
+from msfw_redis._store.store import Store
 
 SVC = "bench-orders"
 

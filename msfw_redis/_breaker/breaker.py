@@ -61,7 +61,7 @@ from msfw_redis._breaker.views import (
     unreachable_refusal,
 )
 from msfw_redis._exceptions import ScriptError, StoreError
-from msfw_redis._store.store import reply_list
+from msfw_redis._store.replies import reply_list
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from msfw_redis._breaker.host import BreakerHost
     from msfw_redis._config import CircuitBreakerConfig
     from msfw_redis._exceptions import CircuitOpenError
-    from msfw_redis._store.store import Reply
+    from msfw_redis._store.replies import Reply
 
 __all__ = ["DistributedBreaker"]
 

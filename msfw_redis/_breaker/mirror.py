@@ -24,7 +24,8 @@ from msfw_redis._breaker.machine import BreakerState, Snapshot
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from msfw_redis._store.store import Reply, Store
+    from msfw_redis._store.replies import Reply
+    from msfw_redis._store.store import Store
 
 __all__ = ["event_snapshot", "log_corrupt", "restore_open", "vanished_while_open"]
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from msfw_redis._exceptions import StoreError
 from msfw_redis._store.errors import is_outage
-from msfw_redis._store.store import reply_int
+from msfw_redis._store.replies import reply_int
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from msfw_redis._exceptions import StoreError
-from msfw_redis._store.store import reply_int, reply_list
+from msfw_redis._store.replies import reply_int, reply_list
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from msfw_redis._store.store import reply_int, reply_list
+from msfw_redis._store.replies import reply_int, reply_list
 
 if TYPE_CHECKING:
     from msfw_redis._store.keys import KeySchema

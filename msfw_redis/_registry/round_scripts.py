@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from msfw_redis._registry.health_state import ProbeRound
-from msfw_redis._store.store import reply_int, reply_list, reply_str
+from msfw_redis._store.replies import reply_int, reply_list, reply_str
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

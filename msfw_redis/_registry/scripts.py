@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from msfw_redis._registry.instance import InstanceStatus, ServiceInstance
-from msfw_redis._store.store import reply_int, reply_list, reply_str
+from msfw_redis._store.replies import reply_int, reply_list, reply_str
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from msfw_redis._store.keys import KeySchema
-    from msfw_redis._store.store import Reply, Store
+    from msfw_redis._store.replies import Reply
+    from msfw_redis._store.store import Store
 
 __all__ = [
     "HeartbeatResult",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from msfw_redis._breaker.views import SERVICE_SCOPE, TransitionEvent, TransitionListener
 from msfw_redis._callbacks import call_logged
 from msfw_redis._exceptions import StoreError
-from msfw_redis._store.store import reply_int
+from msfw_redis._store.replies import reply_int
 
 if TYPE_CHECKING:
     from msfw_redis._store.store import Store

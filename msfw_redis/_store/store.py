@@ -9,15 +9,14 @@ It owns three things:
   subclasses in ``msfw_redis._store.errors``, once. ``NoScriptError`` is caught before
   any broad catch, since it is itself a ``RedisError``.
 * **Outage gating.** Each operation has its own timeout (``op_timeout``). After a
-  failure the store is marked down and further operations fail at once, without
-  touching the network, until a growing back-off window passes; so a dead Redis costs
-  a caller at most one ``op_timeout`` per window, never one per call. One WARNING is
-  logged per outage and one INFO on recovery. Only connection failures and timeouts
-  close the gate; a timeout while the event loop itself was starved does not (see
-  ``msfw_redis._store.loop``), since Redis may well have answered in time.
+  failure the shard's gate (``msfw_redis._store.gates``) closes and further operations
+  fail at once, without touching the network, until a growing back-off window passes.
+  Only connection failures and timeouts close a gate; a timeout while the event loop
+  itself was starved does not (see ``msfw_redis._store.loop``), since Redis may well
+  have answered in time.
 * **Refusals.** READONLY, NOPERM and OOM mean Redis answered: they do not close the
-  gate, and each kind is logged once as a WARNING naming the cause and the back-off
-  callers should use before writing again (:meth:`Store.refusal_backoff`).
+  gate, and each kind is logged once (:meth:`Store.refusal_backoff` says how long
+  callers should wait before writing again).
 * **No credential in a log, error or repr:** the URL is shown redacted.
 """
 
@@ -26,10 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import re
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis import exceptions as rexc
@@ -38,10 +34,7 @@ from redis.asyncio.cluster import RedisCluster
 from msfw_redis._config import DEFAULT_REDIS_OP_TIMEOUT
 from msfw_redis._exceptions import (
     ConfigurationError,
-    StoreClusterError,
-    StoreConnectionError,
     StoreError,
-    StorePermissionError,
     StoreTimeoutError,
 )
 from msfw_redis._store.checks import check_server
@@ -51,69 +44,30 @@ from msfw_redis._store.connection import (
     close_client,
     create_client,
     create_pubsub_client,
-    drop_primary_connections,
-    prefer_sentinel,
     resolve_url,
-    sentinel_of,
 )
 from msfw_redis._store.errors import is_outage, is_refusal, redact_url, translate_error
+from msfw_redis._store.gates import ShardGates, StoreStats, refusal_backoff, shard_of
 from msfw_redis._store.keys import DEFAULT_KEY_PREFIX, KeySchema
 from msfw_redis._store.loop import LoopLagMonitor
+from msfw_redis._store.primary_switch import PrimarySwitch
+from msfw_redis._store.replies import Reply, encode_arg, reply_int, script_commands
 from msfw_redis._store.scripts import LuaScript, load_scripts
-from msfw_redis._store.sentinel import Address, SentinelWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = [
-    "Reply",
-    "Store",
-    "StoreStats",
-    "reply_int",
-    "reply_list",
-    "reply_str",
-    "translate_error",  # re-exported from msfw_redis._store.errors
-]
+    from msfw_redis._store.sentinel import SentinelWatcher
+
+__all__ = ["Store"]
 
 logger = logging.getLogger("msfw_redis.store")
 
-#: Back-off between attempts to reach a store (or shard) that is down: first window and
-#: cap (s). The cap stays under 1 s so that shared state is back within a second of a
-#: failover completing; a fleet probing a dead Redis about once a second is cheap.
-_OUTAGE_BACKOFF_INITIAL = 0.2
-_OUTAGE_BACKOFF_MAX = 0.8
-_ONE_GATE = "*"
 _PUBLISH_LIB = "lib/publish.lua"
 _CLUSTER_DISCOVERY_TIMEOUT = 2.0
 _MEMORY_OP_TIMEOUT = 5.0
-#: How long to wait before writing again after a refusal (s): a permission error only
-#: goes away when an operator changes the ACL; READONLY and OOM may pass in seconds.
-PERMISSION_BACKOFF = 60.0
-REFUSAL_BACKOFF = 2.0
 
-Reply = int | bytes | str | list[Any] | None
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class _Gate:
-    """Outage state of one shard (or of the whole store on a single node)."""
-
-    down_since: float | None = None
-    retry_at: float = 0.0
-    backoff: float = _OUTAGE_BACKOFF_INITIAL
-
-
-@dataclass(slots=True)
-class StoreStats:
-    """Counters about the store's health, for metrics."""
-
-    outages: int = 0
-    recoveries: int = 0
-    fast_failures: int = 0
-    script_reloads: int = 0
-    refusals: int = 0
-    starved_timeouts: int = 0
 
 
 class Store:
@@ -144,15 +98,12 @@ class Store:
         self._pubsub_client_factory = pubsub_client_factory
         self._client_factory: Callable[[], StoreClient] | None = None
         self._scripts: dict[str, LuaScript] = load_scripts()
-        self._gates: dict[str, _Gate] = {}
+        self._gates = ShardGates(self.stats, label=self._label())
         self._recovery_listeners: list[Callable[[], Awaitable[None] | None]] = []
         self._background: set[asyncio.Future[Any]] = set()
-        self._refusals_logged: set[type[StoreError]] = set()
         self._clock_syncing = False
         self._loop_lag = LoopLagMonitor(threshold=max(0.05, op_timeout * 0.25))
-        self._switch_listeners: list[Callable[[], Awaitable[None] | None]] = []
-        #: On Sentinel: follows ``+switch-master`` (``msfw_redis._store.sentinel``).
-        self.sentinel_watcher: SentinelWatcher | None = None
+        self._primary = PrimarySwitch(label=self._label(), connect_timeout=op_timeout)
 
     def __repr__(self) -> str:
         label, prefix = self._label(), self.keys.prefix
@@ -216,6 +167,11 @@ class Store:
     def scripts(self) -> dict[str, LuaScript]:
         return self._scripts
 
+    @property
+    def sentinel_watcher(self) -> SentinelWatcher | None:
+        """On Sentinel: follows ``+switch-master`` (``msfw_redis._store.sentinel``)."""
+        return self._primary.watcher
+
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -224,7 +180,7 @@ class Store:
         Raises :class:`StoreError` when Redis cannot be reached; callers decide by their
         failure policy whether to go on degraded.
         """
-        self._start_sentinel_watcher()
+        self._primary.start(self.client)
         await self.check_topology()
         if isinstance(self.client, RedisCluster):
             # Discovering the slot table takes a few round trips to several nodes: give it
@@ -335,16 +291,14 @@ class Store:
         """
         self._background.clear()
         self._loop_lag.stop()
-        if self.sentinel_watcher is not None:
-            self.sentinel_watcher.forget()
         if self._owns_client and self._client_factory is not None:
             self.client = self._client_factory()
-            self.sentinel_watcher = None  # made again, for the new client, by start()
+        self._primary.rebind(self.client)  # a new client gets a new watcher from start()
 
     async def release_connections(self) -> None:
         """Close the owned client's connections while their loop still runs (it is
         ending); :meth:`rebind` then makes a fresh client for the next loop."""
-        await self._stop_sentinel_watcher()
+        await self._primary.aclose()
         if self._owns_client and self._client_factory is not None:
             with contextlib.suppress(Exception):
                 await close_client(self.client)
@@ -352,7 +306,7 @@ class Store:
     async def aclose(self) -> None:
         """Close the connection pool if this store created it."""
         self._loop_lag.stop()
-        await self._stop_sentinel_watcher()
+        await self._primary.aclose()
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -365,122 +319,29 @@ class Store:
     def on_primary_switch(self, callback: Callable[[], Awaitable[None] | None]) -> None:
         """Call ``callback`` each time Sentinel announces a new primary (after the store
         dropped its connections to the old one); the event bus moves its subscriber."""
-        self._switch_listeners.append(callback)
-
-    def _start_sentinel_watcher(self) -> None:
-        if self.sentinel_watcher is None:
-            found = sentinel_of(self.client)
-            if found is None:
-                return
-            master_name, sentinels, kwargs = found
-            self.sentinel_watcher = SentinelWatcher(
-                sentinels,
-                master_name,
-                self._on_switch,
-                connection_kwargs=kwargs,
-                connect_timeout=self.op_timeout,
-            )
-        self.sentinel_watcher.start()
-
-    async def _stop_sentinel_watcher(self) -> None:
-        if self.sentinel_watcher is not None:
-            await self.sentinel_watcher.aclose()
-
-    async def _on_switch(self, sentinel: Address, new: Address) -> None:
-        watcher = self.sentinel_watcher
-        name = watcher.master_name if watcher is not None else "?"
-        logger.info(
-            "Redis store %s: Sentinel %s:%d names %s:%d the primary of %s; dropping the "
-            "connections to the old primary and moving the event subscriber",
-            self._label(),
-            *sentinel,
-            *new,
-            name,
-        )
-        prefer_sentinel(self.client, sentinel)
-        try:
-            await drop_primary_connections(self.client)
-        except Exception as exc:  # the next command's READONLY handling still applies
-            logger.debug("dropping connections to the old primary failed: %r", exc)
-        for callback in list(self._switch_listeners):
-            try:
-                result = callback()
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                logger.exception("store primary-switch listener failed")
+        self._primary.add_listener(callback)
 
     # -- availability -----------------------------------------------------------------
 
     @property
     def available(self) -> bool:
         """False while any shard of the store is considered down (inside an outage)."""
-        return all(g.down_since is None for g in self._gates.values())
+        return self._gates.available
 
     @property
     def retry_due(self) -> bool:
         """True when an operation would reach Redis (up, or an outage window passed)."""
-        now = time.monotonic()
-        down = [g for g in self._gates.values() if g.down_since is not None]
-        return not down or any(now >= g.retry_at for g in down)
+        return self._gates.retry_due
 
     def available_for(self, key: str) -> bool:
         """False while the shard holding ``key`` is considered down."""
-        gate = self._gates.get(self._shard_of(key))
-        return gate is None or gate.down_since is None
+        return self._gates.available_for(shard_of(self.client, key))
 
     def on_recovery(self, callback: Callable[[], Awaitable[None] | None]) -> None:
         """Call ``callback`` each time the store (or one shard of it) comes back."""
         self._recovery_listeners.append(callback)
 
-    def _shard_of(self, key: str | None) -> str:
-        """The gate an operation on ``key`` passes: its slot's master on Cluster.
-
-        Keyless operations and single-node stores share one gate. After a failover the
-        cluster client names the promoted replica, whose gate is fresh, so a service's
-        state is back as soon as redis-py has refreshed its slot table.
-        """
-        if key is None or not isinstance(self.client, RedisCluster):
-            return _ONE_GATE
-        try:
-            node = self.client.get_node_from_key(key)
-        except Exception:  # an uninitialised or refreshing slot table
-            return _ONE_GATE
-        return node.name if node is not None else _ONE_GATE
-
-    def _gate(self, what: str, shard: str) -> None:
-        gate = self._gates.get(shard)
-        if gate is not None and gate.down_since is not None and time.monotonic() < gate.retry_at:
-            self.stats.fast_failures += 1
-            where = "" if shard == _ONE_GATE else f" (shard {shard})"
-            raise StoreConnectionError(
-                f"Redis{where} is unavailable (down for "
-                f"{time.monotonic() - gate.down_since:.1f}s); {what} skipped"
-            )
-
-    def _mark_failure(self, err: StoreError, shard: str) -> None:
-        now = time.monotonic()
-        gate = self._gates.setdefault(shard, _Gate())
-        if gate.down_since is None:
-            gate.down_since = now
-            gate.backoff = _OUTAGE_BACKOFF_INITIAL
-            self.stats.outages += 1
-            where = "" if shard == _ONE_GATE else f" shard {shard}"
-            state = "is failing" if isinstance(err, StoreClusterError) else "is unavailable"
-            logger.warning("Redis store %s%s %s: %s", self._label(), where, state, err)
-        else:
-            gate.backoff = min(gate.backoff * 2.0, _OUTAGE_BACKOFF_MAX)
-        # Jitter spreads the probes of many replicas after a shared outage.
-        gate.retry_at = now + gate.backoff * random.uniform(0.5, 1.0)
-
-    def _mark_success(self, shard: str) -> None:
-        gate = self._gates.get(shard)
-        if gate is None or gate.down_since is None:
-            return
-        downtime = time.monotonic() - gate.down_since
-        gate.down_since = None
-        self.stats.recoveries += 1
-        logger.info("Redis store %s recovered after %.1fs", self._label(), downtime)
+    def _recovered(self) -> None:
         self.clock.invalidate()  # a reconnect may be to another server, or a restarted one
         for callback in list(self._recovery_listeners):
             try:
@@ -500,21 +361,7 @@ class Store:
 
     def refusal_backoff(self, err: StoreError) -> float:
         """Seconds to wait before writing again after ``err`` refused a write."""
-        return PERMISSION_BACKOFF if isinstance(err, StorePermissionError) else REFUSAL_BACKOFF
-
-    def _note_refusal(self, err: StoreError) -> None:
-        self.stats.refusals += 1
-        kind = type(err)
-        if kind in self._refusals_logged:
-            return
-        self._refusals_logged.add(kind)
-        logger.warning(
-            "Redis store %s refuses writes: %s; breakers run locally and retry writing "
-            "every %.0fs (logged once)",
-            self._label(),
-            err,
-            self.refusal_backoff(err),
-        )
+        return refusal_backoff(err)
 
     def _timed_out_starved(self, started: float) -> bool:
         # The deadline callback itself ran late, or a monitor tick saw the loop stall.
@@ -531,8 +378,9 @@ class Store:
         key: str | None = None,
         commands: tuple[str, ...] = (),
     ) -> T:
-        shard = self._shard_of(key)
-        self._gate(what, shard)
+        gates = self._gates
+        shard = shard_of(self.client, key)
+        gates.check(what, shard)
         self._loop_lag.ensure_running()
         started = time.monotonic()
         try:
@@ -554,13 +402,15 @@ class Store:
                     f"(lag > {self._loop_lag.threshold * 1000:.0f} ms); Redis not marked down"
                 ) from exc
             if is_outage(err):
-                self._mark_failure(err, shard)
+                gates.failure(err, shard)
             else:
                 if is_refusal(err):
-                    self._note_refusal(err)
-                self._mark_success(shard)
+                    gates.note_refusal(err)
+                if gates.success(shard):
+                    self._recovered()
             raise err from exc
-        self._mark_success(shard)
+        if gates.success(shard):
+            self._recovered()
         self._maybe_resync_clock()
         return result
 
@@ -569,7 +419,7 @@ class Store:
     async def run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Reply:
         """Run script ``name`` by EVALSHA; on NOSCRIPT, load it and retry once."""
         script = self._scripts[name]
-        argv = [_encode_arg(a) for a in args]
+        argv = [encode_arg(a) for a in args]
         if _PUBLISH_LIB in script.includes:
             # The script publishes: tell it how (lua/lib/publish.lua reads the last ARGV).
             argv.append(b"spublish" if self.sharded_pubsub else b"publish")
@@ -642,57 +492,3 @@ class Store:
     async def ping(self) -> bool:
         """True when Redis answers a PING within the operation timeout."""
         return bool(await self._op(lambda: self.client.ping(), what="PING"))
-
-
-_SCRIPT_CALL = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
-_script_commands: dict[str, tuple[str, ...]] = {}
-
-
-def script_commands(script: LuaScript) -> tuple[str, ...]:
-    """The Redis commands ``script`` calls, upper case and sorted (named in NOPERM errors)."""
-    found = _script_commands.get(script.sha)
-    if found is None:
-        found = tuple(sorted({c.upper() for c in _SCRIPT_CALL.findall(script.source)}))
-        _script_commands[script.sha] = found
-    return found
-
-
-def _encode_arg(value: object) -> bytes | str | int | float:
-    if isinstance(value, bool):
-        return 1 if value else 0
-    if isinstance(value, (bytes, str, int)):
-        return value
-    if isinstance(value, float):
-        # repr() keeps full precision and never uses a locale; Lua's tonumber reads it.
-        return repr(value)
-    raise TypeError(f"cannot pass {type(value).__name__} to a Lua script")
-
-
-def reply_int(reply: Reply) -> int:
-    """A script's integer reply, or a StoreError if it is not one."""
-    if isinstance(reply, int):
-        return reply
-    if isinstance(reply, (bytes, str)):
-        try:
-            return int(reply)
-        except ValueError:
-            pass
-    raise StoreError(f"expected an integer reply, got {reply!r}")
-
-
-def reply_list(reply: Reply) -> list[Any]:
-    """A script's array reply, or a StoreError if it is not one."""
-    if isinstance(reply, list):
-        return reply
-    raise StoreError(f"expected an array reply, got {reply!r}")
-
-
-def reply_str(reply: Reply) -> str:
-    """A script's string reply, decoded as UTF-8."""
-    if isinstance(reply, bytes):
-        return reply.decode("utf-8", "replace")
-    if isinstance(reply, str):
-        return reply
-    if isinstance(reply, int):
-        return str(reply)
-    raise StoreError(f"expected a string reply, got {reply!r}")

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from msfw_redis._breaker.machine import Snapshot
-from msfw_redis._store.store import Store, reply_list
+from msfw_redis._store.replies import reply_list
+from msfw_redis._store.store import Store
 from msfw_redis.testing import ScriptedService, run_in_processes
 from tests.distributed import _breaker_workers as w
 

@@ -8,7 +8,8 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
-from msfw_redis._store.store import Store, reply_int
+from msfw_redis._store.replies import reply_int
+from msfw_redis._store.store import Store
 from msfw_redis.testing import run_in_processes
 from tests.distributed._mailboxes import Mailboxes
 

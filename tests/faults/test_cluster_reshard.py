@@ -16,7 +16,8 @@ from redis.crc import key_slot
 from msfw_redis import CircuitBreakerConfig
 from msfw_redis._breaker.hub import BreakerHub
 from msfw_redis._exceptions import StoreClusterError, StoreError
-from msfw_redis._store.store import Store, reply_list
+from msfw_redis._store.replies import reply_list
+from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisClusterSetup, RedisServer
 
 pytestmark = [pytest.mark.real_redis, pytest.mark.slow]

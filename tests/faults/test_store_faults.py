@@ -10,7 +10,8 @@ import pytest
 
 from msfw_redis._exceptions import StoreConnectionError, StoreError, StoreTimeoutError
 from msfw_redis._store.events import EventBus
-from msfw_redis._store.store import Store, reply_int
+from msfw_redis._store.replies import reply_int
+from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisServer, SilentServer, find_server_binary, free_port
 
 needs_binary = pytest.mark.skipif(

@@ -6,8 +6,10 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from msfw_redis._exceptions import StoreError
+from msfw_redis._store.errors import translate_error
 from msfw_redis._store.events import EventBus
-from msfw_redis._store.store import Store, reply_int, translate_error
+from msfw_redis._store.replies import reply_int
+from msfw_redis._store.store import Store
 
 if TYPE_CHECKING:
     import pytest

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from msfw_redis._store.store import Store, reply_int
+from msfw_redis._store.replies import reply_int
+from msfw_redis._store.store import Store
 from msfw_redis.testing import find_server_binary
 
 pytestmark = pytest.mark.real_redis

@@ -11,7 +11,8 @@ from redis.asyncio.cluster import RedisCluster
 from msfw_redis import ServiceSDK, ServiceSDKConfig
 from msfw_redis._exceptions import ConfigurationError, StoreError
 from msfw_redis._store.connection import ENV_REDIS_URL, parse_url
-from msfw_redis._store.store import Store, reply_int
+from msfw_redis._store.replies import reply_int
+from msfw_redis._store.store import Store
 from msfw_redis.testing import RedisClusterSetup, SentinelSetup
 
 

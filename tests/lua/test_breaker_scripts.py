@@ -17,7 +17,8 @@ from msfw_redis._breaker.machine import (
     Snapshot,
 )
 from msfw_redis._exceptions import ScriptError
-from msfw_redis._store.store import Store, reply_list
+from msfw_redis._store.replies import reply_list
+from msfw_redis._store.store import Store
 
 T0 = 1_700_000_000_000
 KEY_TTL_MS = 3_600_000

@@ -6,7 +6,8 @@ import pytest
 
 from msfw_redis._exceptions import ScriptError
 from msfw_redis._limits.store import LimitsStore
-from msfw_redis._store.store import Store, reply_list
+from msfw_redis._store.replies import reply_list
+from msfw_redis._store.store import Store
 
 NOW = 1_700_000_000_000
 KEY_TTL_MS = 3_600_000

@@ -11,7 +11,8 @@ import pytest
 from msfw_redis._cache.keys import CacheKey
 from msfw_redis._cache.store import CacheStore
 from msfw_redis._exceptions import ScriptError, StoreError
-from msfw_redis._store.store import Store, reply_int, reply_list
+from msfw_redis._store.replies import reply_int, reply_list
+from msfw_redis._store.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -6,7 +6,8 @@ import pytest
 
 from msfw_redis._cache.stats import CacheStatsReader, stats_key
 from msfw_redis._exceptions import ScriptError, StoreError
-from msfw_redis._store.store import Store, reply_int
+from msfw_redis._store.replies import reply_int
+from msfw_redis._store.store import Store
 
 MINUTE = 60_000
 NOW = 1_700_000_000_000 // MINUTE * MINUTE  # the start of a minute

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from msfw_redis._store.store import Store, reply_int
+from msfw_redis._store.replies import reply_int
+from msfw_redis._store.store import Store
 
 
 async def test_clock_now_returns_server_milliseconds(store: Store) -> None:

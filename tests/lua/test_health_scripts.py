@@ -10,7 +10,8 @@ import pytest
 
 from msfw_redis._exceptions import ScriptError
 from msfw_redis._registry.scripts import ServiceKeys
-from msfw_redis._store.store import Store, reply_int, reply_list, reply_str
+from msfw_redis._store.replies import reply_int, reply_list, reply_str
+from msfw_redis._store.store import Store
 
 SVC = "orders"
 RETENTION_MS = 3_600_000

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from redis import exceptions as rexc
 
+from msfw_redis._store.replies import reply_list
 from msfw_redis._store.scripts import load_scripts
-from msfw_redis._store.store import Store, reply_list
+from msfw_redis._store.store import Store
 
 SCRIPTS = load_scripts()
 PUBLISHERS = sorted(n for n, s in SCRIPTS.items() if "lib/publish.lua" in s.includes)

@@ -6,8 +6,9 @@ import hashlib
 
 import pytest
 
+from msfw_redis._store.replies import reply_int
 from msfw_redis._store.scripts import load_scripts, lua_dir
-from msfw_redis._store.store import Store, reply_int
+from msfw_redis._store.store import Store
 
 SCRIPTS = load_scripts()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from msfw_redis._exceptions import StoreError
-from msfw_redis._store.store import Store, reply_int
+from msfw_redis._store.replies import reply_int
+from msfw_redis._store.store import Store
 
 
 async def test_first_claim_wins_and_the_key_expires(store: Store) -> None:
