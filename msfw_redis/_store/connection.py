@@ -56,6 +56,14 @@ DEFAULT_STORE_URL = "memory://"
 #: Fraction of the op timeout a Cluster socket read may take: redis-py must time out,
 #: refresh its topology and retry once, all before the store's own op timeout fires.
 _CLUSTER_SOCKET_SHARE = 0.4
+#: Socket reads and writes of one server (or a Sentinel-managed primary) have no timeout
+#: of their own: the store's deadline bounds every operation (``Store._op``; nothing else
+#: uses the command client) and forgives a loop stall once (``msfw_redis._deadline``).
+#: redis-py's own socket timeout cost a task per command write (``asyncio.wait_for``) and
+#: a timer per read, and fired in the same loop turn as a late deadline, which threw away
+#: a reply that had arrived during the stall. A cancelled read or write makes redis-py
+#: drop that connection, so the protocol never desynchronises.
+_SOCKET_TIMEOUT: float | None = None
 
 _memory_servers: dict[str, Any] = {}
 #: The Sentinel manager behind each Sentinel-managed client, closed with it.
@@ -234,7 +242,7 @@ def create_client(url: str, *, op_timeout: float) -> StoreClient:
         return _sentinel_primary(
             _sentinel(parsed, connect=op_timeout),
             parsed,
-            socket_timeout=op_timeout,
+            socket_timeout=_SOCKET_TIMEOUT,
             connect=op_timeout,
             name="msfw-redis",
         )
@@ -245,7 +253,7 @@ def create_client(url: str, *, op_timeout: float) -> StoreClient:
         return client
     return _from_url(
         url,
-        socket_timeout=op_timeout,
+        socket_timeout=_SOCKET_TIMEOUT,
         socket_connect_timeout=op_timeout,
         retry=_no_retry(),
         retry_on_error=[],

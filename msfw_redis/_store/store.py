@@ -32,6 +32,7 @@ from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
 from msfw_redis._config import DEFAULT_REDIS_OP_TIMEOUT
+from msfw_redis._deadline import bounded
 from msfw_redis._exceptions import (
     ConfigurationError,
     StoreError,
@@ -384,8 +385,14 @@ class Store:
         self._loop_lag.ensure_running()
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self.op_timeout):
-                result = await make()
+            # A deadline that runs late because this process's loop was blocked gives
+            # the operation one more op timeout: its reply may be waiting unread.
+            result = await bounded(
+                make(),
+                self.op_timeout,
+                stall_grace=self.op_timeout,
+                stall_threshold=self._loop_lag.threshold,
+            )
         except rexc.NoScriptError:
             raise
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -216,6 +216,74 @@ async def test_busy_loop_does_not_mark_redis_down() -> None:
         assert timeouts == store.stats.starved_timeouts
         assert await store.get(f"{PREFIX}:k") is None
         await store.aclose()
+
+
+async def _stall_after_writes(store: Store, seconds: float) -> list[int]:
+    """Make the store's connections block the event loop for ``seconds`` right after
+    writing a command while the returned flag is set: the reply then arrives during
+    the stall and sits unread, as behind a CPU-bound stretch of an application."""
+    flag = [0]
+    pool = store.client.connection_pool
+    base = pool.connection_class
+
+    class Stalling(base):  # type: ignore[valid-type,misc]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            await super().send_packed_command(command, check_health)
+            if flag[0]:
+                flag[0] -= 1
+                time.sleep(seconds)
+
+    await pool.disconnect()
+    pool.reset()  # new connections from now on, of the stalling class
+    pool.connection_class = Stalling
+    return flag
+
+
+@pytest.mark.real_redis
+@needs_binary
+async def test_a_reply_that_arrives_during_a_loop_stall_is_read_not_timed_out() -> None:
+    """The loop blocks for longer than the op timeout right after a GET is written: the
+    reply, which arrived meanwhile, is returned. Before the stall grace every one of
+    these timed out: the late deadline (and redis-py's read timeout) discarded it."""
+    with RedisServer() as server:
+        store = Store.from_url(server.url, op_timeout=0.25, key_prefix=PREFIX)
+        await store.start()
+        admin = redis.Redis.from_url(server.url)
+        admin.set(f"{PREFIX}:k", b"v")
+        stall = await _stall_after_writes(store, 0.4)
+        for _ in range(5):
+            stall[0] = 1
+            assert await store.get(f"{PREFIX}:k") == b"v"
+            assert stall[0] == 0  # the stall did happen
+        assert store.stats.starved_timeouts == 0
+        assert store.stats.outages == 0
+        await store.aclose()
+        admin.close()
+
+
+@pytest.mark.real_redis
+@needs_binary
+async def test_batched_successes_sent_during_a_loop_stall_keep_the_breaker_shared() -> None:
+    """A flush in flight while the application blocks its loop for longer than the op
+    timeout: the breaker stays on the shared state (it went local for seconds before,
+    a 30 µs-per-call slowdown in the overhead benchmark) and its batch is delivered."""
+    batched = CircuitBreakerConfig(failure_threshold=3, timeout=30.0, success_flush_interval=0.01)
+    with RedisServer() as server:
+        async with hub_on(server.url, op_timeout=0.25) as hub:
+            breaker = hub.get("orders", config=batched)
+            await breaker.refresh()
+            stall = await _stall_after_writes(hub.store, 0.4)
+            for _ in range(5):
+                permit = await breaker.acquire()
+                await permit.success()
+                stall[0] = 1  # the next write is the batch's breaker_record
+                while breaker.has_pending or breaker.flush_due:
+                    await asyncio.sleep(0.01)
+                await hub.drain()
+                assert stall[0] == 0
+                assert not breaker.state().local
+            assert hub.store.stats.starved_timeouts == 0
+            assert (await breaker.refresh()).total_successes == 5
 
 
 class _StallingClient:
