@@ -67,6 +67,9 @@ logger = logging.getLogger("msfw_redis.store")
 _PUBLISH_LIB = "lib/publish.lua"
 _CLUSTER_DISCOVERY_TIMEOUT = 2.0
 _MEMORY_OP_TIMEOUT = 5.0
+#: At most this many op timeouts more for an operation whose deadline ran late because
+#: the event loop was blocked (each one granted only while the loop stays the late one).
+_STALL_GRACE = 4
 
 T = TypeVar("T")
 
@@ -386,11 +389,12 @@ class Store:
         started = time.monotonic()
         try:
             # A deadline that runs late because this process's loop was blocked gives
-            # the operation one more op timeout: its reply may be waiting unread.
+            # the operation another op timeout (up to _STALL_GRACE of them): its reply
+            # may be waiting unread.
             result = await bounded(
                 make(),
                 self.op_timeout,
-                stall_grace=self.op_timeout,
+                stall_grace=self.op_timeout * _STALL_GRACE,
                 stall_threshold=self._loop_lag.threshold,
             )
         except rexc.NoScriptError:

@@ -141,15 +141,35 @@ async def test_a_reply_that_arrived_while_the_loop_was_blocked_is_kept_with_stal
             assert await op == expected
 
 
-async def test_stall_grace_is_granted_once_then_the_deadline_holds() -> None:
-    """An operation that still does not finish after its grace times out: a blocked loop
-    buys one extension, never an unbounded wait."""
+async def test_stall_grace_lasts_while_the_loop_stalls_and_is_bounded() -> None:
+    """Each late timer moves the deadline one timeout on, until the grace is spent: a
+    blocked loop buys bounded extensions, never an unbounded wait."""
     loop = asyncio.get_running_loop()
-    loop.call_soon(_block, 0.1)  # the first deadline (20 ms) runs 80 ms late
+    for at in (0.0, 0.1, 0.2, 0.3, 0.4):  # the loop blocks again and again
+        loop.call_later(at, _block, 0.08)
+    op = asyncio.ensure_future(
+        bounded(asyncio.sleep(10), 0.02, stall_grace=0.1, stall_threshold=0.01)
+    )
     with pytest.raises(TimeoutError):
-        await bounded(asyncio.sleep(10), 0.02, stall_grace=0.05, stall_threshold=0.01)
+        await op
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
+
+
+async def test_an_operation_needing_several_stalled_turns_completes() -> None:
+    """Three steps, each behind a stall longer than the timeout: with a grace of several
+    timeouts it completes; with none it times out at the first late timer."""
+
+    async def three_steps(loop: asyncio.AbstractEventLoop) -> str:
+        for _ in range(3):
+            loop.call_soon(_block, 0.06)  # blocks the loop right after this step
+            await asyncio.sleep(0)
+        return "done"
+
+    loop = asyncio.get_running_loop()
+    assert await bounded(three_steps(loop), 0.03, stall_grace=0.3, stall_threshold=0.01) == "done"
+    with pytest.raises(TimeoutError):
+        await bounded(three_steps(loop), 0.03)
 
 
 async def test_a_prompt_timer_gets_no_grace() -> None:
