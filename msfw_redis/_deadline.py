@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from msfw_redis._running import running_loop
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
 __all__ = ["bounded"]
 
@@ -49,14 +49,33 @@ T = TypeVar("T")
 class _Watch:
     """One pending deadline: the task to cancel, when, and whether it fired."""
 
-    __slots__ = ("due", "fired", "grace", "queue", "task", "threshold", "timeout", "token")
+    __slots__ = (
+        "due",
+        "fired",
+        "grace",
+        "queue",
+        "since",
+        "stalled",
+        "task",
+        "threshold",
+        "timeout",
+        "token",
+    )
 
     def __init__(
-        self, task: asyncio.Task[Any], timeout: float, due: float, grace: float, threshold: float
+        self,
+        task: asyncio.Task[Any],
+        timeout: float,
+        due: float,
+        grace: float,
+        threshold: float,
+        stalled: Callable[[float], bool] | None,
     ) -> None:
         self.task = task
         self.timeout = timeout
         self.due = due
+        self.since = due - timeout
+        self.stalled = stalled
         self.grace = grace
         self.threshold = threshold
         self.fired = False
@@ -119,8 +138,10 @@ class _Watchdog:
                     earliest = min(earliest, watch.due)
                     break
                 del queue[token]
-                if watch.grace > 0.0 and now - watch.due > watch.threshold:
-                    # The loop was blocked past the deadline: the reply may be here.
+                if watch.grace > 0.0 and (
+                    now - watch.due > watch.threshold or _reports_stall(watch)
+                ):
+                    # The loop was blocked during the window: the reply may be here.
                     regrace.append(watch)
                 else:
                     watch.fired = True
@@ -130,10 +151,20 @@ class _Watchdog:
         for watch in regrace:
             extra = min(watch.timeout, watch.grace)
             watch.grace -= extra
+            watch.since = now
             watch.due = now + extra
             self.add(watch, (extra, True))
         if earliest < self.timer_at:
             self._arm(earliest)
+
+
+def _reports_stall(watch: _Watch) -> bool:
+    if watch.stalled is None:
+        return False
+    try:
+        return watch.stalled(watch.since)
+    except Exception:  # a broken report must not break every deadline of the loop
+        return False
 
 
 _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = (
@@ -163,6 +194,7 @@ async def bounded(
     *,
     stall_grace: float = 0.0,
     stall_threshold: float = 0.0,
+    stalled: Callable[[float], bool] | None = None,
 ) -> T:
     """Await ``awaitable``; ``TimeoutError`` if it takes longer than ``timeout`` seconds.
 
@@ -171,7 +203,10 @@ async def bounded(
     With ``stall_grace`` > 0, a deadline whose timer runs more than ``stall_threshold``
     seconds late (the loop was blocked) is moved ``timeout`` past the moment it ran, as
     long as that keeps happening and for ``stall_grace`` seconds in all (see the module
-    docstring).
+    docstring). ``stalled(since)``, if given, also counts: it is asked, with the loop
+    time the current window began, whether the loop was blocked at some point since
+    (a stall that ended just before the deadline leaves the timer on time, yet the
+    operation had little of its window to run in).
     """
     # running_loop(), then current_task(loop): neither makes a getpid() system call
     # (see msfw_redis._running), where current_task() alone would.
@@ -180,7 +215,7 @@ async def bounded(
     if task is None:  # pragma: no cover - awaited outside a task: no deadline to enforce
         raise RuntimeError("bounded() must be awaited inside an asyncio task")
     cancelling = task.cancelling()
-    watch = _Watch(task, timeout, loop.time() + timeout, stall_grace, stall_threshold)
+    watch = _Watch(task, timeout, loop.time() + timeout, stall_grace, stall_threshold, stalled)
     _watchdog(loop).add(watch, (timeout, False))
     try:
         result = await awaitable

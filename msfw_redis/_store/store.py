@@ -396,6 +396,7 @@ class Store:
                 self.op_timeout,
                 stall_grace=self.op_timeout * _STALL_GRACE,
                 stall_threshold=self._loop_lag.threshold,
+                stalled=self._loop_lag.starved_since,
             )
         except rexc.NoScriptError:
             raise

@@ -250,3 +250,28 @@ def test_loops_in_two_threads_keep_their_own_deadlines() -> None:
     for thread in threads:
         thread.join(30)
     assert outcomes == ["timed out", "timed out"]
+
+
+async def test_a_stall_reported_within_the_window_extends_an_on_time_deadline() -> None:
+    """A stall that ended before the deadline leaves the timer on time, yet the
+    operation had little of its window: the ``stalled`` report extends it, and only
+    while stalls are reported (then the deadline holds again)."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+    asked: list[float] = []
+
+    def stalled_twice(since: float) -> bool:
+        asked.append(since)
+        if len(asked) == 2 and not answer.done():
+            answer.set_result("answered in the third window")
+        return len(asked) <= 2
+
+    got = await bounded(answer, 0.05, stall_grace=1.0, stall_threshold=10.0, stalled=stalled_twice)
+    assert got == "answered in the third window"
+    assert len(asked) == 2 and asked[0] < asked[1]  # each window starts where the last ended
+    never: asyncio.Future[str] = loop.create_future()
+    asked.clear()
+    asked.append(0.0)  # this call's reports: True once more, then False
+    with pytest.raises(TimeoutError):
+        await bounded(never, 0.05, stall_grace=1.0, stall_threshold=10.0, stalled=stalled_twice)
+    assert len(asked) == 3  # one extension, then a window with no stall: timed out
