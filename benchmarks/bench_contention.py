@@ -81,6 +81,11 @@ async def worker(
     return start, end, tasks * per_task
 
 
+#: Positions in breaker_read's reply (see the header of lua/breaker_read.lua).
+_FAILURES = 3
+_TOTAL_FAILURES = 9
+
+
 async def _totals(url: str, prefix: str, n_breakers: int) -> tuple[int, int]:
     store = Store.from_url(url, key_prefix=prefix, op_timeout=10.0)
     await store.start()
@@ -89,8 +94,10 @@ async def _totals(url: str, prefix: str, n_breakers: int) -> tuple[int, int]:
         for i in range(n_breakers):
             keys = [store.keys.key(f"svc{i}", "breaker", p, "*") for p in ("state", "probes")]
             snap = [int(v) for v in reply_list(await store.run("breaker_read", keys, [0]))]
-            consecutive += snap[3]
-            total_failures += snap[8]
+            # breaker_read's reply: {0, state, gen, failures, successes, opened_at,
+            # open_until, now, failures_at_trip, total_failures, ...}
+            consecutive += snap[_FAILURES]
+            total_failures += snap[_TOTAL_FAILURES]
     finally:
         await store.aclose()
     return total_failures, consecutive
