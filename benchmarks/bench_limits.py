@@ -261,7 +261,7 @@ async def _after_sigkill(kind: str, url: str, capacity: int, give_up: float) -> 
 
 def _count_scripts(sdk: Any) -> collections.Counter[str]:
     """Count the SDK store's script calls (EVALSHAs) by script name, from now on."""
-    store = sdk.limits.store._store
+    store = sdk.limits.store.store
     counts: collections.Counter[str] = collections.Counter()
     run = store.run
 

@@ -57,6 +57,11 @@ class LimitsStore:
         self._store = store
 
     @property
+    def store(self) -> Store:
+        """The state store the scripts run on (benchmarks count its script calls)."""
+        return self._store
+
+    @property
     def keys(self) -> KeySchema:
         """The key schema of the underlying store."""
         return self._store.keys
