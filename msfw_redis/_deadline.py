@@ -46,6 +46,10 @@ __all__ = ["bounded"]
 T = TypeVar("T")
 
 
+#: A watch's queue before it joins one (no dict allocated per call for it).
+_NOT_QUEUED: dict[int, Any] = {}
+
+
 class _Watch:
     """One pending deadline: the task to cancel, when, and whether it fired."""
 
@@ -79,7 +83,7 @@ class _Watch:
         self.grace = grace
         self.threshold = threshold
         self.fired = False
-        self.queue: dict[int, _Watch] = {}
+        self.queue: dict[int, _Watch] = _NOT_QUEUED  # set by _Watchdog.add at once
         self.token = 0
 
 
