@@ -53,7 +53,7 @@ async def run(ctx: Context) -> Result:
     cfg = CircuitBreakerConfig(failure_threshold=1, timeout=30.0, success_flush_interval=0.0)
     breaker = hub.get("pay", config=cfg)
     await breaker.control("reset")
-    await hub.index(breaker)
+    await breaker.index()
     ports: list[int] = []
     server = asyncio.create_task(run_dashboard(store, reader, "127.0.0.1", 0, started=ports.append))
     latencies: list[float] = []

@@ -252,7 +252,7 @@ class DistributedBreaker:
             except StoreError as exc:
                 self._enter_local(exc)
                 # Not listed yet: try again in the background (it logs if Redis is down).
-                self.hub.spawn(self.hub.index(self))
+                self.hub.spawn(self.index())
             self._loaded = True
         # Waiters hold the lock object itself; once loaded nobody needs a new one.
         self._load_lock = None
@@ -518,9 +518,13 @@ class DistributedBreaker:
         self._load_lock = asyncio.Lock()
         self._refreshing = False
 
+    async def index(self) -> None:
+        """List this breaker in the fleet-wide indexes (for ``status`` and the CLI)."""
+        await self.hub.index(self.service, self.name, self.params.key_ttl_ms)
+
     def _schedule_flush(self) -> None:
         if not self.flush_due:
-            self.hub.schedule_flush(self)
+            self.hub.schedule_flush(self, self.config.success_flush_interval)
 
     @property
     def has_pending(self) -> bool:
@@ -565,7 +569,7 @@ class DistributedBreaker:
         snap = self._decode(reply)
         self._apply(snap)
         self._loaded = True
-        await self.hub.index(self)  # a breaker set by hand is listed like any other
+        await self.index()  # a breaker set by hand is listed like any other
         return self._state(snap, local=False)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Coroutine
 
-    from msfw_redis._breaker.breaker import DistributedBreaker
+    from msfw_redis._breaker.flusher import Flushable
     from msfw_redis._config import CircuitBreakerConfig, StoreFailurePolicy
     from msfw_redis._store.store import Store
 
@@ -55,8 +55,8 @@ class BreakerHost(Protocol):
     def refresh_slots(self) -> asyncio.Semaphore:
         """Bounds the background mirror refreshes in flight, across all breakers."""
 
-    async def index(self, breaker: DistributedBreaker) -> None:
-        """List ``breaker`` in the fleet index."""
+    async def index(self, service: str, name: str, retention_ms: int) -> None:
+        """List breaker ``name`` of ``service`` in the fleet indexes."""
 
     async def enter(self, service: str, retention_ms: int) -> None:
         """Subscribe to ``service`` and list it in the services index (first use)."""
@@ -64,5 +64,5 @@ class BreakerHost(Protocol):
     def params_for(self, config: CircuitBreakerConfig) -> BreakerParams:
         """The script params of ``config``, shared by every breaker using it."""
 
-    def schedule_flush(self, breaker: DistributedBreaker) -> None:
-        """Flush ``breaker``'s batched successes after its ``success_flush_interval``."""
+    def schedule_flush(self, breaker: Flushable, interval: float) -> None:
+        """Flush ``breaker``'s batched successes ``interval`` seconds from now."""

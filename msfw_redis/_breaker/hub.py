@@ -32,6 +32,7 @@ from msfw_redis._store.keys import canonical_service_name
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
+    from msfw_redis._breaker.flusher import Flushable
     from msfw_redis._store.events import EventBus
     from msfw_redis._store.store import Store
 
@@ -89,9 +90,9 @@ class BreakerHub:
         """Bounds the background mirror refreshes in flight, across all breakers."""
         return self._refresh_slots
 
-    def schedule_flush(self, breaker: DistributedBreaker) -> None:
-        """Send ``breaker``'s batched successes after its ``success_flush_interval``."""
-        self._flusher.schedule(breaker, breaker.config.success_flush_interval)
+    def schedule_flush(self, breaker: Flushable, interval: float) -> None:
+        """Send ``breaker``'s batched successes ``interval`` seconds from now."""
+        self._flusher.schedule(breaker, interval)
 
     def get(
         self,
@@ -214,7 +215,7 @@ class BreakerHub:
             self._indexed.pop(service, None)
             logger.debug("breaker services index update failed: %s", exc)
 
-    async def index(self, breaker: DistributedBreaker) -> None:
+    async def index(self, service: str, name: str, retention_ms: int) -> None:
         """Record the breaker in the fleet-wide indexes (for ``status`` and the CLI).
 
         Two single-key calls: the per-service index carries the service's hash tag, the
@@ -222,17 +223,16 @@ class BreakerHub:
         ``breaker_read`` writes the per-service entry and :meth:`enter` the other.
         """
         keys = self.store.keys
-        retention_ms = breaker.params.key_ttl_ms
         try:
             await self.store.run(
                 "registry_index",
-                [keys.key(breaker.service, "breaker", "index")],
-                [0, breaker.name, retention_ms],
+                [keys.key(service, "breaker", "index")],
+                [0, name, retention_ms],
             )
         except StoreError as exc:
             logger.debug("breaker index update failed: %s", exc)
             return
-        await self._index_service(breaker.service, retention_ms)
+        await self._index_service(service, retention_ms)
 
     async def fleet(self, service: str | None = None) -> list[CircuitState]:
         """Every breaker known fleet-wide (or of one service), read from Redis."""

@@ -1,19 +1,26 @@
 """The admission of one call through a breaker, which reports that call's outcome.
 
 A :class:`Permit` is handed out by :meth:`DistributedBreaker.acquire` and hands its
-outcome back to the same breaker; the breaker is only named for annotations here, so
-this module imports nothing of it at run time (the breaker imports this one).
+outcome back to the same breaker, which it knows only as :class:`Outcomes` (the breaker
+imports this module, never the other way round).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from msfw_redis._breaker.breaker import DistributedBreaker
+__all__ = ["Outcomes", "Permit"]
 
-__all__ = ["Permit"]
+
+class Outcomes(Protocol):
+    """Where a permit reports: the breaker that admitted it."""
+
+    async def record(self, permit: Permit, *, ok: bool) -> None:
+        """Record the call's outcome."""
+
+    async def release(self, permit: Permit) -> None:
+        """Give a permit back without an outcome."""
 
 
 class Permit:
@@ -21,7 +28,7 @@ class Permit:
 
     __slots__ = ("breaker", "budget", "done", "gen", "local", "started", "token")
 
-    def __init__(self, breaker: DistributedBreaker, gen: int, token: str, local: bool) -> None:
+    def __init__(self, breaker: Outcomes, gen: int, token: str, local: bool) -> None:
         self.breaker = breaker
         self.gen = gen
         self.token = token

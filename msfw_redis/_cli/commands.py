@@ -110,9 +110,7 @@ async def _breaker(fleet: CommandFleet, args: argparse.Namespace, out: TextIO) -
             f"{', '.join(endpoints) or 'none'}); pass --force to create it",
             EXIT_UNKNOWN,
         )
-    state = await breaker.control(action, ttl=args.ttl)
-    if (service, endpoint) not in existing:
-        await fleet.hub.index(breaker)
+    state = await breaker.control(action, ttl=args.ttl)  # it lists the breaker too
     if args.json:
         print_json(_state_row(state), out)
         return EXIT_OK
