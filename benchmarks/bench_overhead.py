@@ -48,24 +48,20 @@ def _origin(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=BODY)
 
 
-#: Each task yields to the event loop after this many calls. A real transport suspends
-#: at least once per call (socket I/O); MockTransport never does, so without the yield a
-#: round held the loop for its whole length (200+ ms), and with 50 tasks yielding every
-#: 50 calls the loop still polled I/O only every 500 ms: the SDK's background work (its
-#: batched breaker report, its mirror re-read) could not run, its Redis operations timed
-#: out behind the stall and the breaker went local for seconds (30-40 µs per call). The
-#: yield costs raw httpx exactly what it costs the SDK.
-YIELD_EVERY = 1
-
-
 async def _round(call: Callable[[], Awaitable[object]], tasks: int, per_task: int) -> float:
     """µs per call for ``tasks`` tasks making ``per_task`` calls each."""
 
     async def worker() -> None:
-        for i in range(per_task):
+        for _ in range(per_task):
             await call()
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # where a socket read would suspend the call
+            # Where a socket read would suspend the call. MockTransport never suspends, so
+            # without this a round held the loop for its whole length (200+ ms; with 50
+            # tasks yielding every 50 calls the loop still polled I/O only every 500 ms):
+            # the SDK's background work (its batched breaker report, its mirror re-read)
+            # could not run, its Redis operations timed out behind the stall, and the
+            # breaker went local for seconds (30-40 µs per call). It costs raw httpx
+            # exactly what it costs the SDK.
+            await asyncio.sleep(0)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(tasks)))
@@ -245,8 +241,8 @@ async def run(ctx: Context) -> Result:
         )
     result.notes.append(
         "per process: the median over rounds of wall time / calls, raw and SDK rounds "
-        f"alternating, each task yielding to the loop after every {YIELD_EVERY} call(s); the table: the median over processes (difference: of each process's "
-        "own difference); the SDK's breaker is CLOSED on the real server, its cache off"
+        "alternating, each task yielding to the loop after every call; the table: the "
+        "median over processes (difference: of each process's own difference); the SDK's breaker is CLOSED on the real server, its cache off"
     )
     if os.environ.get("MSFW_BENCH_VALGRIND") == "1" and shutil.which("valgrind"):
         few, many = ctx.scale(300, 200), ctx.scale(1_500, 800)

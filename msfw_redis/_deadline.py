@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 __all__ = ["bounded"]
+
+logger = logging.getLogger("msfw_redis.deadline")
 
 T = TypeVar("T")
 
@@ -105,13 +108,14 @@ class _Watchdog:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        # (duration, grace?) -> {token: watch}, each in due order.
-        self.queues: dict[tuple[float, bool], dict[int, _Watch]] = {}
+        # duration -> {token: watch}. Every watch of a queue was added at some moment t
+        # with due t + duration, so insertion order is due order (extensions included).
+        self.queues: dict[float, dict[int, _Watch]] = {}
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf
         self.tokens = itertools.count()
 
-    def add(self, watch: _Watch, key: tuple[float, bool]) -> None:
+    def add(self, watch: _Watch, key: float) -> None:
         queue = self.queues.get(key)
         if queue is None:
             queue = self.queues[key] = {}
@@ -157,7 +161,7 @@ class _Watchdog:
             watch.grace -= extra
             watch.since = now
             watch.due = now + extra
-            self.add(watch, (extra, True))
+            self.add(watch, extra)
         if earliest < self.timer_at:
             self._arm(earliest)
 
@@ -168,6 +172,7 @@ def _reports_stall(watch: _Watch) -> bool:
     try:
         return watch.stalled(watch.since)
     except Exception:  # a broken report must not break every deadline of the loop
+        logger.exception("stall report %r raised; deadline not extended", watch.stalled)
         return False
 
 
@@ -220,7 +225,7 @@ async def bounded(
         raise RuntimeError("bounded() must be awaited inside an asyncio task")
     cancelling = task.cancelling()
     watch = _Watch(task, timeout, loop.time() + timeout, stall_grace, stall_threshold, stalled)
-    _watchdog(loop).add(watch, (timeout, False))
+    _watchdog(loop).add(watch, timeout)
     try:
         result = await awaitable
     except asyncio.CancelledError as exc:

@@ -332,7 +332,7 @@ class ResponseCache:
                 if served is not None and not isinstance(served.body, ErrorBody):
                     if near_cache is not None:
                         near_cache.put(key.service, key.digest, served.body, first, epoch)
-                    self.stats.hits += 1
+                    count(self.stats, CacheOutcome.HIT)
                     return CacheResult(served.value, CacheOutcome.HIT, age=served.age)
             self._hot.pop(flight, None)
         hooks = Hooks(is_error, storage, revalidate)

@@ -16,10 +16,10 @@ The envelope is a msgpack map with short keys, never pickle::
     {"v": 1, "k": "e", "s": status, "m": message, "t": error type,
      "n": service, "p": endpoint, "d": response body}                  negative entry
 
-:class:`CacheEntry` is what a reader gets back: the decoded body plus the server-time
-stamps. Anything that does not decode (garbage bytes, another schema version, a status
-outside 100-599 such as -1, a value the codec rejects) raises :class:`CorruptEntryError`;
-the cache treats it as a miss,
+A reader gets the decoded body back (the cache keeps the server-time stamps beside it,
+and :func:`age_seconds` turns them into an ``Age``). Anything that does not decode
+(garbage bytes, another schema version, a status outside 100-599 such as -1, a value
+the codec rejects) raises :class:`CorruptEntryError`; the cache treats it as a miss,
 deletes it and counts it. An envelope longer than the policy's ``max_entry_bytes``
 raises :class:`EntryTooLargeError` and is not stored.
 
@@ -55,7 +55,6 @@ __all__ = [
     "DEFAULT_MAX_ENTRY_BYTES",
     "ENTRY_SCHEMA_VERSION",
     "CacheCodec",
-    "CacheEntry",
     "CorruptEntryError",
     "DataBody",
     "EntryBody",
@@ -179,28 +178,6 @@ class ErrorBody:
 
 
 EntryBody = DataBody | ResponseBody | ErrorBody
-
-
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """A decoded entry with its server-time stamps (integer ms since the epoch)."""
-
-    body: EntryBody
-    stored_at_ms: int
-    fresh_until_ms: int
-    stale_until_ms: int
-
-    def is_fresh(self, now_ms: int) -> bool:
-        """True while the entry may be served as a plain hit."""
-        return now_ms < self.fresh_until_ms
-
-    def is_usable(self, now_ms: int) -> bool:
-        """True while the entry may be served at all (fresh, or stale within max_stale)."""
-        return now_ms < self.stale_until_ms
-
-    def age(self, now_ms: int) -> float:
-        """Seconds since the entry was stored."""
-        return age_seconds(self.stored_at_ms, now_ms)
 
 
 def age_seconds(stored_at_ms: int, now_ms: int) -> float:

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict
 
 from msfw_redis._cache.entry import (
     ENTRY_SCHEMA_VERSION,
-    CacheEntry,
     CorruptEntryError,
     DataBody,
     EntryTooLargeError,
@@ -24,6 +23,7 @@ from msfw_redis._cache.entry import (
     HttpResponseCodec,
     ResponseBody,
     TypeAdapterCodec,
+    age_seconds,
     decode_envelope,
     encode_envelope,
     response_is_storable,
@@ -201,15 +201,10 @@ def test_codecs_refuse_the_other_kind() -> None:
         HttpResponseCodec().decode(DataBody(1))
 
 
-def test_entry_freshness_and_age() -> None:
-    """CacheEntry answers fresh/usable/age from server-time stamps."""
-    entry = CacheEntry(DataBody(1), stored_at_ms=1_000, fresh_until_ms=2_000, stale_until_ms=3_000)
-    assert entry.is_fresh(1_999)
-    assert not entry.is_fresh(2_000)
-    assert entry.is_usable(2_999)
-    assert not entry.is_usable(3_000)
-    assert entry.age(2_500) == 1.5
-    assert entry.age(0) == 0.0
+def test_entry_age() -> None:
+    """An entry's age comes from server-time stamps and is never negative."""
+    assert age_seconds(1_000, 2_500) == 1.5
+    assert age_seconds(1_000, 0) == 0.0
 
 
 def test_decode_unshared_skips_validation_only_where_it_is_the_identity() -> None:

@@ -275,3 +275,21 @@ async def test_a_stall_reported_within_the_window_extends_an_on_time_deadline() 
     with pytest.raises(TimeoutError):
         await bounded(never, 0.05, stall_grace=1.0, stall_threshold=10.0, stalled=stalled_twice)
     assert len(asked) == 3  # one extension, then a window with no stall: timed out
+
+
+async def test_a_stall_report_that_raises_is_logged_and_the_deadline_holds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broken ``stalled`` callable neither extends the deadline nor breaks the shared
+    timer: the operation times out, the error is logged, and later deadlines still fire."""
+
+    def broken(since: float) -> bool:
+        raise RuntimeError("report failed")
+
+    with pytest.raises(TimeoutError):
+        await bounded(
+            asyncio.sleep(10), 0.02, stall_grace=1.0, stall_threshold=10.0, stalled=broken
+        )
+    assert any("stall report" in r.getMessage() for r in caplog.records)
+    with pytest.raises(TimeoutError):
+        await bounded(asyncio.sleep(10), 0.02)
