@@ -36,6 +36,8 @@ def script_commands(script: LuaScript) -> tuple[str, ...]:
 
 def encode_arg(value: object) -> bytes | str | int | float:
     """One ARGV value as redis-py sends it; anything a script could not read is refused."""
+    if type(value) is bytes:  # first: hot paths pass their arguments pre-encoded
+        return value
     if isinstance(value, bool):
         return 1 if value else 0
     if isinstance(value, (bytes, str, int)):

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
@@ -48,7 +48,13 @@ from msfw_redis._store.connection import (
     resolve_url,
 )
 from msfw_redis._store.errors import is_outage, is_refusal, redact_url, translate_error
-from msfw_redis._store.gates import ShardGates, StoreStats, refusal_backoff, shard_of
+from msfw_redis._store.gates import (
+    ShardGates,
+    StoreStats,
+    is_cluster_client,
+    refusal_backoff,
+    shard_of,
+)
 from msfw_redis._store.keys import DEFAULT_KEY_PREFIX, KeySchema
 from msfw_redis._store.loop import LoopLagMonitor
 from msfw_redis._store.primary_switch import PrimarySwitch
@@ -72,6 +78,18 @@ _MEMORY_OP_TIMEOUT = 5.0
 _STALL_GRACE = 4
 
 T = TypeVar("T")
+
+
+class _ScriptCall(NamedTuple):
+    """What :meth:`Store.run` needs per script, worked out once, not on every call."""
+
+    script: LuaScript
+    #: The SHA1 pre-encoded: redis-py's encoder passes bytes through in one check, while
+    #: a str takes five checks and an encode, on every call of every script.
+    sha: bytes
+    what: str
+    commands: tuple[str, ...]
+    publishes: bool
 
 
 class Store:
@@ -102,6 +120,7 @@ class Store:
         self._pubsub_client_factory = pubsub_client_factory
         self._client_factory: Callable[[], StoreClient] | None = None
         self._scripts: dict[str, LuaScript] = load_scripts()
+        self._calls: dict[str, _ScriptCall] = {}
         self._gates = ShardGates(self.stats, label=self._label())
         self._recovery_listeners: list[Callable[[], Awaitable[None] | None]] = []
         self._background: set[asyncio.Future[Any]] = set()
@@ -165,7 +184,7 @@ class Store:
     @property
     def sharded_pubsub(self) -> bool:
         """True on Redis Cluster: per-service events go by SPUBLISH/SSUBSCRIBE."""
-        return isinstance(self.client, RedisCluster)
+        return is_cluster_client(self.client)
 
     @property
     def scripts(self) -> dict[str, LuaScript]:
@@ -379,7 +398,7 @@ class Store:
         make: Callable[[], Awaitable[T]],
         *,
         what: str,
-        key: str | None = None,
+        key: str | bytes | None = None,
         commands: tuple[str, ...] = (),
     ) -> T:
         gates = self._gates
@@ -428,26 +447,39 @@ class Store:
 
     # -- operations -------------------------------------------------------------------
 
-    async def run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Reply:
-        """Run script ``name`` by EVALSHA; on NOSCRIPT, load it and retry once."""
-        script = self._scripts[name]
-        argv = [encode_arg(a) for a in args]
-        if _PUBLISH_LIB in script.includes:
+    async def run(self, name: str, keys: Sequence[str | bytes], args: Sequence[object]) -> Reply:
+        """Run script ``name`` by EVALSHA; on NOSCRIPT, load it and retry once.
+
+        Keys and arguments may be ``bytes``: callers on a hot path pass them
+        pre-encoded, which redis-py sends without encoding them again.
+        """
+        plan = self._calls.get(name)
+        if plan is None:
+            script = self._scripts[name]
+            plan = self._calls[name] = _ScriptCall(
+                script,
+                script.sha.encode(),
+                f"script {name}",
+                script_commands(script),
+                _PUBLISH_LIB in script.includes,
+            )
+        argv = list(map(encode_arg, args))  # no comprehension frame per call
+        if plan.publishes:
             # The script publishes: tell it how (lua/lib/publish.lua reads the last ARGV).
             argv.append(b"spublish" if self.sharded_pubsub else b"publish")
-        what = f"script {name}"
+        what, commands = plan.what, plan.commands
         shard_key = keys[0] if keys else None
-        commands = script_commands(script)
+        sha = plan.sha
 
         def call() -> Awaitable[Any]:
-            return self.client.evalsha(script.sha, len(keys), *keys, *argv)
+            return self.client.evalsha(sha, len(keys), *keys, *argv)  # type: ignore[arg-type]
 
         try:
             return cast("Reply", await self._op(call, what=what, key=shard_key, commands=commands))
         except rexc.NoScriptError:
             self.stats.script_reloads += 1
             logger.info("script %s missing on the server (restart or flush); reloading", name)
-        await self._load(script)
+        await self._load(plan.script)
         try:
             return cast("Reply", await self._op(call, what=what, key=shard_key, commands=commands))
         except rexc.NoScriptError as exc:
