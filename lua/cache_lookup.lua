@@ -16,6 +16,7 @@
 -- Short form for 'peek': ARGV = {'peek', function field}, meaning token '', lease_ms 1
 --           and now_ms 0. The hot-key hit path sends it: every argument is packed and
 --           sent on each call, and on a hit that packing is a visible share of the time.
+--           A FRESH hit in the short form has its own, shorter reply (below).
 -- Reply: one bulk string, 'state token stored_at_ms fresh_until_ms stale_until_ms
 --          wait_ms flags now_ms value': eight space-separated head fields (token '-'
 --          when none was granted; integers written with %d), one space, then the
@@ -29,6 +30,12 @@
 --   value: the envelope when state is FRESH or STALE, else ''
 --   flags: 1 = an expired lease was taken over; 2 = a malformed entry was deleted;
 --          3 = both
+-- Short-form FRESH reply: 'F stored_at_ms fresh_until_ms stale_until_ms sec usec value',
+--          the three times as the entry stores them and the server's TIME as its two
+--          parts (now_ms = sec * 1000 + usec // 1000), then the envelope. It is built
+--          by one concatenation, with no string.format and no number printed: under
+--          callgrind that is about a third fewer instructions in Redis per hit. Any
+--          other outcome of the short form answers in the long form above.
 --
 -- 'get' on a FRESH entry leases nothing. On a STALE entry it grants a refresh lease to
 -- exactly one caller fleet-wide (the others get STALE without a token). On a MISS it
@@ -43,8 +50,30 @@
 -- what the full path would; anything else (bad arguments, wrong types, a malformed,
 -- stale, missing or foreign-generation entry) falls through to the full path below.
 local argv = ARGV
-if argv[1] == 'peek' and #argv == 2 then
-  argv = {'peek', '', '1', argv[2], '0'}
+if #argv == 2 and argv[1] == 'peek' then
+  -- The hot-key hit: the fewest Redis calls, table reads and strings that still check
+  -- everything the full path checks for a FRESH answer (the generation, every time
+  -- field a number, now before fresh-until and stale-until).
+  local ff = argv[2]
+  if ff ~= '' and ff ~= '_' then
+    local e = redis.pcall('HMGET', KEYS[1], 'fu', 'g', 'v', 'sa', 'su')
+    if e[3] then -- an error reply has no [3]: the full path deletes what is not a hash
+      local gs = redis.pcall('HMGET', KEYS[2], '_', ff)
+      local fu, su = tonumber(e[1]), tonumber(e[5])
+      if fu and su and tonumber(e[4]) and not gs.err
+          and e[2] == (gs[1] or '0') .. ':' .. (gs[2] or '0') then
+        local t = redis.call('TIME')
+        -- Unrounded: now < fu implies floor(now) < fu, so what is FRESH here is FRESH
+        -- in the full path too (which rounds now down to whole ms).
+        local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+        if now < fu and now < su then
+          return 'F ' .. e[4] .. ' ' .. e[1] .. ' ' .. e[5] .. ' ' .. t[1] .. ' ' .. t[2]
+            .. ' ' .. e[3]
+        end
+      end
+    end
+  end
+  argv = {'peek', '', '1', ff, '0'}
 end
 do
   local m, lease, ff, at = argv[1], tonumber(argv[3]), argv[4], tonumber(argv[5])

@@ -480,13 +480,40 @@ async def test_peek_short_form_reads_server_time_and_never_leases(store: Store) 
     await fill(store, k, now=0)
     reply = await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN])
     assert isinstance(reply, bytes)
-    *head, value = reply.split(b" ", 8)
-    state, token, sa, _fu, _su, wait_ms, flags, now = (part.decode() for part in head)
-    assert (state, token, wait_ms, flags, value) == ("FRESH", "-", "0", "0", b"payload")
-    assert int(now) >= int(sa)
+    # A FRESH hit in the short form answers in its own short form (see the header).
+    state, sa, fu, su, sec, usec, value = reply.split(b" ", 6)
+    assert (state, value) == (b"F", b"payload")
+    now = int(sec) * 1000 + int(usec) // 1000
+    full = await lookup(store, k, mode="peek", token="", lease_ms=1, now=now)
+    assert full["state"] == "FRESH"
+    assert (int(sa), int(fu), int(su)) == (full["sa"], full["fu"], full["su"])
+    assert int(sa) <= now < int(fu)
     with pytest.raises(ScriptError) as info:
         await store.run("cache_lookup", [k.entry, k.gen], ["peek", "_"])
     assert info.value.code == "MSFW_BADARG"
+
+
+@pytest.mark.parametrize(
+    ("field", "stored", "state"),
+    [
+        ("fu", "1", "STALE"),  # past fresh-until, before stale-until
+        ("g", "7:0", "MISS"),  # written under another generation
+        ("sa", "x", "MISS"),  # a malformed entry (deleted by the full path)
+        ("su", "1", "MISS"),  # past stale-until
+    ],
+)
+async def test_peek_short_form_answers_anything_but_fresh_in_the_long_form(
+    store: Store, field: str, stored: str, state: str
+) -> None:
+    """The short form's own reply is for FRESH hits only: every other entry falls
+    through to the full path, whose long reply says what it is."""
+    k = Keys(store)
+    await lookup(store, k, now=0)
+    await fill(store, k, now=0)
+    await store.client.hset(k.entry, field, stored)
+    reply = await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN])
+    assert isinstance(reply, bytes)
+    assert reply.split(b" ", 1)[0].decode() == state
 
 
 async def test_envelope_bytes_with_spaces_come_back_whole(store: Store) -> None:
@@ -503,7 +530,14 @@ async def test_envelope_bytes_with_spaces_come_back_whole(store: Store) -> None:
 
 @pytest.mark.parametrize(
     "reply",
-    [[b"FRESH - 1 2 3 0 0 4", b"v"], b"FRESH - 1 2 3", b"FRESH - 1 x 3 0 0 4 v", 7],
+    [
+        [b"FRESH - 1 2 3 0 0 4", b"v"],
+        b"FRESH - 1 2 3",
+        b"FRESH - 1 x 3 0 0 4 v",
+        7,
+        b"F 1 2 3 4",
+        b"F 1e3 2 3 4 5 v",
+    ],
 )
 async def test_lookup_decoder_refuses_a_foreign_reply_shape(
     store: Store, reply: object, monkeypatch: pytest.MonkeyPatch
