@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from msfw_redis._cache.background import Background
 from msfw_redis._cache.entry import (
     CacheCodec,
+    EntryBody,
     ErrorBody,
     HttpResponseCodec,
     TypeAdapterCodec,
@@ -110,6 +111,7 @@ from msfw_redis._cache.store import (
     LOOKUP_TAKEOVER,
     CacheStore,
     Lookup,
+    PeekRequest,
     seconds_to_ms,
 )
 from msfw_redis._cache.wakeups import (
@@ -155,6 +157,17 @@ _HOT_KEYS = 4096
 T = TypeVar("T")
 
 
+def _open(blob: bytes, codec: CacheCodec[Any], *, unshared: bool) -> tuple[EntryBody, Any]:
+    """An entry's body and its value (``None`` for a negative entry); raises if it is bad.
+
+    ``unshared`` hands back the decoded data itself where the codec can (the caller
+    keeps no other reference to it).
+    """
+    decode = getattr(codec, "decode_unshared", codec.decode) if unshared else codec.decode
+    body = decode_envelope(blob)
+    return body, (None if isinstance(body, ErrorBody) else decode(body))
+
+
 class ResponseCache:
     """The shared response cache (see the module docstring for the protocol).
 
@@ -193,7 +206,7 @@ class ResponseCache:
         self._near = NearCache(near_max_entries, near_max_staleness)
         self._token_prefix = secrets.token_hex(8) + "."
         # Keys whose last lookup was a fresh hit: they take the one-peek hit path.
-        self._hot: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._hot: OrderedDict[tuple[str, str], PeekRequest] = OrderedDict()
         self._tokens = itertools.count(1)
         self._background = Background(self.stats)
         self._filler = Filler(
@@ -319,32 +332,47 @@ class ResponseCache:
                     return CacheResult(value=value, outcome=CacheOutcome.HIT, age=hit.age)
             await self._wakeups.subscribe(key.service)
         flight = (key.service, key.digest)
-        if flight in self._hot and not self._flights.busy(flight):
+        peek = self._hot.get(flight)
+        if peek is not None and peek.function == key.function and not self._flights.busy(flight):
             # The hit path for keys that were fresh last time: one 'peek' (never leases,
-            # never waits), no flight or waiter set up. Anything else takes the full path.
+            # never waits), encoded when the key turned hot; no flight or waiter set up.
+            # Anything else takes the full path. Inlined (no _lookup or _decode_or_drop
+            # coroutine): each coroutine frame and call is a visible share of a hit,
+            # whose goal is 1.2 x a bare round trip.
             epoch = near_cache.epoch(key.service) if near_cache is not None else 0
+            first: Lookup | None = None
             try:
-                first = await self._lookup(key, "peek", None)
+                found = await self._redis.peek(peek)
             except StoreError:
-                first = None  # the full path meets the error again and bypasses
-            if first is not None and first.state == "FRESH":
-                served = await self._decode_or_drop(key, first, codec, unshared=near_cache is None)
-                if served is not None and not isinstance(served.body, ErrorBody):
-                    if near_cache is not None:
-                        near_cache.put(key.service, key.digest, served.body, first, epoch)
-                    count(self.stats, CacheOutcome.HIT)
-                    return CacheResult(served.value, CacheOutcome.HIT, age=served.age)
+                pass  # the full path meets the error again and bypasses
+            else:
+                self._store_ok()
+                if found.flags:
+                    self._note_flags(key, found.flags)
+                first = found
+            if first is not None and first.state == "FRESH" and first.value:
+                try:
+                    body, value = _open(first.value, codec, unshared=near_cache is None)
+                except Exception as exc:  # garbage bytes, another schema, a changed model
+                    await self._drop_undecodable(key, first, exc)
+                else:
+                    if not isinstance(body, ErrorBody):  # negative entries: the full path
+                        if near_cache is not None:
+                            near_cache.put(key.service, key.digest, body, first, epoch)
+                        self.stats.hits += 1
+                        age = age_seconds(first.stored_at_ms, first.now_ms)
+                        return CacheResult(value, CacheOutcome.HIT, age=age)
             self._hot.pop(flight, None)
         hooks = Hooks(is_error, storage, revalidate)
         outcome, follower = await self._flights.run(
             flight, lambda: self._resolve(key, fetch, codec, policy, hooks, near_cache)
         )
         if outcome.kind is CacheOutcome.HIT:
-            self._remember_hot(flight)
+            self._remember_hot(flight, key)
         return deliver(outcome, follower, codec, self.stats)
 
-    def _remember_hot(self, flight: tuple[str, str]) -> None:
-        self._hot[flight] = None
+    def _remember_hot(self, flight: tuple[str, str], key: CacheKey) -> None:
+        self._hot[flight] = self._redis.peek_request(key)
         self._hot.move_to_end(flight)
         if len(self._hot) > _HOT_KEYS:
             self._hot.popitem(last=False)
@@ -446,13 +474,17 @@ class ResponseCache:
         lease_ms = seconds_to_ms(policy.lease_timeout) if policy is not None else 1
         lookup = await self._redis.lookup(key, mode, token, lease_ms=lease_ms)
         self._store_ok()
-        if lookup.flags & LOOKUP_TAKEOVER:
+        if lookup.flags:
+            self._note_flags(key, lookup.flags)
+        return lookup
+
+    def _note_flags(self, key: CacheKey, flags: int) -> None:
+        if flags & LOOKUP_TAKEOVER:
             self.stats.lease_expiries += 1
             logger.info("took over an expired fill lease for %s", key.label)
-        if lookup.flags & LOOKUP_MALFORMED:
+        if flags & LOOKUP_MALFORMED:
             self.stats.corrupt_entries += 1
             logger.warning("deleted a malformed cache entry for %s", key.label)
-        return lookup
 
     async def _decode_or_drop(
         self, key: CacheKey, lookup: Lookup, codec: CacheCodec[Any], *, unshared: bool = False
@@ -464,18 +496,16 @@ class ResponseCache:
         """
         if not lookup.value:
             return None
-        decode = getattr(codec, "decode_unshared", codec.decode) if unshared else codec.decode
         try:
-            body = decode_envelope(lookup.value)
-            value = None if isinstance(body, ErrorBody) else decode(body)
+            return self._decode(lookup, codec, unshared=unshared)
         except Exception as exc:  # garbage bytes, another schema, a changed model
-            self.stats.corrupt_entries += 1
-            logger.warning("cache entry for %s does not decode (%s); deleting it", key.label, exc)
-            try:
-                await self._redis.drop(key, lookup.stored_at_ms)
-            except StoreError as store_exc:
-                self._store_failed(store_exc)
+            await self._drop_undecodable(key, lookup, exc)
             return None
+
+    @staticmethod
+    def _decode(lookup: Lookup, codec: CacheCodec[Any], *, unshared: bool) -> Served:
+        """The entry in ``lookup`` decoded; raises for one that does not decode."""
+        body, value = _open(lookup.value, codec, unshared=unshared)
         now = lookup.now_ms
         return Served(
             value,
@@ -484,6 +514,15 @@ class ResponseCache:
             now < lookup.fresh_until_ms,
             age_seconds(lookup.stored_at_ms, now),
         )
+
+    async def _drop_undecodable(self, key: CacheKey, lookup: Lookup, exc: Exception) -> None:
+        """Count and delete an entry that does not decode (if it is still the current one)."""
+        self.stats.corrupt_entries += 1
+        logger.warning("cache entry for %s does not decode (%s); deleting it", key.label, exc)
+        try:
+            await self._redis.drop(key, lookup.stored_at_ms)
+        except StoreError as store_exc:
+            self._store_failed(store_exc)
 
     async def _origin_only(
         self, fetch: Callable[[], Awaitable[Any]], kind: CacheOutcome

@@ -38,6 +38,7 @@ Codecs turn a call's value into a body and back:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, get_args, get_origin
 
@@ -358,11 +359,16 @@ class TypeAdapterCodec(Generic[T]):
         if self._plain is not None and isinstance(body, DataBody):
             data = body.data
             if self._plain is dict and type(data) is dict:
-                if all(type(k) is str for k in data):
+                # C-level check (no generator frame per key): msgpack hands back exact
+                # str keys or none, so isinstance() is the type test here.
+                if all(map(isinstance, data, _STR_FOREVER)):
                     return cast("T", data)
             elif self._plain is list and type(data) is list:
                 return cast("T", data)
         return self.decode(body)
+
+
+_STR_FOREVER = itertools.repeat(str)
 
 
 def _plain_container(annotation: Any) -> type | None:

@@ -521,6 +521,26 @@ async def test_custom_key_func_and_clear_by_its_string(replicas: Replicas) -> No
     assert miss.outcome is CacheOutcome.MISS
 
 
+async def test_hot_key_path_keeps_each_function_scope(replicas: Replicas) -> None:
+    """Two functions sharing a key string share its digest, not its generation.
+
+    The hot-key path keeps each key's encoded 'peek' by digest; one made for
+    function a must not stand in for function b after b was cleared.
+    """
+    cache = await replicas.new()
+    a = cache.custom_key(service="products", key="product:1", function="a")
+    b = cache.custom_key(service="products", key="product:1", function="b")
+    assert a.digest == b.digest
+    await cache.get_or_fetch(a, Origin({"id": 1}), codec=ANY, policy=POLICY)
+    for _ in range(2):  # the second hit is served by the hot path, made for a
+        hit = await cache.get_or_fetch(a, Origin(), codec=ANY, policy=POLICY)
+        assert hit.outcome is CacheOutcome.HIT
+    assert await cache.clear_function("products", "b") == 1
+    origin = Origin({"id": 2})
+    got = await cache.get_or_fetch(b, origin, codec=ANY, policy=POLICY)
+    assert (got.outcome, got.value, origin.calls) == (CacheOutcome.MISS, {"id": 2}, 1)
+
+
 async def test_vary_on_values_split_entries(replicas: Replicas) -> None:
     """vary_on values are part of the key: different values, different entries."""
     cache = await replicas.new()
