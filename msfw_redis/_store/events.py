@@ -28,13 +28,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from redis import exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 
 from msfw_redis._callbacks import call_logged
 from msfw_redis._shutdown import logged, raise_if_cancelling
 from msfw_redis._store.connection import close_client
+from msfw_redis._store.gates import is_cluster_client
 
 if TYPE_CHECKING:
+    from redis.asyncio.cluster import RedisCluster
+
     from msfw_redis._store.connection import StoreClient
     from msfw_redis._store.store import Store
 
@@ -205,7 +207,7 @@ class EventBus:
         while not self._closed:
             try:
                 self._client = self._store.pubsub_client()
-                if isinstance(self._client, RedisCluster):
+                if is_cluster_client(self._client):
                     # SSUBSCRIBE needs the slot table (SlotNotCoveredError otherwise); the
                     # classic connection (cross-service channels: PUBLISH reaches every
                     # node) goes to a node picked from it.
@@ -243,7 +245,7 @@ class EventBus:
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
     def _sharded(self, channel: str) -> bool:
-        return isinstance(self._client, RedisCluster) and "{" in channel
+        return is_cluster_client(self._client) and "{" in channel
 
     async def _subscribe_all(self, channels: list[str]) -> None:
         sharded = [c for c in channels if self._sharded(c)]
@@ -255,7 +257,7 @@ class EventBus:
             await self._pubsub.ssubscribe(*sharded)
 
     async def _next_message(self) -> dict[str, Any] | None:
-        if not isinstance(self._client, RedisCluster):
+        if not is_cluster_client(self._client):
             return cast(
                 "dict[str, Any] | None",
                 await self._pubsub.get_message(
@@ -279,7 +281,7 @@ class EventBus:
         is always that: refresh the slot table and SSUBSCRIBE on the new owner. The
         confirmation then triggers the resync. A failure here reconnects the whole bus.
         """
-        if not isinstance(self._client, RedisCluster):
+        if not is_cluster_client(self._client):
             return
         logger.info("sharded channel %s moved; subscribing on its new owner", channel)
         client = self._client

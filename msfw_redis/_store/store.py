@@ -29,7 +29,6 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from redis import exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 
 from msfw_redis._config import DEFAULT_REDIS_OP_TIMEOUT
 from msfw_redis._deadline import bounded
@@ -63,6 +62,8 @@ from msfw_redis._store.scripts import LuaScript, load_scripts
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+
+    from redis.asyncio import Redis
 
     from msfw_redis._store.sentinel import SentinelWatcher
 
@@ -205,7 +206,7 @@ class Store:
         """
         self._primary.start(self.client)
         await self.check_topology()
-        if isinstance(self.client, RedisCluster):
+        if is_cluster_client(self.client):
             # Discovering the slot table takes a few round trips to several nodes: give it
             # more than one op timeout, once, rather than fail the first operations.
             try:
@@ -215,14 +216,12 @@ class Store:
                 raise translate_error(exc, what="cluster discovery") from exc
         await self.load_scripts()
         await self.sync_clock()
-        if not (self.url or "").startswith("memory://") and not isinstance(
-            self.client, RedisCluster
-        ):
+        if not (self.url or "").startswith("memory://") and not is_cluster_client(self.client):
             # Bounded like any op; a check that cannot finish is skipped, never fatal.
             # (A cluster's nodes answer INFO each for itself: not checked here yet.)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.op_timeout * 4):
-                    await check_server(self.client, label=self._label())
+                    await check_server(cast("Redis", self.client), label=self._label())
 
     async def check_topology(self) -> None:
         """Refuse a plain URL that reaches a Cluster node or a replica.
