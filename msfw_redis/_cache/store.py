@@ -26,7 +26,7 @@ from msfw_redis._exceptions import StoreError
 from msfw_redis._store.replies import reply_int, reply_list
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from msfw_redis._cache.keys import CacheKey
     from msfw_redis._store.store import Store
@@ -118,6 +118,10 @@ def _parse_lookup(reply: object) -> Lookup:
         raise StoreError(f"cache_lookup replied a malformed head {fields[:8]!r}") from None
 
 
+class _UnreadableShortReply(StoreError):
+    """The short FRESH reply carries entry times Lua reads and Python's int does not."""
+
+
 def _short_fresh(reply: bytes) -> Lookup:
     """The short form's FRESH reply: 'F stored fresh stale sec usec envelope'."""
     fields = reply.split(b" ", 6)
@@ -130,9 +134,11 @@ def _short_fresh(reply: bytes) -> Lookup:
             int(sec) * 1000 + int(usec) // 1000,
         )  # fmt: skip
     except ValueError:
-        # Times the entry holds in a form Lua reads and Python does not ('1e12'): the
-        # caller's full path reads the entry again and prints them itself.
-        raise StoreError(f"cache_lookup replied a malformed head {fields[:6]!r}") from None
+        # Times the entry holds in a form Lua reads and Python does not ('1e15'): the
+        # short form passes them on as stored, the long form prints them with %d.
+        raise _UnreadableShortReply(
+            f"cache_lookup replied a malformed short head {fields[:6]!r}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,13 +218,20 @@ class CacheStore:
         )
 
     async def peek(self, request: PeekRequest) -> Lookup:
-        """Serve a fresh or stale entry, never leasing: one round trip."""
-        args: Sequence[object]
-        if self._now_ms is None:
-            args = request.args
-        else:  # a pinned clock needs the long form, which carries now_ms
-            args = [b"peek", b"", 1, request.args[1], self._now()]
-        return _parse_lookup(await self._store.run("cache_lookup", request.keys, args))
+        """Serve a fresh or stale entry, never leasing: one round trip.
+
+        An entry whose times only Lua can read (written by hand, say, as '1e15') costs
+        a second round trip in the long form, which prints them as integers: it is
+        served like any other, never taken for a failing store.
+        """
+        if self._now_ms is None:  # a pinned clock needs the long form (it carries now_ms)
+            reply = await self._store.run("cache_lookup", request.keys, request.args)
+            try:
+                return _parse_lookup(reply)
+            except _UnreadableShortReply:
+                pass
+        long_form = [b"peek", b"", 1, request.args[1], self._now()]
+        return _parse_lookup(await self._store.run("cache_lookup", request.keys, long_form))
 
     async def fill(
         self,

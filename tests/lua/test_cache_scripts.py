@@ -516,6 +516,23 @@ async def test_peek_short_form_answers_anything_but_fresh_in_the_long_form(
     assert reply.split(b" ", 1)[0].decode() == state
 
 
+async def test_peek_serves_an_entry_whose_times_only_lua_reads(store: Store) -> None:
+    """Lua's tonumber reads '1e15', Python's int does not: the short reply passes the
+    stored text on, so peek asks again in the long form (which prints %d) and serves
+    the entry, instead of reporting a failing store."""
+    k = Keys(store)
+    await lookup(store, k, now=0)
+    await fill(store, k, now=0)
+    await store.client.hset(k.entry, mapping={"fu": "1e15", "su": "2e15"})
+    short = await store.run("cache_lookup", [k.entry, k.gen], ["peek", FN])
+    assert isinstance(short, bytes) and short.startswith(b"F ")  # what Python cannot read
+    key = CacheKey(service="svc", function="GET /x", digest=DIGEST, label="GET /x")
+    cache_store = CacheStore(store)
+    got = await cache_store.peek(cache_store.peek_request(key))
+    assert (got.state, got.value) == ("FRESH", b"payload")
+    assert (got.fresh_until_ms, got.stale_until_ms) == (10**15, 2 * 10**15)
+
+
 async def test_envelope_bytes_with_spaces_come_back_whole(store: Store) -> None:
     """The reply is head fields then the envelope in one bulk: spaces (and a trailing
     one) inside the envelope survive, fresh (fast path) and stale (full path)."""
