@@ -9,14 +9,16 @@ different needs, so the strictness is a parameter rather than two copies:
   so it accepts only what the RFC allows (digits or a zoned HTTP-date) and never
   invents a window from a malformed header.
 
-Pure, no I/O, imports nothing from the package, so any layer may use it.
+Pure, no I/O, no clock read (an HTTP-date is measured against the response's own
+``Date`` or against the ``now`` its caller passes: Redis's clock for the gate, this
+process's for its own back-off), imports nothing from the package, so any layer may
+use it.
 """
 
 from __future__ import annotations
 
 import email.utils
 import math
-import time
 
 __all__ = ["parse_retry_after"]
 
@@ -31,7 +33,7 @@ def parse_retry_after(
     (``"1.5"``, ``"-1"`` and naive dates give ``None``); with ``strict=False`` any float
     is accepted and a negative one clamps to ``0.0``. An HTTP-date is turned into a
     delay against ``date``, the same response's ``Date`` header, when it has a usable
-    one; else against ``now`` (epoch seconds, for tests), else the local clock.
+    one; else against ``now`` (epoch seconds); with neither it gives ``None``.
     """
     if value is None:
         return None
@@ -54,11 +56,14 @@ def parse_retry_after(
         return None
     if strict and when.tzinfo is None:
         return None
-    if now is None:
-        # An HTTP-date is the origin's clock: measured against the same response's own
-        # Date header, the delay does not depend on this replica's clock at all.
-        now = _epoch(date)
-    seconds = when.timestamp() - (time.time() if now is None else now)
+    # An HTTP-date is the origin's clock: measured against the same response's own
+    # Date header, the delay does not depend on any other clock at all.
+    reference = _epoch(date)
+    if reference is None:
+        reference = now
+    if reference is None:
+        return None
+    seconds = when.timestamp() - reference
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 

@@ -36,6 +36,9 @@ def parse_retry_after(
     """Seconds from a ``Retry-After`` value, strictly (digits or a zoned HTTP-date), or None.
 
     The fleet gate's reading: a negative, fractional or unparsable value gives ``None``,
-    so a window is never invented from a bad header. See :mod:`msfw_redis._http_dates`.
+    so a window is never invented from a bad header. An HTTP-date is measured against
+    the response's ``Date``, else against ``now``, which the gate takes from Redis's
+    clock (a window every replica obeys must not rest on one replica's clock); with
+    neither it gives ``None``. See :mod:`msfw_redis._http_dates`.
     """
     return _parse(value, strict=True, now=now, date=date)

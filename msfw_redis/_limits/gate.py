@@ -130,7 +130,11 @@ class RetryAfterGate:
         """
         if status not in (429, 503):
             return None
-        seconds = parse_retry_after(_header(headers, "retry-after"), date=_header(headers, "date"))
+        seconds = parse_retry_after(
+            _header(headers, "retry-after"),
+            date=_header(headers, "date"),
+            now=self._store.server_now_ms() / 1000.0,
+        )
         if seconds is None:
             return None
         mirror = await self._ensure(service)

@@ -118,8 +118,11 @@ def parse_retry_after(
 
     Delta-seconds (any float; a negative one is 0) or an HTTP date. The fleet gate reads
     the same header strictly; both use :func:`msfw_redis._http_dates.parse_retry_after`.
+    An HTTP date without the response's ``Date`` is measured against ``now``, by
+    default this machine's clock: the result only sets this process's own wait (capped
+    by ``max_delay`` and the deadline), never state another replica reads.
     """
-    return _parse(value, strict=False, now=now, date=date)
+    return _parse(value, strict=False, now=time.time() if now is None else now, date=date)
 
 
 def is_idempotent(method: str, headers: Mapping[str, str] | httpx.Headers | None = None) -> bool:

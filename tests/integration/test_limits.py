@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import time
 from typing import Any
 
 import pytest
@@ -169,6 +171,24 @@ async def test_retry_after_gate_closes_one_endpoint_fleet_wide(make_sdk: Any) ->
     with pytest.raises(RateLimitedError):
         await c.limits.gate.check("orders", "/x")
     assert "/x" in b.limits.state("orders").retry_after
+
+
+async def test_retry_after_date_is_measured_against_redis_time(
+    make_sdk: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Retry-After HTTP-date with no Date header closes the endpoint for its distance
+    from Redis's clock: this replica's wall clock, an hour ahead here, plays no part
+    (with it the date would be long past and nothing would close)."""
+    sdk = make_sdk()
+    await sdk.start()
+    server_now = sdk.limits.store.server_now_ms() / 1000.0
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600.0)
+    until = email.utils.formatdate(server_now + 30.0, usegmt=True)
+    window = await sdk.limits.gate.observe("svc", "/a", 429, {"Retry-After": until})
+    assert window is not None
+    assert 25.0 <= window <= 30.0  # whole seconds in the date, less the time since
+    assert await sdk.limits.gate.remaining("svc", "/a") > 20.0
 
 
 async def test_retry_after_never_invented(make_sdk: Any) -> None:

@@ -91,11 +91,15 @@ def test_parse_retry_after_seconds_and_dates() -> None:
 
 def test_a_retry_after_date_is_measured_against_the_responses_own_date() -> None:
     """With the response's Date header the window comes from the origin's two stamps,
-    not this replica's clock (which here is years off); a bad Date falls back to it."""
+    not the caller's clock (here years off); a bad Date falls back to the caller's
+    ``now``, and with no ``now`` either (no clock is ever read here) there is none."""
     date = email.utils.formatdate(1_000_030, usegmt=True)
     sent = email.utils.formatdate(1_000_010, usegmt=True)
     assert parse_retry_after(date, date=sent) == pytest.approx(20.0)
-    assert parse_retry_after(date, date="junk") == 0.0  # the local clock: long past
+    assert parse_retry_after(date, date=sent, now=5_000_000) == pytest.approx(20.0)
+    assert parse_retry_after(date, date="junk", now=2_000_000) == 0.0  # now: long past
+    assert parse_retry_after(date, date="junk", now=1_000_000) == pytest.approx(30.0)
+    assert parse_retry_after(date, date="junk") is None  # nothing to measure against
     assert parse_retry_after("5", date=sent) == 5.0  # delay-seconds need no clock
 
 
