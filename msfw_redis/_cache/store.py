@@ -146,9 +146,6 @@ class _Names:
     entry_prefix: str
     generations: str
     channel: str
-    #: The two key names pre-encoded for lookups (see :meth:`CacheStore.lookup`).
-    entry_prefix_bytes: bytes
-    generations_bytes: bytes
 
 
 class CacheStore:
@@ -163,14 +160,10 @@ class CacheStore:
         names = self._names.get(service)
         if names is None:
             keys = self._store.keys
-            entry_prefix = keys.key(service, "cache", "e", "")
-            generations = keys.key(service, "cache", "gen")
             names = _Names(
-                entry_prefix=entry_prefix,
-                generations=generations,
+                entry_prefix=keys.key(service, "cache", "e", ""),
+                generations=keys.key(service, "cache", "gen"),
                 channel=keys.channel(service, "cache"),
-                entry_prefix_bytes=entry_prefix.encode(),
-                generations_bytes=generations.encode(),
             )
             self._names[service] = names
         return names
@@ -192,7 +185,7 @@ class CacheStore:
 
     async def lookup(self, key: CacheKey, mode: str, token: str, *, lease_ms: int) -> Lookup:
         """Serve or lease (``mode`` 'get', 'peek' or 'force'), one round trip."""
-        if mode == "peek" and token == "" and lease_ms == 1:
+        if mode == "peek":  # never leases: token and lease_ms mean nothing to it
             return await self.peek(self.peek_request(key))
         names = self._for(key.service)
         reply = await self._store.run(
@@ -213,7 +206,7 @@ class CacheStore:
         names = self._for(key.service)
         return PeekRequest(
             key.function,
-            [names.entry_prefix_bytes + key.digest.encode(), names.generations_bytes],
+            [(names.entry_prefix + key.digest).encode(), names.generations.encode()],
             [b"peek", key.function_field.encode()],
         )
 
