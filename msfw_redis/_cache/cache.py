@@ -340,16 +340,15 @@ class ResponseCache:
             # coroutine): each coroutine frame and call is a visible share of a hit,
             # whose goal is 1.2 x a bare round trip.
             epoch = near_cache.epoch(key.service) if near_cache is not None else 0
-            first: Lookup | None = None
+            first: Lookup | None
             try:
-                found = await self._redis.peek(peek)
+                first = await self._redis.peek(peek)
             except StoreError:
-                pass  # the full path meets the error again and bypasses
+                first = None  # the full path meets the error again and bypasses
             else:
                 self._store_ok()
-                if found.flags:
-                    self._note_flags(key, found.flags)
-                first = found
+                if first.flags:
+                    self._note_flags(key, first.flags)
             if first is not None and first.state == "FRESH" and first.value:
                 try:
                     body, value = _open(first.value, codec, unshared=near_cache is None)
@@ -487,25 +486,16 @@ class ResponseCache:
             logger.warning("deleted a malformed cache entry for %s", key.label)
 
     async def _decode_or_drop(
-        self, key: CacheKey, lookup: Lookup, codec: CacheCodec[Any], *, unshared: bool = False
+        self, key: CacheKey, lookup: Lookup, codec: CacheCodec[Any]
     ) -> Served | None:
-        """The usable entry decoded, or None after deleting one that does not decode.
-
-        ``unshared``: the body goes nowhere but this call's value (no near cache), so
-        a codec with ``decode_unshared`` may hand back the envelope's own data.
-        """
+        """The usable entry decoded, or None after deleting one that does not decode."""
         if not lookup.value:
             return None
         try:
-            return self._decode(lookup, codec, unshared=unshared)
+            body, value = _open(lookup.value, codec, unshared=False)
         except Exception as exc:  # garbage bytes, another schema, a changed model
             await self._drop_undecodable(key, lookup, exc)
             return None
-
-    @staticmethod
-    def _decode(lookup: Lookup, codec: CacheCodec[Any], *, unshared: bool) -> Served:
-        """The entry in ``lookup`` decoded; raises for one that does not decode."""
-        body, value = _open(lookup.value, codec, unshared=unshared)
         now = lookup.now_ms
         return Served(
             value,
