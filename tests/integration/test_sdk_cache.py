@@ -201,6 +201,36 @@ async def test_http_level_cache_and_credentials(
     assert http_service.hits("/me") == 5
 
 
+async def test_credential_query_parameters_are_never_shared(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """?access_token= (and the other cache_credential_params) is a credential like
+    Authorization: not cached without a secret, one entry per value with one, and the
+    list is configurable."""
+    http_service.script("/me", Step(200, json={"user": "someone"}))
+    settings = services_for(http_service, "accounts", cache_enabled=True, cache_ttl=60.0)
+    plain = make_sdk(settings)
+    for _ in range(2):
+        got = await plain.call_service("accounts", "/me", params={"access_token": "alice"})
+        assert got.from_cache is False
+    assert http_service.hits("/me") == 2
+    keyed = make_sdk(settings, cache_key_secret="0123456789abcdef-secret")
+    served = []
+    for token in ("alice", "bob", "alice", "bob"):
+        got = await keyed.call_service("accounts", "/me", params={"Access_Token": token})
+        served.append(got.from_cache)
+    assert served == [False, False, True, True]
+    assert http_service.hits("/me") == 4
+    # A name of the service's own: credential only when configured as one.
+    custom = make_sdk(settings, cache_credential_params=("session",))
+    for _ in range(2):
+        await custom.call_service("accounts", "/me", params={"session": "s1"})
+    assert http_service.hits("/me") == 6
+    for _ in range(2):  # no longer a credential there: an ordinary, shared query value
+        await custom.call_service("accounts", "/me", params={"access_token": "carol"})
+    assert http_service.hits("/me") == 7
+
+
 async def test_stale_if_error_and_breaker_open(
     make_sdk: Any, http_service: ScriptedService
 ) -> None:

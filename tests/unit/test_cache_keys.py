@@ -133,6 +133,24 @@ def test_credentials_are_keyed_by_hmac_fingerprint() -> None:
     assert key(headers={"Authorization": "Bearer alice"}, secret=b"t" * 32) != alice
 
 
+@pytest.mark.parametrize(
+    "name", ["api_key", "apikey", "access_token", "token", "key", "sig", "signature", "API_KEY"]
+)
+def test_credential_query_parameters_are_credentials(name: str) -> None:
+    """Each default credential parameter (any case) makes a request uncacheable without a
+    secret and is keyed by its HMAC with one, like a credential header."""
+    params = {"q": "1", name: "alice"}
+    assert request_key(service="s", method="GET", path="/p", params=params) is None
+    alice = key(params=params, secret=SECRET)
+    assert alice != key(params={"q": "1", name: "bob"}, secret=SECRET)
+    assert alice == key(params=[(name, "alice"), ("q", "1")], secret=SECRET)
+    assert alice != key(params={"q": "1"}, secret=SECRET)
+    # Configured away, it is an ordinary parameter again.
+    assert key(params=params, credential_params=("session",)) != key(
+        params={"q": "1", name: "bob"}, credential_params=("session",)
+    )
+
+
 def test_fingerprint_is_hmac_sha256() -> None:
     """The fingerprint is HMAC-SHA256 over name NUL value NUL, sorted by header name."""
     import hashlib
