@@ -259,9 +259,19 @@ class ResponseCache:
         key: CacheKey,
         names: Iterable[str],
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+        extra_credential_headers: Iterable[str] = (),
     ) -> CacheKey:
-        """The key of one ``Vary`` variant of ``key`` (see :func:`~._cache.keys.variant_key`)."""
-        return variant_key(key, names, headers, credential_headers=self._credential_headers)
+        """The key of one ``Vary`` variant of ``key`` (see :func:`~._cache.keys.variant_key`).
+
+        ``extra_credential_headers``: the service's own, as given to :meth:`request_key`,
+        so a credential named in ``Vary`` stays keyed by its HMAC alone.
+        """
+        return variant_key(
+            key,
+            names,
+            headers,
+            credential_headers=self._credential_headers + tuple(extra_credential_headers),
+        )
 
     @staticmethod
     def custom_key(*, service: str, key: str, function: str) -> CacheKey:

@@ -188,19 +188,24 @@ class HttpCache:
         settings: HttpCacheSettings,
         *,
         force_refresh: bool = False,
+        extra_credential_headers: tuple[str, ...] = (),
     ) -> HttpServed:
-        """The response for ``request``, from the cache or from ``send``."""
+        """The response for ``request``, from the cache or from ``send``.
+
+        ``extra_credential_headers``: the service's own, as ``key`` was made with.
+        """
         names = self._vary.get((key.service, key.digest))
         base = key
+        extra = extra_credential_headers
         if names:
-            key = self._cache.variant_key(base, names, request.headers)
+            key = self._cache.variant_key(base, names, request.headers, extra)
         result = await self._run(key, request, send, policy, settings, force_refresh)
         if result.from_cache and not _vary_matches(result.value, request):
             stored = [n for n, _ in result.value.extensions.get(VARY_EXTENSION) or ()]
             if key is base:
                 # The base entry is another variant: this request has its own key.
                 self._learn(base, tuple(stored))
-                key = self._cache.variant_key(base, stored, request.headers)
+                key = self._cache.variant_key(base, stored, request.headers, extra)
                 result = await self._run(key, request, send, policy, settings, force_refresh)
             if result.from_cache and not _vary_matches(result.value, request):
                 # The origin changed what it varies on; answer from the origin itself.

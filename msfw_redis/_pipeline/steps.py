@@ -238,6 +238,7 @@ class CacheStep(httpx.AsyncBaseTransport):
                 policy.cache_policy,
                 settings,
                 force_refresh=ctx.force_refresh,
+                extra_credential_headers=tuple(extra),
             )
             ctx.from_cache, ctx.stale = served.from_cache, served.stale
             ctx.cache = str(served.outcome)

@@ -171,3 +171,40 @@ async def test_brotli_and_zstd_bombs_fail_cleanly_without_tripping_the_breaker(
             await client.get(f"/bomb-{encoding}")
     states = client.get_circuit_state()
     assert all(state.state != "open" for state in states.values())
+
+
+async def test_a_services_credential_header_named_in_vary_stays_fingerprinted(
+    make_sdk: Any, http_service: ScriptedService
+) -> None:
+    """A credential header a service adds (X-Svc-Token) and the origin names in Vary is
+    left out of the variant's key by value, as the SDK-wide ones are: the base key
+    already carries its HMAC, and an unsalted hash of it in a key name would let anyone
+    who can list keys test guesses."""
+    http_service.script(
+        "/v", Step(200, json={"n": 1}, headers={"Vary": "Accept-Language, X-Svc-Token"})
+    )
+    settings = services_for(
+        http_service, "api", cache_enabled=True, cache_credential_headers=["X-Svc-Token"]
+    )
+    sdk = make_sdk(settings, cache_key_secret=SECRET, default_retry_attempts=1)
+    english = {"Accept-Language": "en", "X-Svc-Token": "alice"}
+    french = {"Accept-Language": "fr", "X-Svc-Token": "alice"}
+    await sdk.call_service("api", "/v", headers=english)
+    await sdk.call_service("api", "/v", headers=french)  # another variant of one base key
+    again = await sdk.call_service("api", "/v", headers=french)
+    assert again.from_cache and http_service.hits("/v") == 2
+    base = sdk._cache.request_key(
+        service="api",
+        method="GET",
+        path="/v",
+        params=[],
+        headers=french,
+        extra_credential_headers=("X-Svc-Token",),
+    )
+    assert base is not None
+    names = ["accept-language", "x-svc-token"]
+    fingerprinted = sdk._cache.variant_key(base, names, french, ("X-Svc-Token",))
+    by_value = sdk._cache.variant_key(base, names, french)
+    assert fingerprinted.digest != by_value.digest
+    assert await sdk._store.client.exists(sdk._cache.entry_key(fingerprinted)) == 1
+    assert await sdk._store.client.exists(sdk._cache.entry_key(by_value)) == 0
