@@ -270,3 +270,74 @@ async def test_negative_caching(make_sdk: Any, http_service: ScriptedService) ->
             await svc.get_product(404)
         assert info.value.status_code == 404
     assert http_service.hits("/products/404") == 1
+
+
+async def test_near_cache_opt_in_by_decorator(make_sdk: Any, products: ScriptedService) -> None:
+    """@cached_service_call(near_cache=True) serves hot fresh entries from this process;
+    the same method without it always reads Redis."""
+    sdk = make_sdk(services_for(products, "product-service"))
+
+    @service_interface("product-service")
+    class Products:
+        @cached_service_call(ttl=60.0, near_cache=True)
+        @service_call("product-service", HTTPMethod.GET, "/products/{product_id}")
+        async def near(self, product_id: int) -> Product:
+            """Near-cached lookup."""
+
+        @cached_service_call(ttl=60.0, key_func=lambda self, product_id: f"far:{product_id}")
+        @service_call("product-service", HTTPMethod.GET, "/products/{product_id}")
+        async def far(self, product_id: int) -> Product:
+            """Shared-cache-only lookup."""
+
+    svc = Products(sdk=sdk)
+    for _ in range(20):
+        assert (await svc.far(123)).id == 123
+    assert sdk._cache.stats.near_hits == 0
+    # A copy is kept at a Redis hit; this process's own fill message, arriving a moment
+    # later, may drop the first one (invalidations are never skipped), so keep calling.
+    for _ in range(50):
+        assert (await svc.near(123)).id == 123
+        if sdk._cache.stats.near_hits >= 3:
+            break
+        await asyncio.sleep(0)
+    assert sdk._cache.stats.near_hits >= 3
+    assert products.hits("/products/123") == 2  # one fill per key, no more
+
+
+async def test_near_cache_opt_in_by_toml(
+    make_sdk: Any, http_service: ScriptedService, tmp_path: Any
+) -> None:
+    """A service's `near_cache = true` in the settings file turns it on for its HTTP
+    cache, with the SDK's `near_cache_max_entries` as its bound."""
+    http_service.script("/rates", Step(200, json={"eur": 1.1}))
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        "[services.fx]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {http_service.port}\n"
+        "cache_enabled = true\n"
+        "cache_ttl = 60\n"
+        "near_cache = true\n"
+    )
+    sdk = make_sdk(str(path), near_cache_max_entries=5)
+    for _ in range(50):  # see test_near_cache_opt_in_by_decorator
+        got = await sdk.call_service("fx", "/rates")
+        assert got.data == {"eur": 1.1}
+        if sdk._cache.stats.near_hits >= 3:
+            break
+        await asyncio.sleep(0)
+    assert sdk._cache.stats.near_hits >= 3
+    assert http_service.hits("/rates") == 1
+    assert sdk._cache._near.max_entries == 5
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("near_cache_max_entries", 0), ("near_cache_max_staleness", 0.0)],
+)
+def test_near_cache_limits_are_checked_naming_the_field(field: str, value: object) -> None:
+    """A near cache of no entries or no staleness bound fails at construction."""
+    from msfw_redis import ServiceSDKConfig
+
+    with pytest.raises(Exception, match=field):
+        ServiceSDKConfig(**{field: value})
